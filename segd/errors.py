@@ -1,0 +1,52 @@
+"""The error hierarchy: one root, a few shallow branches.
+
+Foreign errors (sqlite3, msgpack, OSError...) are translated at the boundary with
+``raise ... from exc`` so callers only ever catch ``SegdError`` subclasses.
+"""
+
+from __future__ import annotations
+
+
+class SegdError(Exception):
+    """Root of every error segd raises on purpose."""
+
+
+class ConfigError(SegdError):
+    """The config file is invalid.
+
+    ``problems`` holds one ``(file, table, message)`` triple per problem, so ``segd check``
+    can report all of them at once; ``str()`` renders them as ``file: table: message`` lines.
+    """
+
+    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{f}: {t}: {m}" for f, t, m in self.problems))
+
+
+class ProtocolError(SegdError):
+    """A client sent something the protocol does not allow.
+
+    ``code`` is one of SPEC section 2's error codes; ``message`` names the field at fault.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class StoreError(SegdError):
+    """A durable store (SQLite file under data_dir) failed or holds unexpected data."""
+
+
+class RemoteError(SegdError):
+    """A daemon answered a client request with an error frame (``code``, ``message``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class ConnectError(SegdError):
+    """A client could not reach the daemon's socket."""
