@@ -1,0 +1,151 @@
+"""The ``segd`` command line (SPEC section 6).
+
+Exit codes: 0 ok, 1 a user error (bad config, bad arguments, not found), 2 cannot connect,
+3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from segd import __version__, logs
+from segd.config import Config, load_config
+from segd.errors import ConfigError, ConnectError, RemoteError, SegdError
+
+EXIT_OK, EXIT_USER, EXIT_CONNECT, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_CONFIG = Path("config.toml")
+_USER_CODES = {"bad_request", "not_found", "unknown_op", "bad_frame", "unauthorized", "frame_too_large"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit code 2 means "cannot connect" here
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", type=Path, default=None,
+                        help="config file (default ./config.toml; embedded defaults if absent)")
+    client = _Parser(add_help=False)
+    client.add_argument("--socket", type=Path, default=None, help="daemon socket (default: from config)")
+    client.add_argument("--json", action="store_true", help="print JSON")
+
+    parser = _Parser(prog="segd", description="Real-time user segmentation daemon.")
+    parser.add_argument("--version", action="version", version=f"segd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    sub.add_parser("check", parents=[common], help="validate the config")
+
+    p = sub.add_parser("send", parents=[common, client], help="send one track event")
+    p.add_argument("event")
+    p.add_argument("--user", required=True)
+    p.add_argument("--prop", action="append", default=[], metavar="K=V",
+                   help="an event property; V is parsed as JSON when it can be (42, true, \"x\")")
+    p.add_argument("--ts", type=float, default=None, help="event time, seconds since the epoch")
+    p.add_argument("--msg-id", default=None, help="idempotency key")
+
+    p = sub.add_parser("identify", parents=[common, client], help="set traits of a user")
+    p.add_argument("--user", required=True)
+    p.add_argument("traits", nargs="+", metavar="K=V", help="V parsed as JSON when it can be; 'k=null' removes k")
+    p.add_argument("--ts", type=float, default=None)
+    p.add_argument("--msg-id", default=None)
+
+    sub.add_parser("stats", parents=[common, client], help="daemon statistics")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure()
+    try:
+        config = _config(args.config)
+        return _COMMANDS[args.command](args, config)
+    except ConfigError as exc:
+        for f, t, m in exc.problems:
+            print(f"{f}: {t}: {m}", file=sys.stderr)
+        return EXIT_USER
+    except ConnectError as exc:
+        print(f"segd: {exc}", file=sys.stderr)
+        return EXIT_CONNECT
+    except RemoteError as exc:
+        print(f"segd: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_USER if exc.code in _USER_CODES else EXIT_INTERNAL
+    except SegdError as exc:
+        print(f"segd: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _config(path: Path | None) -> Config:
+    if path is None:
+        return load_config(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else load_config(None)
+    return load_config(path)
+
+
+def _client(args: argparse.Namespace, config: Config):
+    from segd.client import Client
+
+    return Client(args.socket or config.daemon.socket)
+
+
+def _show(args: argparse.Namespace, result: Any, text: str) -> None:
+    print(json.dumps(result, sort_keys=True) if args.json else text)
+
+
+def _kv(items: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RemoteError("bad_request", f"{what} {item!r} must look like key=value")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from segd.daemon import run_daemon
+
+    return run_daemon(config)
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    print(f"{config.label}: ok: {len(config.aggregates)} aggregates, {len(config.segments)} segments, "
+          f"{len(config.channels)} channels, {len(config.campaigns)} campaigns")
+    return EXIT_OK
+
+
+def cmd_send(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.track(args.user, args.event, _kv(args.prop, "--prop"), ts=args.ts, msg_id=args.msg_id)
+    _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
+    return EXIT_OK
+
+
+def cmd_identify(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.identify(args.user, _kv(args.traits, "trait"), ts=args.ts, msg_id=args.msg_id)
+    _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.stats()
+    width = max(len(k) for k in r)
+    _show(args, r, "\n".join(f"{k:<{width}}  {json.dumps(v, sort_keys=True)}" for k, v in sorted(r.items())))
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
+}

@@ -1,0 +1,254 @@
+"""Clients for the segd socket: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Both have one method per op (``track``, ``identify``, ``batch``, ``sync``, ``user``...)
+returning the response map without ``id``/``ok``; an error response raises ``RemoteError``
+carrying the server's ``code``. ``send_events`` splits any number of events into pipelined
+``batch`` requests. Connect with a Unix socket path or ``tcp="host:port"`` plus ``token``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from segd import protocol
+from segd.errors import ConnectError, RemoteError
+
+DEFAULT_MAX_FRAME = 64 << 20   # what a client accepts; the server enforces its own limit
+
+
+class _Ops:
+    """The op table shared by both clients: each method builds a request and calls ``call``."""
+
+    def call(self, op: str, **fields: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def ping(self) -> Any:
+        return self.call("ping")
+
+    def track(self, user: str, event: str, props: dict | None = None, *, ts: float | None = None,
+              msg_id: str | None = None) -> Any:
+        return self.call("track", **_drop_none(user=user, event=event, props=props, ts=ts, msg_id=msg_id))
+
+    def identify(self, user: str, traits: dict, *, ts: float | None = None, msg_id: str | None = None) -> Any:
+        return self.call("identify", **_drop_none(user=user, traits=traits, ts=ts, msg_id=msg_id))
+
+    def batch(self, events: list[dict]) -> Any:
+        """``events``: maps with ``type`` ("track"/"identify") plus the op's fields."""
+        return self.call("batch", events=events)
+
+    def sync(self) -> Any:
+        return self.call("sync")
+
+    def user(self, user: str) -> Any:
+        return self.call("user", user=user)
+
+    def segments(self) -> Any:
+        return self.call("segments")
+
+    def segment(self, name: str, *, limit: int = 1000, after: str | None = None) -> Any:
+        return self.call("segment", **_drop_none(name=name, limit=limit, after=after))
+
+    def history(self, segment: str, since: float, until: float | None = None) -> Any:
+        return self.call("history", **_drop_none(segment=segment, since=since, until=until))
+
+    def forget(self, user: str) -> Any:
+        return self.call("forget", user=user)
+
+    def stats(self) -> Any:
+        return self.call("stats")
+
+
+def _drop_none(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _result(resp: dict[str, Any]) -> dict[str, Any]:
+    if not resp.get("ok"):
+        err = resp.get("error") or {}
+        raise RemoteError(err.get("code", "internal"), err.get("message", "no message"))
+    return {k: v for k, v in resp.items() if k not in ("id", "ok")}
+
+
+def _chunks(events: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    it = iter(events)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Client(_Ops):
+    """A blocking client. One request at a time unless ``pipeline``/``send_events`` is used."""
+
+    def __init__(self, socket_path: str | Path | None = None, *, tcp: str | None = None,
+                 token: str | None = None, timeout: float | None = 30.0) -> None:
+        try:
+            if tcp:
+                host, _, port = tcp.rpartition(":")
+                self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+            else:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(str(socket_path or "var/segd.sock"))
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to segd at {tcp or socket_path}: {exc}") from exc
+        self._decoder = protocol.FrameDecoder(DEFAULT_MAX_FRAME)
+        self._frames: list[Any] = []
+        self._ids = itertools.count(1)
+        if token is not None:
+            self.call("auth", token=token)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        [resp] = self.pipeline([{"op": op, **fields}])
+        return _result(resp)
+
+    def pipeline(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send every request, then read every response (raw maps, in order)."""
+        self.sock.sendall(b"".join(protocol.encode({"id": next(self._ids), **r}) for r in requests))
+        return [self.recv() for _ in requests]
+
+    def recv(self) -> dict[str, Any]:
+        """The next frame from the server (raises ConnectError if the server closed)."""
+        while not self._frames:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError as exc:
+                raise ConnectError(f"connection to segd failed: {exc}") from exc
+            if not data:
+                raise ConnectError("segd closed the connection")
+            self._frames.extend(self._decoder.feed(data))
+        frame = self._frames.pop(0)
+        if isinstance(frame, Exception):
+            raise frame
+        return frame
+
+    def send_events(self, events: Iterable[dict], *, batch_size: int = 1000, window: int = 8) -> list[dict]:
+        """Log any number of events as pipelined ``batch`` requests (``window`` in flight).
+
+        Returns one result per event, in order (``{"seq": ...}`` or ``{"error": ...}``).
+        Raises RemoteError if a whole batch is refused (e.g. ``overloaded``).
+        """
+        results: list[dict] = []
+        in_flight = 0
+        for chunk in _chunks(events, batch_size):
+            self.sock.sendall(protocol.encode({"id": next(self._ids), "op": "batch", "events": chunk}))
+            in_flight += 1
+            if in_flight >= window:
+                results.extend(_result(self.recv())["results"])
+                in_flight -= 1
+        for _ in range(in_flight):
+            results.extend(_result(self.recv())["results"])
+        return results
+
+    def subscribe(self, segments: list[str] | str = "*") -> Iterator[dict[str, Any]]:
+        """Yield transition maps until the connection closes. Blocks between transitions."""
+        _result(self.pipeline([{"op": "subscribe", "segments": segments}])[0])
+        self.sock.settimeout(None)
+        while True:
+            try:
+                frame = self.recv()
+            except ConnectError:
+                return
+            if "transition" in frame:
+                yield frame["transition"]
+            elif frame.get("ok") is False:
+                _result(frame)
+
+
+class AsyncClient(_Ops):
+    """An asyncio client. Concurrent calls on one client are pipelined and matched by id."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._decoder = protocol.FrameDecoder(DEFAULT_MAX_FRAME)
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._stream: asyncio.Queue | None = None
+        self._pump = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, socket_path: str | Path | None = None, *, tcp: str | None = None,
+                      token: str | None = None) -> AsyncClient:
+        try:
+            if tcp:
+                host, _, port = tcp.rpartition(":")
+                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            else:
+                reader, writer = await asyncio.open_unix_connection(str(socket_path or "var/segd.sock"))
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to segd at {tcp or socket_path}: {exc}") from exc
+        client = cls(reader, writer)
+        if token is not None:
+            await client.call("auth", token=token)
+        return client
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._pump.cancel()
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except (OSError, asyncio.CancelledError):
+            pass
+
+    async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = fut
+        self._writer.write(protocol.encode({"id": rid, "op": op, **fields}))
+        await self._writer.drain()
+        return _result(await fut)
+
+    async def send_events(self, events: Iterable[dict], *, batch_size: int = 1000) -> list[dict]:
+        """Like ``Client.send_events``: all batches pipelined, results in event order."""
+        replies = await asyncio.gather(*(self.batch(chunk) for chunk in _chunks(events, batch_size)))
+        return [r for reply in replies for r in reply["results"]]
+
+    async def subscribe(self, segments: list[str] | str = "*") -> AsyncIterator[dict[str, Any]]:
+        """Yield transition maps until the connection closes."""
+        self._stream = asyncio.Queue()
+        await self.call("subscribe", segments=segments)
+        while True:
+            item = await self._stream.get()
+            if item is None:
+                return
+            yield item
+
+    async def _read(self) -> None:
+        try:
+            while data := await self._reader.read(1 << 16):
+                for frame in self._decoder.feed(data):
+                    if isinstance(frame, dict) and "transition" in frame and self._stream is not None:
+                        self._stream.put_nowait(frame["transition"])
+                        continue
+                    fut = self._waiting.pop(frame.get("id"), None) if isinstance(frame, dict) else None
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            err = ConnectError("segd closed the connection")
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            self._waiting.clear()
+            if self._stream is not None:
+                self._stream.put_nowait(None)

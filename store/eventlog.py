@@ -1,0 +1,155 @@
+"""The append-only event log: the source of truth for every derived state.
+
+One SQLite file (``data_dir/events.db``, WAL). One writer, the daemon's commit thread:
+``append`` writes a whole group of events in one transaction (group commit) and returns
+only after the commit is durable (``synchronous=FULL`` by default). Readers (``scan``) use
+their own connection and may run concurrently with the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import msgpack
+
+from segd.clock import Clock
+from segd.errors import StoreError
+from store import schema
+
+
+class NewEvent(NamedTuple):
+    """An event validated by the server, not yet in the log. ``body`` is msgpack bytes."""
+
+    user: str
+    type: str               # "track" | "identify"
+    event: str | None       # None for identify
+    ts: float | None        # None: the receive time, decided at append (see Clock.stamp)
+    body: bytes             # props (track) or traits (identify), msgpack map
+    msg_id: str | None
+    wall: float             # receive time (wall clock)
+
+
+class Row(NamedTuple):
+    """One log row as shipped to the user actors: ``body`` is the msgpack props or traits."""
+
+    seq: int
+    user: str
+    type: str
+    event: str | None
+    ts: float
+    clock: float
+    body: bytes
+
+
+class Appended(NamedTuple):
+    """What ``append`` did: one ``(seq, duplicate)`` per input event, and the new rows."""
+
+    results: list[tuple[int, bool]]
+    rows: list[Row]
+
+
+_INSERT = ("INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events"
+_LOOKUP_CHUNK = 500
+
+
+class EventLog:
+    """The event log file. Not thread-safe: one thread appends, each reader scans its own."""
+
+    def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
+        self.path = Path(data_dir) / schema.EVENTS_FILE
+        self.db = schema.open_db(self.path, synchronous=synchronous)
+        with self.db.atomic():
+            schema.ensure_meta(self.db, self.path)
+            schema.create_events(self.db)
+        self.conn = self.db.conn
+        seq, clock = self.conn.execute(
+            "SELECT seq, clock FROM events ORDER BY seq DESC LIMIT 1").fetchone() or (0, 0.0)
+        self.last_seq: int = seq
+        self.last_clock: float = clock
+        forgotten = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten'").fetchone()
+        self.forgotten = int(forgotten[0]) if forgotten else 0
+
+    @property
+    def count(self) -> int:
+        """Events in the log (appended minus erased by ``forget``)."""
+        return self.last_seq - self.forgotten
+
+    def append(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
+        """Write ``events`` in one durable transaction; dedupe by ``msg_id``.
+
+        A ``msg_id`` seen before (in the log or earlier in this group) is not written again:
+        its result is the original ``(seq, True)``. Raises StoreError if the commit fails,
+        in which case nothing of the group is in the log.
+        """
+        known = self._known_msg_ids([e.msg_id for e in events if e.msg_id])
+        results: list[tuple[int, bool]] = []
+        rows: list[Row] = []
+        params = []
+        seq = self.last_seq
+        for e in events:
+            if e.msg_id is not None and e.msg_id in known:
+                results.append((known[e.msg_id], True))
+                continue
+            seq += 1
+            ts, at = clock.stamp(e.ts, e.wall)
+            track = e.type == "track"
+            params.append((seq, e.user, e.type, e.event, ts, at,
+                           e.body if track else None, None if track else e.body, e.msg_id))
+            rows.append(Row(seq, e.user, e.type, e.event, ts, at, e.body))
+            results.append((seq, False))
+            if e.msg_id is not None:
+                known[e.msg_id] = seq
+        if params:
+            try:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(_INSERT, params)
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise StoreError(f"event log commit failed: {exc}") from exc
+            self.last_seq = seq
+            self.last_clock = rows[-1].clock
+        return Appended(results, rows)
+
+    def _known_msg_ids(self, ids: list[str]) -> dict[str, int]:
+        known: dict[str, int] = {}
+        for i in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[i:i + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            known.update(self.conn.execute(
+                f"SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", chunk).fetchall())
+        return known
+
+    def scan(self, after: int = 0, until: int | None = None, *, batch: int = 10_000) -> Iterator[list[Row]]:
+        """Rows with ``after < seq <= until`` in log order, in lists of at most ``batch``.
+
+        Uses a fresh read-only connection, so it may run in another thread while the writer
+        appends; it sees the log as of each batch's read.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            limit = until if until is not None else (1 << 62)
+            while after < limit:
+                chunk = conn.execute(f"{_SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                                     (after, limit, batch)).fetchall()
+                if not chunk:
+                    return
+                yield [Row(*r) for r in chunk]
+                after = chunk[-1][0]
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the writer connection (checkpointing the WAL)."""
+        self.conn.close()
+
+
+def decode(body: bytes | None) -> dict:
+    """A row's props or traits as a dict."""
+    return msgpack.unpackb(body, raw=False) if body else {}

@@ -1,0 +1,71 @@
+"""Schemas of segd's SQLite files, created and migrated with sqlite-utils.
+
+Every store lives under ``data_dir`` as a plain SQLite file that ``sqlite-utils`` and the
+``sqlite3`` shell can open. ``SCHEMA_VERSION`` is recorded in each file's ``meta`` table;
+opening a file written by a newer segd is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from segd.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+EVENTS_FILE = "events.db"
+
+
+def open_db(path: Path, *, synchronous: str = "full") -> sqlite_utils.Database:
+    """Open (creating if needed) a WAL-mode SQLite file with the given durability.
+
+    The raw connection has ``isolation_level=None``: callers issue BEGIN/COMMIT themselves,
+    so one group commit is exactly one transaction and one fsync.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    return sqlite_utils.Database(conn)
+
+
+def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:
+    """Create the ``meta`` table, record the schema version, refuse newer files."""
+    if "meta" not in db.table_names():
+        db["meta"].create({"key": str, "value": str}, pk="key")
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+    elif int(row[0]) > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema version {row[0]}; this segd understands up to "
+                         f"{SCHEMA_VERSION}: upgrade segd")
+
+
+def create_events(db: sqlite_utils.Database) -> None:
+    """The event log: one row per acknowledged event, ``seq`` is the log position."""
+    if "events" in db.table_names():
+        return
+    db["events"].create(
+        {
+            "seq": int,         # log position, 1, 2, 3... (gaps only after `forget`)
+            "user": str,
+            "type": str,        # "track" | "identify"
+            "event": str,       # event name; NULL for identify
+            "ts": float,        # event time, seconds since the epoch, UTC
+            "clock": float,     # the engine clock when the event was appended
+            "props": bytes,     # msgpack map, track only
+            "traits": bytes,    # msgpack map, identify only
+            "msg_id": str,      # client idempotency key, or NULL
+        },
+        pk="seq",
+        not_null={"user", "type", "ts", "clock"},
+    )
+    # Partial index: idempotency lookups without paying for rows that carry no msg_id.
+    db.execute("CREATE UNIQUE INDEX events_msg_id ON events (msg_id) WHERE msg_id IS NOT NULL")

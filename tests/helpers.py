@@ -1,0 +1,104 @@
+"""Test helpers shared by unit and integration tests: configs on temp dirs, daemons."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from segd.config import Config, load_config
+
+
+def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:
+    """A config file under tmp_path with data_dir and socket inside it.
+
+    The socket path is kept short: Unix socket paths are limited to ~100 bytes.
+    """
+    sock_dir = Path(os.environ.get("SEGD_TEST_SOCK_DIR", "/tmp"))
+    sock = sock_dir / f"segd-test-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**8}.sock"
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[daemon]\ndata_dir = "{tmp_path / "data"}"\nsocket = "{sock}"\n'
+        + textwrap.dedent(daemon) + "\n" + textwrap.dedent(body)
+    )
+    return path
+
+
+def make_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Config:
+    return load_config(write_config(tmp_path, body, daemon=daemon))
+
+
+class DaemonThread:
+    """A real daemon serving on its own event loop in a background thread."""
+
+    def __init__(self, config: Config) -> None:
+        from segd.daemon import Daemon
+
+        self.config = config
+        self.daemon = Daemon(config)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True, name="segd-test-daemon")
+
+    @property
+    def socket(self) -> Path:
+        return self.config.daemon.socket
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.daemon.start())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> DaemonThread:
+        self.thread.start()
+        if not self._ready.wait(120):
+            raise TimeoutError("daemon did not start in 120 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def run(self, coro, timeout: float = 60):
+        """Run a coroutine on the daemon's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+        self.run(self.daemon.stop(), timeout=120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+def start_subprocess_daemon(config_path: Path, socket: Path, *, timeout: float = 120) -> subprocess.Popen:
+    """``segd run`` as a child process; returns once its socket answers a ping."""
+    from segd.client import Client
+    from segd.errors import ConnectError
+
+    with open(config_path.parent / "daemon.log", "ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "segd", "run", "--config", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited with {proc.returncode}: "
+                               + (config_path.parent / "daemon.log").read_text()[-3000:])
+        try:
+            with Client(socket, timeout=5) as c:
+                c.ping()
+            return proc
+        except ConnectError:
+            time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError(f"daemon did not answer on {socket} within {timeout} s")

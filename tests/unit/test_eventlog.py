@@ -1,0 +1,85 @@
+"""The event log on a real SQLite file (no Ray, no sockets)."""
+
+import sqlite3
+
+import msgpack
+import sqlite_utils
+
+from segd.clock import Clock
+from store.eventlog import EventLog, NewEvent, decode
+
+
+def ev(user="u", event="view", ts=None, msg_id=None, wall=100.0, props=None, type_="track"):
+    return NewEvent(user, type_, event if type_ == "track" else None, ts,
+                    msgpack.packb(props or {}), msg_id, wall)
+
+
+def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
+    log = EventLog(tmp_path)
+    r = log.append([ev(), ev(), ev()], Clock("wall"))
+    assert r.results == [(1, False), (2, False), (3, False)]
+    log.close()
+    log = EventLog(tmp_path)
+    assert (log.last_seq, log.count) == (3, 3)
+    assert log.append([ev()], Clock("wall")).results == [(4, False)]
+
+
+def test_duplicate_msg_id_returns_original_seq_within_and_across_groups(tmp_path):
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    assert log.append([ev(msg_id="a"), ev(msg_id="a"), ev(msg_id="b")], clock).results == \
+        [(1, False), (1, True), (2, False)]
+    assert log.append([ev(msg_id="b"), ev()], clock).results == [(2, True), (3, False)]
+    log.close()
+    assert EventLog(tmp_path).append([ev(msg_id="a")], clock).results == [(1, True)]
+
+
+def test_wall_clock_never_goes_backwards_and_defaults_ts_to_receive_time(tmp_path):
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    rows = log.append([ev(wall=50.0), ev(wall=40.0, ts=7.0)], clock).rows
+    assert [(r.ts, r.clock) for r in rows] == [(50.0, 50.0), (7.0, 50.0)]
+
+
+def test_event_clock_is_the_watermark_of_event_times(tmp_path):
+    log = EventLog(tmp_path)
+    clock = Clock("event")
+    rows = log.append([ev(ts=10.0), ev(ts=5.0), ev(ts=None), ev(ts=20.0)], clock).rows
+    assert [(r.ts, r.clock) for r in rows] == [(10.0, 10.0), (5.0, 10.0), (10.0, 10.0), (20.0, 20.0)]
+
+
+def test_scan_returns_rows_in_order_with_bounds(tmp_path):
+    log = EventLog(tmp_path)
+    log.append([ev(user=f"u{i}", props={"i": i}) for i in range(25)], Clock("wall"))
+    rows = [r for chunk in log.scan(after=3, until=20, batch=7) for r in chunk]
+    assert [r.seq for r in rows] == list(range(4, 21))
+    assert decode(rows[0].body) == {"i": 3}
+
+
+def test_identify_stores_traits_and_track_stores_props(tmp_path):
+    log = EventLog(tmp_path)
+    log.append([ev(props={"p": 1}), ev(type_="identify", props={"t": 2})], Clock("wall"))
+    db = sqlite_utils.Database(tmp_path / "events.db")
+    rows = list(db["events"].rows)
+    assert msgpack.unpackb(rows[0]["props"]) == {"p": 1} and rows[0]["traits"] is None
+    assert msgpack.unpackb(rows[1]["traits"]) == {"t": 2} and rows[1]["props"] is None
+    assert rows[1]["event"] is None
+
+
+def test_log_is_wal_and_durable(tmp_path):
+    log = EventLog(tmp_path)
+    assert log.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_log_refuses_a_newer_schema(tmp_path):
+    EventLog(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "events.db")
+    conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    import pytest
+
+    from segd.errors import StoreError
+    with pytest.raises(StoreError, match="upgrade segd"):
+        EventLog(tmp_path)
