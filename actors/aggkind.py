@@ -1,0 +1,159 @@
+"""The aggregate-kind contract and the value rules every kind shares.
+
+``AggKind`` is the interface each kind implements; the helpers are the semantics common to
+lifetime and windowed kinds: which values are numbers, distinct keys, exact sums, min/max
+ties, and the exact snapshot encoding of big ints and float arrays. The kinds themselves, and
+the full contract and semantics, are in ``actors.aggregates``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from typing import Any
+
+import msgpack
+
+__all__ = ["AggKind", "is_number", "distinct_key"]
+
+_LITTLE = sys.byteorder == "little"
+
+
+def is_number(v: Any) -> bool:
+    """True for the values sum/avg/min/max aggregate: int (not bool) and finite float."""
+    t = type(v)
+    return t is int or (t is float and math.isfinite(v))
+
+
+def distinct_key(v: Any) -> Any:
+    """A hashable, msgpack-able key such that equal values (per the rule language) map equal.
+
+    str, int and float are their own key (so 1 and 1.0 are one value); everything else
+    (bool, bytes, list, map) becomes ``b"\\x01" + msgpack`` of a canonical form (maps sorted by
+    key), which cannot collide with a str/int/float key.
+    """
+    t = type(v)
+    if t is str:
+        return sys.intern(v) if len(v) <= 64 else v
+    if t is int or t is float:
+        return v
+    return b"\x01" + msgpack.packb(_canonical(v), use_bin_type=True)
+
+
+def _canonical(v: Any) -> Any:
+    if isinstance(v, dict):
+        items = [(msgpack.packb(_canonical(k), use_bin_type=True), _canonical(x)) for k, x in v.items()]
+        items.sort(key=lambda kv: kv[0])
+        return {"\x00map": [[k, x] for k, x in items]}
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    if type(v) is float and v.is_integer() and abs(v) < 2**63:
+        return int(v)  # [1.0] == [1] in the rule language
+    return v
+
+
+def _pack_arr(a: array) -> bytes:
+    if not _LITTLE:  # pragma: no cover - snapshots are little-endian everywhere
+        a = array("d", a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpack_arr(b: bytes) -> array:
+    a = array("d")
+    a.frombytes(b)
+    if not _LITTLE:  # pragma: no cover
+        a.byteswap()
+    return a
+
+
+def _better(new: Any, cur: Any, lower: bool) -> bool:
+    """Is ``new`` a strictly better min (lower=True) / max than ``cur``? 1 == 1.0: float wins."""
+    if new == cur:
+        return type(new) is float and type(cur) is not float
+    return new < cur if lower else new > cur
+
+
+def _extreme(values: Any, lower: bool) -> Any:
+    best = None
+    for v in values:
+        if best is None or _better(v, best, lower):
+            best = v
+    return best
+
+
+def _grow(partials: tuple, x: float) -> tuple:
+    """Shewchuk: add x to non-overlapping partials exactly (the math.fsum algorithm)."""
+    out = []
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo:
+            out.append(lo)
+        x = hi
+    out.append(x)
+    return tuple(out)
+
+
+def _int_out(n: int) -> Any:
+    # msgpack carries 64-bit ints only; an exact sum may outgrow that.
+    return n if -(1 << 63) <= n < (1 << 64) else str(n)
+
+
+def _int_in(v: Any) -> int:
+    return int(v) if isinstance(v, str) else v
+
+
+def _window_sum(values: list) -> Any:
+    for v in values:
+        if type(v) is float:
+            return math.fsum(values)
+    return sum(values)
+
+
+class AggKind:
+    """Logic of one aggregate kind; stateless and shared by every user (see ``actors.aggregates``)."""
+
+    __slots__ = ("kind", "within")
+
+    #: True for kinds that aggregate ``of`` values (they get ``value`` passed to ``fold``).
+    takes_value = False
+
+    def __init__(self, kind: str, within: float | None) -> None:
+        self.kind = kind
+        self.within = within
+
+    @property
+    def windowed(self) -> bool:
+        """True for sliding-window kinds, whose value changes with time alone."""
+        return self.within is not None
+
+    def fold(self, state: Any, ts: float, value: Any, now: float) -> Any:
+        """Add one matching event (log order); return the new state."""
+        raise NotImplementedError
+
+    def value(self, state: Any, now: float) -> Any:
+        """The aggregate's value at ``now``."""
+        raise NotImplementedError
+
+    def next_change(self, state: Any, now: float) -> float | None:
+        """Smallest t > now at which the value may change with time alone; None if never."""
+        return None
+
+    def prune(self, state: Any, now: float) -> Any:
+        """Drop what can never count again at or after ``now``; return the new state."""
+        return state
+
+    def to_msgpack(self, state: Any) -> Any:
+        """State -> a msgpack-able value (exact)."""
+        return state
+
+    def from_msgpack(self, obj: Any) -> Any:
+        """Inverse of ``to_msgpack``."""
+        return obj
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.kind!r}, within={self.within!r})"
