@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msg-id", default=None)
 
     sub.add_parser("stats", parents=[common, client], help="daemon statistics")
+
+    p = sub.add_parser("user", parents=[common, client], help="a user's traits, aggregates and segments")
+    p.add_argument("user")
+    sub.add_parser("segments", parents=[common, client], help="every segment with its size")
+    p = sub.add_parser("segment", parents=[common, client], help="members of a segment")
+    p.add_argument("name")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--after", default=None, help="user id cursor (from the previous page's 'next')")
+    p = sub.add_parser("subscribe", parents=[common, client], help="print transitions as JSON lines")
+    p.add_argument("segments", nargs="*", metavar="NAME", help="segments to follow (default: all)")
+
+    p = sub.add_parser("replay", parents=[common], help="rebuild every derived store from the log, offline")
+    p.add_argument("--until", type=int, default=None, metavar="SEQ", help="stop at this log position")
+    p.add_argument("--no-dispatch", action="store_true", help="send no messages (dispatch is never "
+                   "repeated by a replay either way: the outbox remembers every message id)")
     return parser
 
 
@@ -119,6 +134,9 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from actors.model import Model
+
+    Model.compile(config)  # raises ConfigError naming each bad expression
     print(f"{config.label}: ok: {len(config.aggregates)} aggregates, {len(config.segments)} segments, "
           f"{len(config.channels)} channels, {len(config.campaigns)} campaigns")
     return EXIT_OK
@@ -146,6 +164,77 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_user(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.user(args.user)
+    text = [f"user      {r['user']}  (last seq {r['last_seq']})",
+            f"segments  {', '.join(r['segments']) or '-'}",
+            "traits"] + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["traits"].items())] + \
+        ["aggregates"] + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["aggregates"].items())]
+    _show(args, r, "\n".join(text))
+    return EXIT_OK
+
+
+def cmd_segments(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.segments()
+    rows = r["segments"]
+    width = max((len(s["name"]) for s in rows), default=4)
+    _show(args, r, "\n".join([f"{'name':<{width}}  {'size':>9}  description"]
+                             + [f"{s['name']:<{width}}  {s['size']:>9}  {s['description']}" for s in rows]))
+    return EXIT_OK
+
+
+def cmd_segment(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.segment(args.name, limit=args.limit, after=args.after)
+    more = f"\n(more: --after {r['next']})" if r["next"] else ""
+    _show(args, r, f"{args.name}: {r['size']} members\n" + "\n".join(r["members"]) + more)
+    return EXIT_OK
+
+
+def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
+    from segd.client import Client
+
+    with Client(args.socket or config.daemon.socket, timeout=None) as c:
+        for t in c.subscribe(args.segments or "*"):
+            print(json.dumps(t, sort_keys=True), flush=True)
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    from segd.replay import replay
+
+    bar = _ProgressBar()
+    summary = replay(config, until=args.until, progress=bar.update)
+    bar.close()
+    print(json.dumps(summary, sort_keys=True))
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.progress = None
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.progress = Progress(transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("replaying the log", total=None)
+
+    def update(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 _COMMANDS = {
     "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
+    "user": cmd_user, "segments": cmd_segments, "segment": cmd_segment, "subscribe": cmd_subscribe,
+    "replay": cmd_replay,
 }

@@ -14,21 +14,59 @@ import fcntl
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import structlog
 
-from segd import __version__
+from actors.model import Model
+from segd import __version__, runtime
 from segd.clock import Clock
 from segd.config import Config
 from segd.errors import ProtocolError, SegdError
 from segd.ingest import Committer
 from segd.protocol import EventIn, Request
-from segd.server import Connection, Server
+from segd.router import Router, RouterFailed
+from segd.server import Connection, Server, Streaming
+from segd.subscriptions import Hub
 from store.eventlog import EventLog, NewEvent
+from store.snapshots import SnapshotStore
 
 log = structlog.get_logger("segd.daemon")
+
+
+class DataDirLock:
+    """An exclusive lock on ``data_dir`` (``segd.lock``): one daemon or replay at a time."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = Path(data_dir) / "segd.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        """Take the lock or raise SegdError naming the holder's lock file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise SegdError(f"{self.path.parent} is in use by another segd (lock {self.path} is held)") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DataDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Daemon:
@@ -37,11 +75,18 @@ class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started = time.time()
+        self.model = Model.compile(config)  # ConfigError before anything is opened
         self.eventlog: EventLog | None = None
         self.clock: Clock | None = None
         self.committer: Committer | None = None
         self.server: Server | None = None
-        self._lock_fd: int | None = None
+        self.runtime: runtime.Runtime | None = None
+        self.router: Router | None = None
+        self.snapshots: SnapshotStore | None = None
+        self.hub = Hub()
+        self._ray_started = False
+        self._ticker: asyncio.Task | None = None
+        self._lock: DataDirLock | None = None
         self._stopping = False
 
     async def __aenter__(self) -> Daemon:
@@ -52,19 +97,49 @@ class Daemon:
         await self.stop()
 
     async def start(self) -> None:
-        """Open the stores and listen. Raises SegdError if data_dir is locked by another daemon."""
+        """Open the stores, recover, listen. Raises SegdError if data_dir is locked by another
+        daemon; on any failure, what was started is stopped again."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config.daemon
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_data_dir()
+        self._lock = DataDirLock(cfg.data_dir).acquire()
         self.eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         self.clock = Clock(cfg.clock, start=self.eventlog.last_clock)
-        self.committer = Committer(self.eventlog, self.clock, max_pending=cfg.max_pending)
+        self.snapshots = SnapshotStore(cfg.data_dir)
+        self._ray_started = await asyncio.to_thread(runtime.init_ray, self.config)
+        self.runtime = runtime.Runtime(self.config, {
+            s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments})
+        rebuilt = [name for m in range(runtime.MANAGERS) for name in await self.runtime.reset_segments(m)]
+        if rebuilt:
+            log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
+        self.router = Router(self.runtime, self.eventlog, self.snapshots, self.clock,
+                             fingerprint=self.model.fingerprint, snapshot_every=cfg.snapshot_every,
+                             on_transitions=self.hub.publish)
+        await self.router.recover()
+        self.router.start()
+        self.committer = Committer(self.eventlog, self.clock, max_pending=cfg.max_pending,
+                                   on_commit=self.router.submit_rows)
         self.committer.start()
+        if cfg.clock == "wall":
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(cfg.tick), name="segd-tick")
         self.server = Server(self, socket_path=cfg.socket, tcp=cfg.tcp, token=cfg.token,
                              max_frame=cfg.max_frame, max_connections=cfg.max_connections)
         await self.server.start()
         log.info("daemon_started", version=__version__, data_dir=str(cfg.data_dir),
-                 events=self.eventlog.count, last_seq=self.eventlog.last_seq, clock=cfg.clock)
+                 events=self.eventlog.count, last_seq=self.eventlog.last_seq, clock=cfg.clock,
+                 shards=self.runtime.n, segments=len(self.config.segments))
+
+    async def _tick(self, every: float) -> None:
+        """Wall mode: advance every shard's timers each ``tick`` without new events."""
+        while True:
+            await asyncio.sleep(every)
+            self.router.tick()
 
     async def stop(self) -> None:
         """Drain: stop accepting, commit and answer what was submitted, close everything."""
@@ -74,32 +149,23 @@ class Daemon:
         log.info("daemon_stopping")
         if self.server is not None:
             await self.server.stop_accepting()
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self.committer is not None:
             await self.committer.close()
+        if self.router is not None:
+            await self.router.close()
         if self.server is not None:
             await self.server.close_connections()
-        if self.eventlog is not None:
-            self.eventlog.close()
-        self._unlock_data_dir()
+        if self.runtime is not None:
+            self.runtime.close()
+        runtime.shutdown_ray(self._ray_started)
+        for store in (self.eventlog, self.snapshots):
+            if store is not None:
+                store.close()
+        if self._lock is not None:
+            self._lock.release()
         log.info("daemon_stopped", last_seq=self.eventlog.last_seq if self.eventlog else 0)
-
-    def _lock_data_dir(self) -> None:
-        path = self.config.daemon.data_dir / "segd.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise SegdError(f"{self.config.daemon.data_dir} is in use by another segd "
-                            f"(lock {path} is held)") from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-
-    def _unlock_data_dir(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     # ---------------------------------------------------------------- ops
 
@@ -139,16 +205,67 @@ class Daemon:
                 out.append({"seq": seq, "duplicate": True} if dup else {"seq": seq})
         return {"results": out}
 
-    def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
-        el, cm = self.eventlog, self.committer
+    async def op_sync(self, req: Request, conn: Connection) -> dict[str, Any]:
+        try:
+            return {"seq": await self.router.sync()}
+        except RouterFailed as exc:
+            raise ProtocolError("internal", str(exc)) from exc
+
+    async def op_user(self, req: Request, conn: Connection) -> dict[str, Any]:
+        view = await self.runtime.user(req.args["user"])
+        if view is None:
+            raise ProtocolError("not_found", f"user {req.args['user']!r} has never been seen")
+        return view
+
+    async def op_segments(self, req: Request, conn: Connection) -> dict[str, Any]:
+        sizes = await self._sizes()
+        return {"segments": [{"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
+                             for s in sorted(self.config.segments, key=lambda s: s.name)]}
+
+    async def op_segment(self, req: Request, conn: Connection) -> dict[str, Any]:
+        a = req.args
+        page = await self.runtime.page(a["name"], a["after"], a["limit"])
+        if page is None:
+            raise ProtocolError("not_found", f"unknown segment {a['name']!r}")
+        return page
+
+    async def op_history(self, req: Request, conn: Connection) -> dict[str, Any]:
+        a = req.args
+        rows = await self.runtime.history(a["segment"], a["since"], a["until"])
+        if rows is None:
+            raise ProtocolError("not_found", f"unknown segment {a['segment']!r}")
+        return {"transitions": [dict(zip(_TRANSITION, r, strict=True)) for r in rows]}
+
+    def op_subscribe(self, req: Request, conn: Connection) -> Streaming:
+        names = req.args["segments"]
+        if names != "*":
+            known = {s.name for s in self.config.segments}
+            if unknown := [n for n in names if n not in known]:
+                raise ProtocolError("not_found", f"unknown segments: {', '.join(unknown)}")
+        sub = self.hub.add(names, conn.peer)
+        return Streaming({}, sub.run)
+
+    async def _sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for m in range(runtime.MANAGERS):
+            sizes.update(await self.runtime.sizes(m))
+        return sizes
+
+    async def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
+        el, cm, rt = self.eventlog, self.committer, self.router
+        shards = await asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n)))
         return {
             "events": el.count,
             "last_seq": el.last_seq,
-            "users": None,
-            "applied_seq": 0,
-            "lag": el.last_seq,
-            "segments": {},
+            "users": sum(s["users"] for s in shards),
+            "applied_seq": rt.routed_seq,
+            "lag": rt.lag,
+            "segments": await self._sizes(),
             "messages": {},
+            "transitions": rt.transitions,
+            "shards": [{"users": s["users"], "applied_seq": s["applied_seq"]} for s in shards],
+            "recoveries": rt.recoveries,
+            "subscribers": len(self.hub.subscribers),
             "pending": cm.pending,
             "commits": cm.commits,
             "commit_ms_avg": round(cm.commit_seconds * 1000 / cm.commits, 3) if cm.commits else 0.0,
@@ -156,6 +273,9 @@ class Daemon:
             "clock": self.clock.value,
             "uptime": round(time.time() - self.started, 3),
         }
+
+
+_TRANSITION = ("id", "segment", "user", "kind", "at", "seq")
 
 
 def _new_event(ev: EventIn, wall: float) -> NewEvent:

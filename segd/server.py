@@ -34,7 +34,7 @@ _CLOSE = object()
 class Connection:
     """Per-connection state shared by the server and the handler."""
 
-    __slots__ = ("peer", "tcp", "authed", "outbox", "closing")
+    __slots__ = ("peer", "tcp", "authed", "outbox", "closing", "streaming", "reading")
 
     def __init__(self, peer: str, tcp: bool) -> None:
         self.peer = peer
@@ -42,6 +42,18 @@ class Connection:
         self.authed = not tcp      # the Unix socket is protected by its file mode
         self.outbox: asyncio.Queue = asyncio.Queue(PIPELINE_DEPTH)
         self.closing = False
+        self.streaming = False     # after `subscribe`: output is a stream of transitions
+        self.reading: asyncio.Task | None = None
+
+
+class Streaming:
+    """A handler result that acknowledges, then takes over the connection's output."""
+
+    __slots__ = ("ack", "run")
+
+    def __init__(self, ack: dict[str, Any], run: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self.ack = ack
+        self.run = run
 
 
 class Handler(Protocol):
@@ -62,7 +74,7 @@ class Server:
         self.token = token
         self.max_frame = max_frame
         self.max_connections = max_connections
-        self.connections: set[asyncio.Task] = set()
+        self.connections: dict[asyncio.Task, Connection] = {}
         self.accepting = True
         self._servers: list[asyncio.AbstractServer] = []
 
@@ -109,12 +121,20 @@ class Server:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
-    async def close_connections(self, timeout: float = 5.0) -> None:
-        """Let connections flush the answers they owe, then close them."""
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.wait(self.connections, timeout=timeout)
+    async def close_connections(self, timeout: float = 10.0) -> None:
+        """Stop reading requests, let each connection flush the answers it owes, close it.
+
+        Requests a client sent but we never read are not answered (and not logged): the
+        client sees the connection close.
+        """
+        for conn in self.connections.values():
+            if conn.reading is not None:
+                conn.reading.cancel()
+        tasks = list(self.connections)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
 
     # ---------------------------------------------------------------- per connection
 
@@ -128,14 +148,16 @@ class Server:
             writer.close()
             return
         task = asyncio.current_task()
-        self.connections.add(task)
         conn = Connection(peer, tcp=not authed)
-        reading = asyncio.create_task(self._read_loop(conn, reader))
+        self.connections[task] = conn
+        reading = conn.reading = asyncio.create_task(self._read_loop(conn, reader))
         sending = asyncio.create_task(self._send_loop(conn, writer))
         try:
             done, _ = await asyncio.wait({reading, sending}, return_when=asyncio.FIRST_COMPLETED)
             if sending in done:  # the peer stopped taking answers: stop reading its requests
                 reading.cancel()
+            elif conn.streaming:  # a subscriber closed its end: the stream ends with it
+                sending.cancel()
             else:
                 await conn.outbox.put(_CLOSE)
                 await asyncio.wait_for(sending, timeout=30)
@@ -146,7 +168,7 @@ class Server:
             log.debug("connection_lost", peer=peer, error=str(exc))
             sending.cancel()
         finally:
-            self.connections.discard(task)
+            self.connections.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
@@ -173,11 +195,17 @@ class Server:
                     log.info("bad_frame", peer=conn.peer, message=item.message)
                     await conn.outbox.put(protocol.error(None, item.code, item.message))
                 else:
-                    await conn.outbox.put(self._dispatch(item, conn))
+                    result = self._dispatch(item, conn)
+                    if isinstance(result, Streaming):
+                        conn.streaming = True
+                        await conn.outbox.put(result.ack)
+                        await conn.outbox.put(result.run)
+                    else:
+                        await conn.outbox.put(result)
                     if conn.closing:
                         return
 
-    def _dispatch(self, frame: dict, conn: Connection) -> dict | asyncio.Future:
+    def _dispatch(self, frame: dict, conn: Connection) -> dict | asyncio.Future | Streaming:
         """The response to one frame, or a future of it. Never raises."""
         rid = protocol.request_id(frame)
         try:
@@ -196,6 +224,8 @@ class Server:
             return protocol.error(rid, "internal", "internal error; see the daemon log")
         if isinstance(result, dict):
             return protocol.ok(rid, **result)
+        if isinstance(result, Streaming):
+            return Streaming(protocol.ok(rid, **result.ack), result.run)
         return asyncio.ensure_future(_respond(rid, result))
 
     def _auth(self, req: Request, conn: Connection) -> dict:

@@ -69,3 +69,34 @@ def create_events(db: sqlite_utils.Database) -> None:
     )
     # Partial index: idempotency lookups without paying for rows that carry no msg_id.
     db.execute("CREATE UNIQUE INDEX events_msg_id ON events (msg_id) WHERE msg_id IS NOT NULL")
+
+
+SEGMENTS_FILE = "segments.db"
+SNAPSHOTS_FILE = "snapshots.db"
+
+
+def create_segments(db: sqlite_utils.Database) -> None:
+    """Segment membership and the transition history (derived from the log, rebuildable)."""
+    if "transitions" not in db.table_names():
+        db["transitions"].create(
+            {"id": str, "segment": str, "user": str, "kind": str, "at": float, "seq": int},
+            pk="id", not_null={"segment", "user", "kind", "at", "seq"},
+        )
+        db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user)")
+        db.execute("CREATE INDEX transitions_user ON transitions (user)")
+    if "members" not in db.table_names():
+        # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
+        db.execute("CREATE TABLE members (segment TEXT NOT NULL, user TEXT NOT NULL, "
+                   "PRIMARY KEY (segment, user)) WITHOUT ROWID")
+    if "segment_versions" not in db.table_names():
+        db["segment_versions"].create({"segment": str, "fingerprint": str}, pk="segment")
+
+
+def create_snapshots(db: sqlite_utils.Database) -> None:
+    """Shard snapshots: the latest blob per shard, with the log position it includes."""
+    if "snapshots" in db.table_names():
+        return
+    db["snapshots"].create(
+        {"shard": int, "shards": int, "fingerprint": str, "seq": int, "taken": float, "state": bytes},
+        pk="shard",
+    )

@@ -22,9 +22,13 @@ def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:
     sock_dir = Path(os.environ.get("SEGD_TEST_SOCK_DIR", "/tmp"))
     sock = sock_dir / f"segd-test-{os.getpid()}-{abs(hash(str(tmp_path))) % 10**8}.sock"
     path = tmp_path / "config.toml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    body = textwrap.dedent(body)
+    # Subprocess daemons join the test session's Ray instead of starting one each.
+    ray_table = "" if "[ray]" in body else f'[ray]\naddress = "{os.environ.get("SEGD_TEST_RAY_ADDRESS", "")}"\n'
     path.write_text(
         f'[daemon]\ndata_dir = "{tmp_path / "data"}"\nsocket = "{sock}"\n'
-        + textwrap.dedent(daemon) + "\n" + textwrap.dedent(body)
+        + textwrap.dedent(daemon) + "\n" + ray_table + body
     )
     return path
 

@@ -83,3 +83,99 @@ def test_sigterm_drains_and_exits_0(tmp_path):
     assert not sock.exists()
     log = (tmp_path / "daemon.log").read_text()
     assert "daemon_stopped" in log
+
+
+COUNTING = """
+[daemon]
+clock = "event"
+
+[aggregates.views_3d]
+kind = "count"
+event = "view"
+within = "3d"
+
+[segments.regulars]
+description = "Two or more views in three days"
+when = "views_3d >= 2"
+"""
+
+
+def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
+    from segd.client import Client
+
+    head, _, rest = COUNTING.partition("[daemon]\n")
+    keys, _, tail = rest.partition("\n\n")
+    cfg = write_config(tmp_path, tail, daemon=keys)
+    sock = load_config(cfg).daemon.socket
+    proc = start_subprocess_daemon(cfg, sock)
+    t0 = 1_700_000_000.0
+    events = [{"type": "track", "user": f"u{i % 30}", "event": "view", "ts": t0 + i * 7000.0}
+              for i in range(400)]
+    try:
+        with Client(sock) as c:
+            c.send_events(events)
+            c.sync()
+            before = c.history("regulars", 0)["transitions"]
+            members = c.segment("regulars", limit=1000)["members"]
+        r = segd("segments", "--config", str(cfg))
+        assert r.returncode == 0 and "regulars" in r.stdout
+        r = segd("segment", "regulars", "--config", str(cfg), "--json")
+        assert json.loads(r.stdout)["members"] == members
+        r = segd("user", "u3", "--config", str(cfg), "--json")
+        assert json.loads(r.stdout)["aggregates"]["views_3d"] >= 0
+        r = segd("user", "nobody", "--config", str(cfg))
+        assert r.returncode == 1 and "not_found" in r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert before
+
+    r = segd("replay", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["replayed"] == 400
+
+    r = segd("replay", "--until", "100", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    import sqlite3
+    conn = sqlite3.connect(tmp_path / "data" / "segments.db")
+    assert conn.execute("SELECT max(seq) FROM transitions").fetchone()[0] <= 100
+    conn.close()
+
+    proc = start_subprocess_daemon(cfg, sock)  # resumes from the --until snapshots + the tail
+    try:
+        with Client(sock) as c:
+            c.sync()
+            assert c.history("regulars", 0)["transitions"] == before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+
+
+def test_subscribe_prints_transitions_as_json_lines(tmp_path):
+    import time
+
+    from segd.client import Client
+
+    head, _, rest = COUNTING.partition("[daemon]\n")
+    keys, _, tail = rest.partition("\n\n")
+    cfg = write_config(tmp_path, tail, daemon=keys)
+    sock = load_config(cfg).daemon.socket
+    daemon = start_subprocess_daemon(cfg, sock)
+    sub = subprocess.Popen([sys.executable, "-m", "segd", "subscribe", "regulars", "--config", str(cfg)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        with Client(sock) as c:
+            deadline = time.monotonic() + 30
+            while c.stats()["subscribers"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.track("zed", "view", ts=1_700_000_000.0)
+            c.track("zed", "view", ts=1_700_000_100.0)
+            c.sync()
+        line = json.loads(sub.stdout.readline())
+        assert (line["segment"], line["user"], line["kind"], line["at"], line["seq"]) == \
+            ("regulars", "zed", "enter", 1_700_000_100.0, 2)
+    finally:
+        sub.terminate()
+        sub.wait(30)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)

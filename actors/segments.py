@@ -1,0 +1,71 @@
+"""Segment managers: membership, sizes, history, idempotent by transition id.
+
+``SegmentManager`` hosts the logical manager of every segment given to it (the pool is
+sized in ``segd.runtime``). It runs on the daemon's node because it keeps its state in
+``data_dir/segments.db`` (see store/segments.py); the Ray options live in segd/runtime.py.
+Its input is batches of transitions in the order the shards produced them; its output is
+the subset not seen before, which the daemon fans out to subscribers and dispatchers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from store.segments import SegmentStore
+
+log = structlog.get_logger("segd.segments")
+
+
+class SegmentManager:
+    """Member sets and history of ``segments`` (name -> (description, fingerprint)).
+
+    Segments whose stored rows were computed with another definition (or all of them, with
+    ``rebuild``) are emptied at start-up, to be rebuilt by replaying the log.
+    """
+
+    def __init__(self, data_dir: Path, segments: dict[str, tuple[str, str]], rebuild: bool = False) -> None:
+        self.store = SegmentStore(data_dir)
+        self.segments = segments
+        old = self.store.versions()
+        now = {name: fp for name, (_, fp) in segments.items()}
+        stale = sorted(s for s in set(old) | set(now) if rebuild or old.get(s) != now.get(s))
+        if stale:
+            self.store.reset(stale, now)
+            log.info("segments_reset", segments=stale, reason="new, changed or removed definitions")
+        self.rebuilt = stale
+        self._sizes = {name: 0 for name in segments}
+        self._sizes.update({k: v for k, v in self.store.sizes().items() if k in segments})
+
+    def reset_segments(self) -> list[str]:
+        """Segments whose stored rows were dropped at start-up and must be rebuilt from the log."""
+        return self.rebuilt
+
+    def apply(self, transitions: list[tuple]) -> list[tuple]:
+        """Record transitions; return the ones not seen before (in order)."""
+        new = self.store.apply(t for t in transitions if t[1] in self.segments)
+        sizes = self._sizes
+        for t in new:
+            sizes[t[1]] += 1 if t[3] == "enter" else -1
+        return new
+
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    def page(self, segment: str, after: str | None, limit: int) -> dict[str, Any] | None:
+        """One page of members, or None for a segment this manager does not host."""
+        if segment not in self.segments:
+            return None
+        members = self.store.page(segment, after, limit)
+        more = len(members) == limit and bool(self.store.page(segment, members[-1], 1))
+        return {"size": self._sizes[segment], "members": members, "next": members[-1] if more else None}
+
+    def history(self, segment: str, since: float, until: float | None) -> list[tuple] | None:
+        if segment not in self.segments:
+            return None
+        return self.store.history(segment, since, until)
+
+    def ping(self) -> bool:
+        return True
