@@ -265,6 +265,7 @@ class Daemon:
             "transitions": rt.transitions,
             "shards": [{"users": s["users"], "applied_seq": s["applied_seq"]} for s in shards],
             "recoveries": rt.recoveries,
+            "catch_ups": rt.catch_ups,
             "subscribers": len(self.hub.subscribers),
             "pending": cm.pending,
             "commits": cm.commits,

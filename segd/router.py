@@ -20,7 +20,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
@@ -32,6 +31,7 @@ from store.snapshots import Snapshot, SnapshotStore
 log = structlog.get_logger("segd.router")
 
 MAX_BATCH = 20_000          # rows per routed batch
+MAX_QUEUED = 200_000        # rows held in memory; past this the router reads them back from the log
 RECOVERY_TIMEOUT = 120.0    # seconds to wait for Ray to bring a shard back
 _SYNC, _TICK = "sync", "tick"
 
@@ -44,7 +44,7 @@ class Router:
     """Feeds committed rows to the shards and their transitions to the segment managers."""
 
     def __init__(self, runtime: Runtime, eventlog: EventLog, snapshots: SnapshotStore, clock: Clock, *,
-                 fingerprint: str, snapshot_every: int,
+                 fingerprint: str, snapshot_every: int, max_queued: int = MAX_QUEUED,
                  on_transitions: Callable[[list[tuple]], None] | None = None) -> None:
         self.runtime = runtime
         self.eventlog = eventlog
@@ -52,6 +52,7 @@ class Router:
         self.clock = clock
         self.fingerprint = fingerprint
         self.snapshot_every = snapshot_every
+        self.max_queued = max_queued
         self.on_transitions = on_transitions
         self.n = runtime.n
         self.applied = [0] * self.n          # each shard's applied seq, as it last reported
@@ -60,8 +61,11 @@ class Router:
         self.advanced = float("-inf")        # the last clock every shard was advanced to
         self.transitions = 0                 # new transitions recorded
         self.recoveries = 0
+        self.catch_ups = 0                   # times rows were read back from the log
         self.failed: BaseException | None = None
         self._queue: deque = deque()
+        self._queued = 0                     # rows in _queue
+        self._behind = False                 # rows were left in the log: catch up from disk
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._tick_pending = False
@@ -69,8 +73,19 @@ class Router:
     # ------------------------------------------------------------------ intake
 
     def submit_rows(self, rows: list[Row]) -> None:
-        """Called by the committer, in log order, right after each commit."""
-        self._queue.append(rows)
+        """Called by the committer, in log order, right after each commit.
+
+        Memory stays bounded when ingest outpaces the shards: past ``max_queued`` rows they are
+        not queued, and the router reads them back from the log when it gets to them.
+        ``max_queued`` (default MAX_QUEUED) is that bound.
+        """
+        if self._queued + len(rows) > self.max_queued:
+            if not self._behind:
+                log.warning("routing_behind", queued=self._queued, action="reading back from the log")
+            self._behind = True
+        else:
+            self._queue.append(rows)
+            self._queued += len(rows)
         self._wake.set()
 
     def tick(self) -> None:
@@ -141,6 +156,8 @@ class Router:
     async def _run(self) -> None:
         try:
             while True:
+                if self._behind:
+                    await self._catch_up()
                 if not self._queue:
                     self._wake.clear()
                     await self._wake.wait()
@@ -158,6 +175,11 @@ class Router:
                     rows = item
                     while self._queue and isinstance(self._queue[0], list) and len(rows) < MAX_BATCH:
                         rows = rows + self._queue.popleft()
+                    self._queued -= len(rows)
+                    if rows[-1].seq <= self.routed_seq:
+                        continue  # already routed by a catch-up from the log
+                    if rows[0].seq <= self.routed_seq:
+                        rows = [r for r in rows if r.seq > self.routed_seq]
                     await self._route(rows, rows[-1].clock)
                     self.routed_seq = rows[-1].seq
         except BaseException as exc:
@@ -168,6 +190,17 @@ class Router:
                 if isinstance(item, tuple) and not item[1].done():
                     item[1].set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
             raise
+
+    async def _catch_up(self) -> None:
+        """Route everything committed so far, reading it from the log (after falling behind)."""
+        self._behind = False
+        self.catch_ups += 1
+        until = self.eventlog.last_seq
+        scan = self.eventlog.scan(after=self.routed_seq, until=until, batch=MAX_BATCH)
+        while chunk := await asyncio.to_thread(next, scan, None):
+            await self._route(chunk, chunk[-1].clock)
+            self.routed_seq = chunk[-1].seq
+        log.info("routing_caught_up", routed_seq=self.routed_seq)
 
     async def _route(self, rows: list[Row], clock: float) -> None:
         """Apply rows (those a shard has not applied yet) on every shard, then record."""
@@ -287,7 +320,3 @@ class Router:
                     raise
                 log.warning("manager_retry", manager=m, error=type(exc).__name__)
                 await asyncio.sleep(0.2)
-
-    def status(self) -> dict[str, Any]:
-        return {"routed_seq": self.routed_seq, "lag": self.lag, "recoveries": self.recoveries,
-                "transitions": self.transitions}

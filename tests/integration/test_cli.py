@@ -179,3 +179,14 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
         sub.wait(30)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
+
+
+def test_check_reports_a_bad_expression_with_table_and_column(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[aggregates.views_7d]\nkind = "count"\nevent = "view"\nwithin = "7d"\n\n'
+                   '[segments.fans]\nwhen = "views_7d >= "\n\n[segments.typo]\nwhen = "vews_7d > 1"\n')
+    r = segd("check", "--config", str(cfg))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert any(line.startswith(f"{cfg}: segments.fans: 'when' at column 13:") for line in lines), lines
+    assert any("segments.typo" in line and "unknown aggregate 'vews_7d'" in line for line in lines), lines

@@ -395,3 +395,74 @@ def test_two_node_cluster_places_shards_on_both_nodes_with_the_same_result(daemo
         c.send_events(events, batch_size=200)
     local = snapshot_of(single)
     assert {s: [m, [list(t) for t in h]] for s, (m, h) in local.items()} == result["segments"]
+
+
+def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
+    """Ingest faster than routing: rows beyond the queue bound are routed from the log."""
+    import msgpack
+
+    from actors.model import Model
+    from segd import runtime
+    from segd.clock import Clock
+    from segd.router import Router
+    from store.eventlog import EventLog, NewEvent
+    from store.snapshots import SnapshotStore
+    from tests.helpers import make_config
+
+    rest, keys = body(WINDOWED)
+    config = make_config(tmp_path, rest, daemon=keys)
+    model = Model.compile(config)
+    events = random_events(3000, seed=17)
+
+    async def main() -> list[str]:
+        eventlog = EventLog(config.daemon.data_dir)
+        snapshots = SnapshotStore(config.daemon.data_dir)
+        rt = runtime.Runtime(config, {s.name: (s.description, model.segment_fingerprints[s.name])
+                                      for s in config.segments})
+        clock = Clock("event")
+        router = Router(rt, eventlog, snapshots, clock, fingerprint=model.fingerprint,
+                        snapshot_every=10**9, max_queued=100)
+        try:
+            await router.recover()
+            router.start()
+            for i in range(0, len(events), 50):  # all committed before the router runs once
+                rows = eventlog.append([NewEvent(e["user"], "track", "view", e["ts"], msgpack.packb(e["props"]),
+                                                 None, 0.0) for e in events[i:i + 50]], clock).rows
+                router.submit_rows(rows)
+            assert await router.sync() == len(events)
+            assert router.catch_ups >= 1
+            page = await rt.page("electronics_fans", None, 100_000)
+            await router.close()
+            return page["members"]
+        finally:
+            rt.close()
+            eventlog.close()
+            snapshots.close()
+
+    assert set(asyncio.run(main())) == expected_members(events)
+
+
+def test_a_new_segment_is_backfilled_over_history_at_the_next_start(daemon_factory, tmp_path):
+    d = start(daemon_factory, sub="a")
+    events = random_events(1500, seed=8)
+    with Client(d.socket) as c:
+        c.send_events(events, batch_size=300)
+        c.sync()
+        fans_before = history(c, "electronics_fans")
+    d.stop()
+    extended = WINDOWED + """
+[segments.garden_lovers]
+description = "Viewed the garden category"
+when = "views_garden >= 1"
+
+[aggregates.views_garden]
+kind = "count"
+event = "view"
+where = "props.category == 'garden'"
+"""
+    d = start(daemon_factory, extended, sub="a")
+    with Client(d.socket) as c:
+        c.sync()
+        garden = c.segment("garden_lovers", limit=100_000)["members"]
+        assert history(c, "electronics_fans") == fans_before  # unchanged segments keep their ids
+    assert set(garden) == {e["user"] for e in events if e["props"]["category"] == "garden"}
