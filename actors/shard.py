@@ -218,7 +218,10 @@ class UserShard:
         self.core = ShardCore.restore(self.model, state) if state else ShardCore(self.model)
         return self.core.applied_seq
 
-    def snapshot(self) -> tuple[int, bytes]:
+    def snapshot(self, expect: int) -> tuple[int, bytes] | None:
+        """``(applied_seq, state)``, or None if this is not the state the router expects."""
+        if self.core.applied_seq != expect:
+            return None
         return self.core.applied_seq, self.core.snapshot()
 
     def user(self, user: str) -> dict[str, Any] | None:

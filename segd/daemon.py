@@ -211,8 +211,17 @@ class Daemon:
         except RouterFailed as exc:
             raise ProtocolError("internal", str(exc)) from exc
 
+    async def _ask(self, call: Any) -> Any:
+        """Await a query to an actor; one that is being restarted answers `unavailable`."""
+        try:
+            return await call
+        except Exception as exc:
+            if runtime.is_actor_failure(exc):
+                raise ProtocolError("unavailable", "a shard is restarting; retry shortly") from exc
+            raise
+
     async def op_user(self, req: Request, conn: Connection) -> dict[str, Any]:
-        view = await self.runtime.user(req.args["user"])
+        view = await self._ask(self.runtime.user(req.args["user"]))
         if view is None:
             raise ProtocolError("not_found", f"user {req.args['user']!r} has never been seen")
         return view
@@ -253,7 +262,7 @@ class Daemon:
 
     async def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
         el, cm, rt = self.eventlog, self.committer, self.router
-        shards = await asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n)))
+        shards = await self._ask(asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n))))
         return {
             "events": el.count,
             "last_seq": el.last_seq,

@@ -289,7 +289,18 @@ class Router:
         return await self.runtime.restore(i, snap.state if snap else None)
 
     async def _snapshot(self, i: int) -> None:
-        applied, state = await self.runtime.snapshot(i)
+        """Store shard ``i``'s state. A shard that is restarting is skipped: nothing changes,
+        and the next call to it finds the restart and recovers it."""
+        try:
+            got = await self.runtime.snapshot(i, self.applied[i])
+        except Exception as exc:
+            if not is_actor_failure(exc):
+                raise
+            got = None
+        if got is None:
+            log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")
+            return
+        applied, state = got
         await asyncio.to_thread(self.snapshots.put, Snapshot(i, self.n, self.fingerprint, applied, state))
         self.since_snapshot[i] = 0
         log.info("snapshot_taken", shard=i, seq=applied, bytes=len(state))

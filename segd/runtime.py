@@ -105,8 +105,8 @@ class Runtime:
     def restore(self, i: int, state: bytes | None) -> Awaitable:
         return self.shards[i].restore.remote(state)
 
-    def snapshot(self, i: int) -> Awaitable:
-        return self.shards[i].snapshot.remote()
+    def snapshot(self, i: int, expect: int) -> Awaitable:
+        return self.shards[i].snapshot.remote(expect)
 
     def user(self, user: str) -> Awaitable:
         return self.shards[shard_of(user, self.n)].user.remote(user)
