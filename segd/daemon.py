@@ -217,7 +217,7 @@ class Daemon:
             return await call
         except Exception as exc:
             if runtime.is_actor_failure(exc):
-                raise ProtocolError("unavailable", "a shard is restarting; retry shortly") from exc
+                raise ProtocolError("unavailable", "an actor is restarting; retry shortly") from exc
             raise
 
     async def op_user(self, req: Request, conn: Connection) -> dict[str, Any]:
@@ -233,14 +233,14 @@ class Daemon:
 
     async def op_segment(self, req: Request, conn: Connection) -> dict[str, Any]:
         a = req.args
-        page = await self.runtime.page(a["name"], a["after"], a["limit"])
+        page = await self._ask(self.runtime.page(a["name"], a["after"], a["limit"]))
         if page is None:
             raise ProtocolError("not_found", f"unknown segment {a['name']!r}")
         return page
 
     async def op_history(self, req: Request, conn: Connection) -> dict[str, Any]:
         a = req.args
-        rows = await self.runtime.history(a["segment"], a["since"], a["until"])
+        rows = await self._ask(self.runtime.history(a["segment"], a["since"], a["until"]))
         if rows is None:
             raise ProtocolError("not_found", f"unknown segment {a['segment']!r}")
         return {"transitions": [dict(zip(_TRANSITION, r, strict=True)) for r in rows]}
@@ -257,7 +257,7 @@ class Daemon:
     async def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for m in range(runtime.MANAGERS):
-            sizes.update(await self.runtime.sizes(m))
+            sizes.update(await self._ask(self.runtime.sizes(m)))
         return sizes
 
     async def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
