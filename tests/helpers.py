@@ -33,6 +33,14 @@ def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:
     return path
 
 
+def split_daemon(config: str) -> tuple[str, str]:
+    """A config text whose first table is ``[daemon]`` -> (the rest, the daemon keys), the
+    two arguments ``write_config`` and ``daemon_factory`` take (they add data_dir and socket)."""
+    _, _, rest = config.partition("[daemon]\n")
+    keys, _, tail = rest.partition("\n\n")
+    return tail, keys
+
+
 def make_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Config:
     return load_config(write_config(tmp_path, body, daemon=daemon))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from segd.config import load_config
-from tests.helpers import start_subprocess_daemon, write_config
+from tests.helpers import split_daemon, start_subprocess_daemon, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,8 +103,7 @@ when = "views_3d >= 2"
 def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
     from segd.client import Client
 
-    head, _, rest = COUNTING.partition("[daemon]\n")
-    keys, _, tail = rest.partition("\n\n")
+    tail, keys = split_daemon(COUNTING)
     cfg = write_config(tmp_path, tail, daemon=keys)
     sock = load_config(cfg).daemon.socket
     proc = start_subprocess_daemon(cfg, sock)
@@ -156,8 +155,7 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
 
     from segd.client import Client
 
-    head, _, rest = COUNTING.partition("[daemon]\n")
-    keys, _, tail = rest.partition("\n\n")
+    tail, keys = split_daemon(COUNTING)
     cfg = write_config(tmp_path, tail, daemon=keys)
     sock = load_config(cfg).daemon.socket
     daemon = start_subprocess_daemon(cfg, sock)

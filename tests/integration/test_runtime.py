@@ -13,6 +13,7 @@ import ray
 
 from segd.client import AsyncClient, Client
 from segd.errors import RemoteError
+from tests.helpers import split_daemon
 
 WINDOWED = """
 [daemon]
@@ -49,15 +50,8 @@ DAY = 86400.0
 T0 = 1_700_000_000.0
 
 
-def body(config: str) -> tuple[str, str]:
-    """Split a config text into its [daemon] keys and the rest (for daemon_factory)."""
-    head, _, rest = config.partition("[daemon]\n")
-    keys, _, tail = rest.partition("\n\n")
-    return tail, keys
-
-
 def start(daemon_factory, config: str = WINDOWED, sub: str = ""):
-    rest, keys = body(config)
+    rest, keys = split_daemon(config)
     return daemon_factory(rest, daemon=keys, sub=sub)
 
 
@@ -409,7 +403,7 @@ def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
     from store.snapshots import SnapshotStore
     from tests.helpers import make_config
 
-    rest, keys = body(WINDOWED)
+    rest, keys = split_daemon(WINDOWED)
     config = make_config(tmp_path, rest, daemon=keys)
     model = Model.compile(config)
     events = random_events(3000, seed=17)
