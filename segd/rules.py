@@ -3,7 +3,9 @@
 ``compile_expr`` turns the text of a ``when``, ``where`` or ``of`` expression into a
 ``Compiled``: a Python closure over a ``Context`` plus what the expression references, and
 ``next_change``, the exact time at which the value next changes while only time passes.
-Nothing is ever handed to Python's eval; evaluation never walks the AST.
+Nothing is ever handed to Python's eval; evaluation never walks the AST. The syntax (tokens,
+AST, parser, ``RuleError``) lives in ``segd.rules_parse`` and is re-exported here; the
+next_change analysis lives in ``segd.rules_time``.
 
 Semantics, exactly (the unit tests hold a reference interpreter to them):
 
@@ -20,27 +22,46 @@ Semantics, exactly (the unit tests hold a reference interpreter to them):
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import operator
-import re
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from segd import rules_line as rl
 from segd import rules_time as rt
-from segd.errors import SegdError
+from segd.rules_parse import (
+    FUNCTIONS,
+    KEYWORDS,
+    MAX_NESTING,
+    Aggregate,
+    Binary,
+    Call,
+    EventName,
+    ListExpr,
+    Literal,
+    Node,
+    Path,
+    RuleError,
+    Unary,
+    describe_node,
+    known_names,
+    parse,
+)
 from segd.rules_time import Part
+
+# the syntax half lives in segd.rules_parse; its public names are part of this module's API
+__all__ = [
+    "FUNCTIONS", "KEYWORDS", "MAX_DEPTH", "MAX_NESTING", "WHEN", "WHERE", "Aggregate", "Binary", "Call",
+    "Compiled", "Context", "EventName", "ListExpr", "Literal", "Names", "Node", "Path", "RuleError",
+    "Unary", "compile_expr", "parse", "segment_order",
+]
 
 WHEN = "when"
 WHERE = "where"  # also the scope of ``of`` expressions
 
-#: function name -> number of arguments
-FUNCTIONS = {"now": 0, "days_since": 1, "hours_since": 1, "exists": 1, "segment": 1}
-KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
-#: Nesting limits keep parsing, compiling and evaluating far from Python's recursion limit.
-MAX_NESTING = 40
+#: Nesting limit of the AST: keeps compiling and evaluating far from Python's recursion limit.
 MAX_DEPTH = 200
 
 _NUMS = (int, float)
@@ -48,21 +69,6 @@ _SEQS = (list, tuple)
 _SCALARS = (str, int, float)
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _SECONDS = {"days_since": 86400.0, "hours_since": 3600.0}
-
-
-class RuleError(SegdError):
-    """An expression does not parse or check.
-
-    ``column`` is 1-based in the expression text; ``message`` says what was found and what
-    was expected; ``str(e)`` is ``"{table}: '{key}' at column {column}: {message}"``.
-    """
-
-    def __init__(self, table: str, key: str, column: int, message: str) -> None:
-        super().__init__(table, key, column, message)  # args round-trip through pickle
-        self.table, self.key, self.column, self.message = table, key, column, message
-
-    def __str__(self) -> str:
-        return f"{self.table}: '{self.key}' at column {self.column}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class Compiled:
     or quadratically (see ``segd.rules_time`` for the float-noise limits), and at most
     ``rules_time.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
     ``days_since``); then the value may not have changed at ``t`` and the caller asks again.
+    ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a
+    context must not be shared with another thread during the call.
     ``traits`` holds the first path component of every ``traits.X`` referenced; ``uses_props``
     is true if ``props.*`` or ``event`` is referenced.
     """
@@ -117,265 +125,6 @@ class Compiled:
     uses_props: bool
     time_dependent: bool
     next_change: Callable[[Context], float | None]
-
-
-# ----------------------------------------------------------------------------- AST
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """An AST node; ``pos`` is the 0-based offset of its first (or operator) character."""
-
-    pos: int
-
-
-@dataclass(frozen=True, slots=True)
-class Literal(Node):
-    value: Any  # int, float, str, bool or None
-
-
-@dataclass(frozen=True, slots=True)
-class ListExpr(Node):
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Aggregate(Node):
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Path(Node):
-    root: str  # "traits" | "props"
-    path: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EventName(Node):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Node):
-    name: str
-    args: tuple[Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Unary(Node):
-    op: str  # "-" | "not"
-    operand: Node
-
-
-@dataclass(frozen=True, slots=True)
-class Binary(Node):
-    op: str  # or and == != < <= > >= in "not in" + - * /
-    left: Node
-    right: Node
-
-
-# ----------------------------------------------------------------------------- tokens
-
-@dataclass(frozen=True, slots=True)
-class _Tok:
-    kind: str  # num | str | name | op | end
-    value: Any
-    pos: int
-    text: str
-
-
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<num>[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<op>==|!=|<=|>=|[-<>+*/()\[\],.])
-""", re.VERBOSE | re.DOTALL)
-_ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t"}
-_CMP = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not"})
-
-
-def _describe(t: _Tok) -> str:
-    if t.kind == "end":
-        return "end of expression"
-    if t.kind in ("num", "str"):
-        return f"{'number' if t.kind == 'num' else 'string'} {t.text}"
-    if t.kind == "name" and t.value not in KEYWORDS:
-        return f"name '{t.value}'"
-    return f"'{t.value}'"
-
-
-def _tokenize(text: str, fail: Callable[[int, str], RuleError]) -> list[_Tok]:
-    toks, i = [], 0
-    while i < len(text):
-        m = _TOKEN.match(text, i)
-        if m is None:
-            ch = text[i]
-            if ch in "'\"":
-                raise fail(i, f"unterminated string: expected a closing {ch} but found end of expression")
-            hint = f" (expected '{ch}=' for a comparison)" if ch in "=!" else ""
-            raise fail(i, f"unexpected character {ch!r}{hint}")
-        kind, s, i = m.lastgroup, m.group(), m.end()
-        if kind == "num":
-            if i < len(text) and (text[i].isalnum() or text[i] == "_"):
-                bad = s + re.match(r"\w*", text[i:]).group()
-                raise fail(m.start(), f"malformed number '{bad}' (expected a number such as 3, 2.5 or 1e3)")
-            value: Any = int(s) if m.group(3) is None and m.group(4) is None else float(s)
-        elif kind == "str":
-            for e in re.finditer(r"\\(.?)", s[1:-1], re.DOTALL):
-                if e.group(1) not in _ESCAPES:
-                    raise fail(m.start() + 1 + e.start(), f"unknown escape '{e.group()}' in string "
-                                                          "(expected one of \\\\ \\' \\\" \\n \\t)")
-            value = re.sub(r"\\(.)", lambda e: _ESCAPES[e.group(1)], s[1:-1], flags=re.DOTALL)
-        elif kind == "space":
-            continue
-        else:
-            value = s
-        toks.append(_Tok(kind, value, m.start(), s))
-    toks.append(_Tok("end", None, len(text), ""))
-    return toks
-
-
-# ----------------------------------------------------------------------------- parser
-
-class _Parser:
-    """Recursive descent, one method per precedence level (SPEC section 4)."""
-
-    def __init__(self, text: str, table: str, key: str) -> None:
-        self.table, self.key = table, key
-        self.toks = _tokenize(text, self.fail)
-        self.i = 0
-        self.nesting = 0
-
-    def fail(self, pos: int, message: str) -> RuleError:
-        return RuleError(self.table, self.key, pos + 1, message)
-
-    @property
-    def tok(self) -> _Tok:
-        return self.toks[self.i]
-
-    def at(self, *values: str) -> bool:
-        t = self.toks[self.i]
-        return t.kind in ("op", "name") and t.value in values
-
-    def take(self) -> _Tok:
-        self.i += 1
-        return self.toks[self.i - 1]
-
-    def expect(self, value: str, what: str = "") -> None:
-        if not self.at(value):
-            raise self.fail(self.tok.pos, f"expected '{value}'{what} but found {_describe(self.tok)}")
-        self.take()
-
-    def nested(self, pos: int, parse: Callable[[], Node]) -> Node:
-        self.nesting += 1
-        if self.nesting > MAX_NESTING:
-            raise self.fail(pos, f"expression nests too deeply (more than {MAX_NESTING} levels)")
-        node = parse()
-        self.nesting -= 1
-        return node
-
-    def parse(self) -> Node:
-        node = self.expr()
-        if self.tok.kind != "end":
-            raise self.fail(self.tok.pos, f"expected an operator or end of expression but found {_describe(self.tok)}")
-        return node
-
-    def left_assoc(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
-        node = operand()
-        while self.at(*ops):
-            t = self.take()
-            node = Binary(t.pos, t.value, node, operand())
-        return node
-
-    def expr(self) -> Node:
-        return self.left_assoc(("or",), lambda: self.left_assoc(("and",), self.negation))
-
-    def negation(self) -> Node:
-        if self.at("not"):
-            pos = self.take().pos
-            return Unary(pos, "not", self.nested(pos, self.negation))
-        return self.comparison()
-
-    def cmp_op(self) -> _Tok | None:
-        if not self.at(*_CMP):
-            return None
-        t = self.take()
-        if t.value == "not":
-            if not self.at("in"):
-                raise self.fail(self.tok.pos, f"expected 'in' after 'not' but found {_describe(self.tok)}")
-            self.take()
-            return _Tok("op", "not in", t.pos, "not in")
-        return t
-
-    def comparison(self) -> Node:
-        left = self.additive()
-        if (op := self.cmp_op()) is None:
-            return left
-        node = Binary(op.pos, op.value, left, self.additive())
-        if (again := self.cmp_op()) is not None:
-            raise self.fail(again.pos, f"comparisons do not chain: found a second '{again.value}' after a "
-                                       f"'{op.value}' comparison (expected 'and' between two comparisons)")
-        return node
-
-    def additive(self) -> Node:
-        return self.left_assoc(("+", "-"), lambda: self.left_assoc(("*", "/"), self.unary))
-
-    def unary(self) -> Node:
-        if self.at("-"):
-            pos = self.take().pos
-            return Unary(pos, "-", self.nested(pos, self.unary))
-        return self.primary()
-
-    def items(self, opened: _Tok, close: str, where: str) -> tuple[Node, ...]:
-        """Comma-separated expressions up to ``close``, after the ``opened`` bracket."""
-        items = []
-        if not self.at(close):
-            items.append(self.nested(opened.pos, self.expr))
-            while self.at(","):
-                self.take()
-                items.append(self.nested(opened.pos, self.expr))
-        self.expect(close, f" or ',' in the {where} at column {opened.pos + 1}")
-        return tuple(items)
-
-    def primary(self) -> Node:
-        t = self.tok
-        if t.kind in ("num", "str"):
-            self.take()
-            return Literal(t.pos, t.value)
-        if self.at("("):
-            self.take()
-            node = self.nested(t.pos, self.expr)
-            self.expect(")", f" to close the '(' at column {t.pos + 1}")
-            return node
-        if self.at("["):
-            self.take()
-            return ListExpr(t.pos, self.items(t, "]", "list opened"))
-        if t.kind != "name" or t.value in ("and", "or", "not", "in"):
-            raise self.fail(t.pos, f"expected an expression but found {_describe(t)}")
-        self.take()
-        word = t.value
-        if word in ("true", "false", "null"):
-            return Literal(t.pos, {"true": True, "false": False, "null": None}[word])
-        if self.at("("):
-            return Call(t.pos, word, self.items(self.take(), ")", f"call to {word}() opened"))
-        if word in FUNCTIONS:
-            raise self.fail(self.tok.pos, f"expected '(' after function '{word}' but found {_describe(self.tok)}")
-        if word == "event":
-            return EventName(t.pos)
-        if word not in ("traits", "props"):
-            return Aggregate(t.pos, word)
-        path = []
-        while not path or self.at("."):
-            self.expect(".", f" and a name after '{word}'")
-            if self.tok.kind != "name":
-                raise self.fail(self.tok.pos, f"expected a name after '.' but found {_describe(self.tok)}")
-            path.append(self.take().value)
-        return Path(t.pos, word, tuple(path))
-
-
-def parse(text: str, *, table: str = "<expr>", key: str = "when") -> Node:
-    """Parse expression text into an AST (no name checks). Raises RuleError on bad syntax."""
-    return _Parser(text, table, key).parse()
 
 
 # ----------------------------------------------------------------------------- semantics
@@ -415,10 +164,15 @@ _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator
 _NOCONST = object()
 
 
-def _compare_fn(op: str, fa: Callable, fb: Callable, k: Any = _NOCONST) -> Callable[[Context], bool]:
-    """Closure for ``a op b`` (op one of == != < <= > >=); ``k`` is b's value if constant."""
+def _compare_fn(op: str, fa: Callable, fb: Callable, k: Any = _NOCONST,
+                agg: str | None = None) -> Callable[[Context], bool]:
+    """Closure for ``a op b`` (op one of == != < <= > >=); ``k`` is b's value if constant,
+    ``agg`` names a if it is an aggregate."""
     if type(k) in _NUMS or type(k) is str:  # the common `count >= 3`, `traits.plan == 'pro'`
         kt = _NUMS if type(k) in _NUMS else (str,)
+        if agg is not None and op != "!=":  # read the aggregate inline: one call less
+            cmp = _ORDER.get(op, operator.eq)
+            return lambda c: type(v := c.aggs[agg]) in kt and cmp(v, k)
         if op == "==":
             return lambda c: type(v := fa(c)) in kt and v == k
         if op == "!=":
@@ -492,7 +246,19 @@ def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
     return nested
 
 
-def _since_fn(fx: Callable, unit: float) -> Callable[[Context], Any]:
+def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Context], Any]:
+    """``(now - x) / unit``; ``agg`` names x if it is an aggregate (read inline: one call less)."""
+    if agg is not None:
+        def since_agg(c: Context) -> Any:
+            t = c.aggs[agg]
+            if type(t) in _NUMS:
+                try:
+                    return (c.now - t) / unit
+                except OverflowError:
+                    return None
+            return None
+        return since_agg
+
     def since(c: Context) -> Any:
         t = fx(c)
         if type(t) in _NUMS:
@@ -509,8 +275,9 @@ def _since_fn(fx: Callable, unit: float) -> Callable[[Context], Any]:
 class _Compiler:
     """Checks names and scope while building closures bottom-up (constants folded)."""
 
-    def __init__(self, text: str, scope: str, names: Names, table: str, key: str) -> None:
+    def __init__(self, text: str, scope: str, names: Names, table: str, key: str, fast: bool) -> None:
         self.text, self.scope, self.names, self.table, self.key = text, scope, names, table, key
+        self.fast = fast  # False: no slopes, so next_change takes the generic paths only
         self.aggregates: set[str] = set()
         self.traits: set[str] = set()
         self.segments: set[str] = set()
@@ -536,9 +303,11 @@ class _Compiler:
                 return Part(fn, td=td, kind="list", nc=rt.generic_nc(fn, kids) if td else None, items=kids)
             case Aggregate(name=name):
                 if name not in self.names.aggregates:
-                    raise self.fail(node, f"unknown aggregate '{name}'{_known(name, self.names.aggregates)}")
+                    raise self.fail(node, f"unknown aggregate '{name}'{known_names(name, self.names.aggregates)}")
                 self.aggregates.add(name)
-                return Part(lambda c: c.aggs[name])
+                part = Part(lambda c: c.aggs[name])
+                part.agg = name
+                return part
             case Path(root=root, path=path):
                 if root == "props":
                     self.need_where(node, "props.*")
@@ -577,26 +346,30 @@ class _Compiler:
             arg = args[0]
             if not (isinstance(arg, Literal) and type(arg.value) is str):
                 raise self.fail(arg, "expected a string literal naming a segment, such as segment('vip'), "
-                                     f"but found {_describe_node(arg)}")
+                                     f"but found {describe_node(arg)}")
             seg = arg.value
             if seg not in self.names.segments:
-                raise self.fail(arg, f"unknown segment '{seg}'{_known(seg, self.names.segments)}")
+                raise self.fail(arg, f"unknown segment '{seg}'{known_names(seg, self.names.segments)}")
             self.segments.add(seg)
             return Part(lambda c: seg in c.segments)
         if name == "now":
             fn = lambda c: c.now  # noqa: E731
             form = lambda c: (c.now, 1.0)  # noqa: E731
-            return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form))
+            return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form), slope=self.line(1.0))
         x = self.compile(args[0], d)
         if name == "exists":
             if x.const:
                 return rt.const_part(x.value is not None)
+            if (agg := x.agg) is not None:  # read the aggregate inline: one call less
+                return Part(lambda c: c.aggs[agg] is not None)
             fx = x.fn
             # a td number stays a number (or null) for good; bools and lists are never null
             return Part(lambda c: fx(c) is not None, td=x.td, kind="bool", nc=rt.never)
-        fn = _since_fn(x.fn, _SECONDS[name])
+        fn = _since_fn(x.fn, _SECONDS[name], x.agg)
         form = rt.since_form(rt.form_of(x), fn, _SECONDS[name])
-        return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form))
+        # the slope of since_form when x does not move: (1 - 0) / unit
+        slope = None if x.td else self.line(1.0 / _SECONDS[name])
+        return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form), slope=slope)
 
     def unary(self, op: str, x: Part) -> Part:
         fx = x.fn
@@ -610,7 +383,8 @@ class _Compiler:
         if not x.td:
             return Part(fn)
         form = rt.neg_form(rt.form_of(x))
-        return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form))
+        slope = None if x.slope is None else -x.slope
+        return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form), slope=slope)
 
     def binary(self, op: str, a: Part, b: Part) -> Part:
         fa, fb = a.fn, b.fn
@@ -620,61 +394,47 @@ class _Compiler:
             return self.fold(fn, a, b, "bool", lambda: rt.bool_nc(fn, op, a, b))
         if op in _MIRROR:
             if a.const and not b.const:  # put the constant on the right for the fast paths
-                fn = _compare_fn(_MIRROR[op], fb, fa, a.value)
+                fn = _compare_fn(_MIRROR[op], fb, fa, a.value, b.agg)
             else:
-                fn = _compare_fn(op, fa, fb, b.value if b.const else _NOCONST)
-            return self.fold(fn, a, b, "bool", lambda: rt.compare_nc(fn, a, b))
+                fn = _compare_fn(op, fa, fb, b.value if b.const else _NOCONST, a.agg)
+            return self.fold(fn, a, b, "bool", lambda: rl.compare_nc(op, a, b, rt.compare_nc(fn, a, b)))
         if op in ("in", "not in"):
             fn = _in_fn(op == "not in", fa, fb, b.value if b.const else _NOCONST)
             return self.fold(fn, a, b, "bool", lambda: rt.in_nc(fn, a, b, _eq_fn))
         fn = _arith_fn(op, fa, fb)
         form = rt.arith_form(op, rt.form_of(a), rt.form_of(b))
-        return self.fold(fn, a, b, "num", lambda: rt.value_nc(fn, form), form)
+        return self.fold(fn, a, b, "num", lambda: rt.value_nc(fn, form), form, rl.line_slope(op, a, b))
+
+    def line(self, slope: float) -> float | None:
+        return slope if self.fast else None
 
     @staticmethod
-    def fold(fn: Callable, a: Part, b: Part, kind: str, make_nc: Callable, form: Callable | None = None) -> Part:
+    def fold(fn: Callable, a: Part, b: Part, kind: str, make_nc: Callable, form: Callable | None = None,
+             slope: float | None = None) -> Part:
         if a.const and b.const:
             return rt.const_part(fn(Context()))
         if not (a.td or b.td):
             return Part(fn)
-        return Part(fn, td=True, kind=kind, form=form, nc=make_nc())
+        return Part(fn, td=True, kind=kind, form=form, nc=make_nc(), slope=slope)
 
 
 def _eq_fn(fa: Callable, fb: Callable | None, k: Any = _NOCONST) -> Callable[[Context], bool]:
     return _compare_fn("==", fa, fb, k)  # type: ignore[arg-type]
 
 
-def _describe_node(node: Node) -> str:
-    match node:
-        case Literal(value=v):
-            return "null" if v is None else f"{type(v).__name__} {v!r}"
-        case Aggregate(name=name):
-            return f"name '{name}'"
-        case Path(root=root, path=path):
-            return f"'{root}.{'.'.join(path)}'"
-    return "an expression"
-
-
-def _known(name: str, known: frozenset[str]) -> str:
-    if not known:
-        return " (none defined)"
-    listed = sorted(known)
-    shown = ", ".join(listed[:12]) + (", ..." if len(listed) > 12 else "")
-    close = difflib.get_close_matches(name, listed, n=1, cutoff=0.6)
-    return f" (known: {shown})" + (f"; did you mean '{close[0]}'?" if close else "")
-
-
 def compile_expr(text: str, *, scope: str, names: Names, table: str = "<expr>",
-                 key: str = "when") -> Compiled:
+                 key: str = "when", fast: bool = True) -> Compiled:
     """Parse, check and compile an expression for ``scope`` (WHEN, or WHERE for where/of).
 
     Raises RuleError (with ``table``, ``key`` and the 1-based column) for bad syntax, unknown
     aggregates, functions or segments, wrong arity, and names not allowed in the scope.
+    ``fast=False`` turns off the closed-form next_change shortcuts for comparisons with one
+    linear side (same answers, slower; tests compare the two).
     """
     if scope not in (WHEN, WHERE):
         raise ValueError(f"scope must be {WHEN!r} or {WHERE!r}, got {scope!r}")
     node = parse(text, table=table, key=key)
-    comp = _Compiler(text, scope, names, table, key)
+    comp = _Compiler(text, scope, names, table, key, fast)
     root = comp.compile(node)
     return Compiled(
         text=text, fn=root.fn, aggregates=frozenset(comp.aggregates), traits=frozenset(comp.traits),

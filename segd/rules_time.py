@@ -13,13 +13,14 @@ computes at ``now``. ``None`` means "not a number" (it stays so while only time 
 ``UNKNOWN`` means "depends on time in a way we do not model" (degree > 2, division by a
 time-dependent value); those fall back to :func:`scan`.
 
-A comparison of two forms changes only near the real roots of their difference: the root
-is the first guess, then the float sign of ``left - right`` is walked to the exact float at
+A comparison of two forms changes only near the real roots of their difference: the root is
+the first guess, then the float sign of ``left - right`` is walked to the exact float at
 which the comparison's value flips. ``and``/``or``/``not``/``in`` step through their parts'
-changes (:func:`earliest`). Known limits, all measure-zero float effects: values that are
-constant in real arithmetic (``days_since(a) - days_since(b)``) are treated as constant
-even if rounding makes them flicker, and at a tangency (a quadratic touching its bound)
-only the floats next to the vertex are probed.
+changes (:func:`earliest`). Comparisons with one side linear in time replay this analysis in
+closed form (``segd.rules_line``). Known limits, all measure-zero float effects: values that
+are constant in real arithmetic (``days_since(a) - days_since(b)``) are treated as constant
+even if rounding makes them flicker, and at a tangency (a quadratic touching its bound) only
+the floats next to the vertex are probed.
 """
 
 from __future__ import annotations
@@ -235,8 +236,9 @@ def pair_next_change(d: Poly, now: float, sign_at: Callable[[float], int],
                     return t
                 t = math.nextafter(t, _INF)
             continue
-        # search up to halfway to the next root; past the last one, as far again as it was
-        hi = (guess + now + roots[i + 1]) * 0.5 if i + 1 < len(roots) else guess + max(r, 1.0)
+        # search up to halfway to the next root; past the last one the sign of d is settled,
+        # so search far (a slow side can stay equal to the other for many floats)
+        hi = (guess + now + roots[i + 1]) * 0.5 if i + 1 < len(roots) else guess + max(2 * r, 1e6)
         if not math.isfinite(hi):
             hi = math.nextafter(_INF, 0.0)
         hi = max(hi, math.nextafter(lo, _INF))
@@ -272,15 +274,19 @@ class Part:
     number or null: now, *_since, arithmetic, unary minus), "bool" or "list" (a list literal
     with td elements, ``items`` holding them). ``form(ctx)`` of a num part is its form;
     ``nc(ctx)`` of a td part its next change. ``value`` is the value of a constant part.
+    ``slope`` (see ``segd.rules_line``) is set on a td num part whose form is
+    ``(fn(ctx), slope)`` whenever ``fn(ctx)`` is a number; ``agg`` names the aggregate a
+    part reads, if that is all it does.
     """
 
-    __slots__ = ("fn", "const", "value", "td", "kind", "form", "nc", "items")
+    __slots__ = ("fn", "const", "value", "td", "kind", "form", "nc", "items", "slope", "agg")
 
     def __init__(self, fn: Callable[[Ctx], Any], *, const: bool = False, value: Any = None,
                  td: bool = False, kind: str = "", form: Callable | None = None,
-                 nc: NextChange | None = None, items: list[Part] | None = None) -> None:
+                 nc: NextChange | None = None, items: list[Part] | None = None,
+                 slope: float | None = None) -> None:
         self.fn, self.const, self.value, self.td, self.kind = fn, const, value, td, kind
-        self.form, self.nc, self.items = form, nc, items
+        self.form, self.nc, self.items, self.slope, self.agg = form, nc, items, slope, None
 
 
 def const_part(value: Any) -> Part:

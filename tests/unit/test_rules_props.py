@@ -20,7 +20,7 @@ from segd.rules import WHEN, WHERE, Context, Names, compile_expr
 AGGS = ("a1", "a2", "a3")
 NAMES = Names(aggregates=frozenset(AGGS), segments=frozenset({"s1", "s2"}))
 DAY, HOUR = 86400.0, 3600.0
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # precedence levels of the rendered text, loosest first
 OR, AND, NOT, CMP, ADD, MUL, NEG, ATOM = range(1, 9)
@@ -338,7 +338,7 @@ def flicker(c: Any, ctx: Context, s: float, v0: Any) -> bool:
     return same(value_at(c, ctx, s + 0.05), v0) and same(value_at(c, ctx, s - 0.05), v0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(TIME_EXPRESSIONS, time_contexts(), st.lists(st.floats(0, 1), min_size=8, max_size=8))
 def test_next_change_never_skips_a_change_and_is_exact(text, ctx, fractions):
     c = compile_expr(text, scope=WHEN, names=NAMES)
