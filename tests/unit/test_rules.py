@@ -599,7 +599,7 @@ def test_truthiness_of_a_time_dependent_number():
 # ----------------------------------------------------------------------------- purity
 
 def test_rules_modules_import_no_io_or_ray():
-    for name in ("rules.py", "rules_time.py"):
+    for name in ("rules.py", "rules_time.py", "rules_parse.py", "rules_line.py"):
         tree = ast.parse((Path(__file__).parents[2] / "segd" / name).read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
