@@ -28,6 +28,7 @@ log = structlog.get_logger("segd.server")
 
 READ_CHUNK = 256 * 1024
 PIPELINE_DEPTH = 1024     # responses a connection may owe before we stop reading from it
+WRITE_BUFFER = 256 * 1024  # bytes handed to the transport before we wait for the socket
 _CLOSE = object()
 
 
@@ -251,7 +252,9 @@ class Server:
                     await item(writer)
                     continue
                 writer.write(protocol.encode(item))
-                if outbox.empty():
+                # asyncio's write buffer is unbounded: wait for a slow reader here, so its
+                # answers back up into the bounded outbox and we stop reading its requests.
+                if outbox.empty() or writer.transport.get_write_buffer_size() > WRITE_BUFFER:
                     await writer.drain()
             except (ConnectionError, OSError):
                 conn.closing = True

@@ -17,6 +17,7 @@ from segd import protocol
 log = structlog.get_logger("segd.subscriptions")
 
 QUEUE_FRAMES = 10_000   # frames a subscriber may fall behind before it is dropped
+WRITE_BUFFER = 64 * 1024  # bytes handed to the transport before we wait for the socket
 _FIELDS = ("id", "segment", "user", "kind", "at", "seq")
 
 
@@ -36,7 +37,9 @@ class Subscriber:
         try:
             while (frame := await self.queue.get()) is not None:
                 writer.write(frame)
-                if self.queue.empty():
+                # Respect flow control: asyncio's own write buffer is unbounded, so a peer
+                # that stops reading must back up into our bounded queue, not into memory.
+                if self.queue.empty() or writer.transport.get_write_buffer_size() > WRITE_BUFFER:
                     await writer.drain()
         finally:
             self.hub.remove(self)

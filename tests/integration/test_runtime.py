@@ -316,7 +316,8 @@ def test_a_subscriber_that_stops_reading_is_dropped_and_ingest_goes_on(daemon_fa
     stuck.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 4096)
     stuck.connect(str(d.socket))
     stuck.sendall(protocol.encode({"op": "subscribe", "segments": "*", "id": 1}))
-    users = QUEUE_FRAMES + 2000  # each enters electronics_fans once: more than a queue holds
+    # Each user enters electronics_fans once: more frames than the queue plus socket buffers hold.
+    users = 2 * QUEUE_FRAMES
     events = [view(f"u{i}", T0 + k * users + i) for k in range(3) for i in range(users)]
     with Client(d.socket) as c:
         c.ping()

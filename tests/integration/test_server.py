@@ -195,7 +195,8 @@ def test_a_client_that_never_reads_does_not_block_others(daemon):
         pass
     with Client(daemon.socket, timeout=10) as c:
         assert c.track("other", "view") == {"seq": 1}
-    assert sent > 0
+    # The daemon stopped reading us: far fewer pings went out than we tried to send.
+    assert 0 < sent < 200_000 * len(ping)
     s.close()
 
 
