@@ -66,6 +66,3 @@ class SegmentManager:
         if segment not in self.segments:
             return None
         return self.store.history(segment, since, until)
-
-    def ping(self) -> bool:
-        return True

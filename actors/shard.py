@@ -230,9 +230,6 @@ class UserShard:
     def stats(self) -> dict[str, Any]:
         return {"users": self.core.users, "applied_seq": self.core.applied_seq, "clock": self.core.clock}
 
-    def ping(self) -> bool:
-        return True
-
     def node(self) -> str:
         import ray
 

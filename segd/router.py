@@ -126,14 +126,7 @@ class Router:
         self.routed_seq = min(self.applied, default=0)
         until = self.eventlog.last_seq if until is None else min(until, self.eventlog.last_seq)
         log.info("recovery_started", snapshots=self.applied, replay_from=self.routed_seq, until=until)
-        replayed, total, clock = 0, max(until - self.routed_seq, 0), float("-inf")
-        scan = self.eventlog.scan(after=self.routed_seq, until=until, batch=MAX_BATCH)
-        while chunk := await asyncio.to_thread(next, scan, None):
-            clock = chunk[-1].clock
-            await self._route(chunk, clock)
-            replayed += len(chunk)
-            if progress is not None:
-                progress(replayed, total)
+        replayed, clock = await self._route_from_log(until, progress)
         await self._advance_all(max(clock, self.advanced) if until < self.eventlog.last_seq else self.clock.value)
         self.routed_seq = max(until, self.routed_seq)
         log.info("recovery_done", replayed=replayed, seconds=round(time.monotonic() - started, 3),
@@ -195,12 +188,25 @@ class Router:
         """Route everything committed so far, reading it from the log (after falling behind)."""
         self._behind = False
         self.catch_ups += 1
-        until = self.eventlog.last_seq
+        await self._route_from_log(self.eventlog.last_seq)
+        log.info("routing_caught_up", routed_seq=self.routed_seq)
+
+    async def _route_from_log(self, until: int, progress: Callable[[int, int], None] | None = None
+                              ) -> tuple[int, float]:
+        """Route the log after ``routed_seq`` up to ``until``, read back from disk.
+
+        Returns the rows read and the clock of the last one (-inf if none).
+        """
+        done, total, clock = 0, max(until - self.routed_seq, 0), float("-inf")
         scan = self.eventlog.scan(after=self.routed_seq, until=until, batch=MAX_BATCH)
         while chunk := await asyncio.to_thread(next, scan, None):
-            await self._route(chunk, chunk[-1].clock)
+            clock = chunk[-1].clock
+            await self._route(chunk, clock)
             self.routed_seq = chunk[-1].seq
-        log.info("routing_caught_up", routed_seq=self.routed_seq)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        return done, clock
 
     async def _route(self, rows: list[Row], clock: float) -> None:
         """Apply rows (those a shard has not applied yet) on every shard, then record."""

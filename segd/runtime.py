@@ -114,9 +114,6 @@ class Runtime:
     def shard_stats(self, i: int) -> Awaitable:
         return self.shards[i].stats.remote()
 
-    def shard_ping(self, i: int) -> Awaitable:
-        return self.shards[i].ping.remote()
-
     def shard_node(self, i: int) -> Awaitable:
         return self.shards[i].node.remote()
 

@@ -66,10 +66,6 @@ class SegmentStore:
             (segment, after or "", limit))
         return [r[0] for r in rows]
 
-    def is_member(self, segment: str, user: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM members WHERE segment = ? AND user = ?",
-                                 (segment, user)).fetchone() is not None
-
     def history(self, segment: str, since: float, until: float | None) -> list[tuple]:
         """Transitions of ``segment`` with ``since <= at`` (and ``at <= until``), in order."""
         rows = self.conn.execute(
