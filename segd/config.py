@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segd import templates
 from segd.errors import ConfigError
 
 AGGREGATE_KINDS = (
@@ -154,7 +155,9 @@ class ChannelConfig:
     starttls: bool = False          # smtp
     ssl: bool = False               # smtp (implicit TLS)
     sender: str = ""                # smtp: From address
-    to: str = ""                    # address template; default by kind
+    to: str = ""                    # recipient template; default by kind (see DEFAULT_TO)
+    max_attempts: int = 8           # delivery attempts before a message is dead-lettered
+    backoff: float = 1.0            # seconds before the first retry; doubles per attempt
 
 
 @dataclass(frozen=True)
@@ -432,7 +435,7 @@ class _Parser:
             return None
         if kind is None:
             return None
-        common = {"kind", "rate", "timeout", "to"}
+        common = {"kind", "rate", "timeout", "to", "max_attempts", "backoff"}
         allowed = common | {
             "file": {"path"},
             "webhook": {"url", "headers"},
@@ -463,6 +466,8 @@ class _Parser:
             ssl=self.take(t, raw, "ssl", bool, False, "true or false"),
             sender=self.take(t, raw, "sender", str, "", "an email address", required=kind == "smtp"),
             to=self.take(t, raw, "to", str, "", "a recipient template"),
+            max_attempts=max(1, self.take(t, raw, "max_attempts", int, d.max_attempts, "a positive integer")),
+            backoff=self.convert(t, raw, "backoff", parse_duration, d.backoff),
         )
 
     def str_map(self, t: str, raw: dict, key: str) -> tuple[tuple[str, str], ...]:
@@ -506,6 +511,8 @@ class _Parser:
                 subject=self.take(vt, v, "subject", str, None, "a subject template")))
         if len({v.name for v in variants}) != len(variants):
             self.error(t, "variant names must be unique")
+        if any(v.name == "holdout" for v in variants):
+            self.error(t, "'holdout' is the name of the holdout group; name the variant otherwise")
         goal = None
         if "goal" in raw:
             g = self.take(t, raw, "goal", dict, {}, "a table {event, within}")
@@ -562,6 +569,7 @@ class _Parser:
     def cross_check(self, aggregates, segments, channels, campaigns) -> None:
         seg_names = {s.name for s in segments}
         chan_names = {c.name for c in channels}
+        agg_names = {a.name for a in aggregates}
         if overlap := {a.name for a in aggregates} & seg_names:
             for name in sorted(overlap):
                 self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
@@ -576,6 +584,17 @@ class _Parser:
             for f in c.fallback:
                 if f not in chan_names:
                     self.error(t, f"'fallback' names an unknown channel {f!r}" + _known(chan_names))
+            texts = [("template", c.template), ("subject", c.subject)]
+            texts += [(f"variants.{v.name}.{k}", x) for v in c.variants
+                      for k, x in (("template", v.template), ("subject", v.subject)) if x is not None]
+            for key, text in texts:
+                for problem in templates.check(text, agg_names):
+                    self.error(t, f"'{key}': {problem}")
+        for ch in channels:
+            texts = [("to", ch.to)] + [(f"body.{k}", v) for k, v in ch.body]
+            for key, text in texts:
+                for problem in templates.check(text, agg_names, templates.CHANNEL_NAMES):
+                    self.error(f"channels.{ch.name}", f"'{key}': {problem}")
 
 
 def _section(p: _Parser, raw: dict, key: str) -> dict:
