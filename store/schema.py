@@ -73,6 +73,7 @@ def create_events(db: sqlite_utils.Database) -> None:
 
 SEGMENTS_FILE = "segments.db"
 SNAPSHOTS_FILE = "snapshots.db"
+OUTBOX_FILE = "outbox.db"
 
 
 def create_segments(db: sqlite_utils.Database) -> None:
@@ -100,3 +101,49 @@ def create_snapshots(db: sqlite_utils.Database) -> None:
         {"shard": int, "shards": int, "fingerprint": str, "seq": int, "taken": float, "state": bytes},
         pk="shard",
     )
+
+
+def create_outbox(db: sqlite_utils.Database) -> None:
+    """The durable outbox: every dispatch decision, delivery state, dead letters, conversions.
+
+    Not derived: it records effects on the outside world, so ``segd replay`` keeps it.
+    """
+    if "messages" not in db.table_names():
+        db["messages"].create(
+            {
+                "id": str,          # message id: a function of (campaign, transition id)
+                "campaign": str,
+                "variant": str,     # "" without variants; "holdout" for the holdout group
+                "segment": str,
+                "user": str,
+                "transition": str,  # transition id
+                "at": float,        # the transition's logical time
+                "decided": float,   # engine clock at the decision
+                "due": float,       # engine clock from which it may be delivered (quiet hours)
+                "channel": str,     # "" when none could be used
+                "priority": int,
+                "status": str,      # pending | claimed | sent | suppressed | holdout | dead
+                "reason": str,      # why suppressed, or "quiet_hours" for a deferred message
+                "attempts": int,
+                "next_try": float,  # wall time of the next attempt (retries)
+                "sent_at": float,   # engine clock at delivery
+                "last_error": str,
+                "payload": bytes,   # msgpack {body, subject, to, fields}; erased by forget
+            },
+            pk="id", not_null={"campaign", "user", "status"},
+        )
+        db.execute("CREATE INDEX messages_due ON messages (status, channel, due) WHERE status = 'pending'")
+        db.execute("CREATE INDEX messages_user ON messages (user, due)")
+        db.execute("CREATE INDEX messages_campaign ON messages (campaign, variant, status)")
+    if "dead_letters" not in db.table_names():
+        db["dead_letters"].create(
+            {"id": str, "campaign": str, "user": str, "channel": str, "attempts": int,
+             "error": str, "at": float, "payload": bytes}, pk="id")
+    if "campaigns" not in db.table_names():
+        # When each campaign (with its segment's definition) first appeared: no message for
+        # transitions before that.
+        db["campaigns"].create({"name": str, "key": str, "activated": float}, pk="name")
+    if "conversions" not in db.table_names():
+        db["conversions"].create(
+            {"message": str, "campaign": str, "variant": str, "user": str, "ts": float, "seq": int},
+            pk="message")

@@ -126,7 +126,8 @@ def test_restore_of_garbage_raises(m, blob):
 
 
 @pytest.mark.parametrize("module", ["actors/aggregates", "actors/aggkind", "actors/user", "actors/model",
-                                    "actors/shard", "segd/rules", "segd/rules_time", "segd/protocol"])
+                                    "actors/shard", "segd/rules", "segd/rules_time", "segd/protocol",
+                                    "actors/dispatch", "segd/templates"])
 def test_cores_import_no_io_clock_or_ray(module):
     """Module level: a Ray shell may import ray inside its own methods."""
     import ast

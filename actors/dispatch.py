@@ -1,0 +1,218 @@
+"""Campaign dispatch, the pure core: transitions in, message decisions out (SPEC section 5).
+
+``DispatchCore`` turns campaign triggers (transitions of a campaign's segment and kind, with
+the user's traits and aggregates at that moment) into ``MessageRow`` decisions:
+
+1. activation: a transition earlier than the campaign's activation time is ignored;
+2. variant: deterministic per (campaign, user); the holdout group is recorded, never sent;
+3. consent (``unsubscribed``, ``opt_out``), staleness, channel resolution (``preferred`` with
+   the fallback order, and a recipient address for channels that need one);
+4. quiet hours in the user's timezone: the message is deferred to their end (``due``);
+5. frequency caps across campaigns at the due time; when one user's messages compete, earlier
+   transitions first, then lower ``priority``, then campaign name.
+
+It also turns goal events into conversions of the messages (and holdouts) they follow.
+No I/O, no Ray, no clock of its own; the shell (``actors.dispatcher``) does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from hashlib import blake2b
+from typing import Any
+
+import msgpack
+
+from actors.throttle import HOLDOUT, Caps, assign, opted_out, quiet_until, unsubscribed
+from segd.config import CampaignConfig, ChannelConfig, Config
+from segd.templates import Template
+from store.outbox import MessageRow
+
+#: Recipient templates of the channels that need an address, unless the channel sets ``to``.
+DEFAULT_TO = {"smtp": "{traits.email}", "http": "{traits.phone}"}
+
+# A trigger: a transition tuple (id, segment, user, kind, at, seq) plus the user's context
+# {"traits": {...}, "aggregates": {...}} at that transition (or None).
+Trigger = tuple
+
+
+def message_id(campaign: str, transition: str) -> str:
+    """The id of the message ``campaign`` sends for ``transition``: stable across replays."""
+    return blake2b(f"{campaign}\x00{transition}".encode(), digest_size=12).hexdigest()
+
+
+def campaign_key(c: CampaignConfig, segment_fingerprint: str) -> str:
+    """What makes a campaign 'the same' for activation: its segment (and that segment's
+    definition) and its kind. A change of template, channel or throttle keeps activation;
+    a changed segment definition re-activates, so a rebuilt history messages nobody."""
+    return f"{c.segment}\x00{segment_fingerprint}\x00{c.on}"
+
+
+class _Campaign:
+    """A campaign with its templates parsed."""
+
+    def __init__(self, c: CampaignConfig, activated: float) -> None:
+        self.config = c
+        self.name = c.name
+        self.activated = activated
+        self.template = Template(c.template)
+        self.subject = Template(c.subject)
+        self.variants = {v.name: (Template(v.template) if v.template is not None else self.template,
+                                  Template(v.subject) if v.subject is not None else self.subject)
+                         for v in c.variants}
+
+
+class _Channel:
+    def __init__(self, c: ChannelConfig) -> None:
+        self.config = c
+        self.name = c.name
+        self.to = Template(c.to or DEFAULT_TO.get(c.kind, ""))
+        self.needs_address = c.kind in DEFAULT_TO
+        self.fields = tuple((k, Template(v)) for k, v in c.body)
+
+
+class DispatchCore:
+    """Decisions for campaign triggers, and conversions for goal events.
+
+    ``activations`` maps campaign name to the engine clock from which it fires. State: the
+    send times inside the cap windows, and the exposures a goal event may still convert;
+    ``load`` refills both from the outbox at start-up.
+    """
+
+    def __init__(self, config: Config, activations: Mapping[str, float]) -> None:
+        self.throttle = config.throttle
+        self.campaigns = {c.name: _Campaign(c, activations.get(c.name, float("-inf"))) for c in config.campaigns}
+        self.channels = {c.name: _Channel(c) for c in config.channels}
+        self.by_trigger: dict[tuple[str, str], list[_Campaign]] = {}
+        for c in self.campaigns.values():
+            self.by_trigger.setdefault((c.config.segment, c.config.on), []).append(c)
+        self.goals = {c.name: c.config.goal for c in self.campaigns.values() if c.config.goal}
+        self.caps = Caps(config.throttle.per_user)
+        # user -> [(campaign, message id, variant, at)] that a goal event may still convert
+        self.exposures: dict[str, list[tuple[str, str, str, float]]] = {}
+        self.goal_horizon = max((g.within for g in self.goals.values()), default=0.0)
+
+    @property
+    def goal_events(self) -> frozenset[str]:
+        return frozenset(g.event for g in self.goals.values())
+
+    def load(self, capped: Iterable[tuple[str, float]], exposures: Iterable[tuple[str, str, str, str, float]]) -> None:
+        """Start-up: cap places ``(user, due)`` and exposures ``(user, campaign, id, variant, at)``."""
+        for user, due in capped:
+            self.caps.add(user, due)
+        for user, campaign, mid, variant, at in exposures:
+            if campaign in self.goals:
+                self.exposures.setdefault(user, []).append((campaign, mid, variant, at))
+
+    # ------------------------------------------------------------------ triggers
+
+    def candidates(self, triggers: Iterable[Trigger]) -> list[tuple[str, _Campaign, Trigger]]:
+        """``(message id, campaign, trigger)`` for each campaign a trigger fires (activation
+        checked). The caller drops ids already in the outbox before ``decide``."""
+        out = []
+        for t in triggers:
+            for c in self.by_trigger.get((t[1], t[3]), ()):
+                if t[4] >= c.activated:
+                    out.append((message_id(c.name, t[0]), c, t))
+        return out
+
+    def decide(self, candidates: list[tuple[str, _Campaign, Trigger]], now: float) -> list[MessageRow]:
+        """One decision per candidate (none of them decided before), at engine clock ``now``."""
+        ordered = sorted(candidates, key=lambda x: (x[2][2], x[2][4], x[1].config.priority, x[1].name))
+        return [self._decide(mid, c, t, now) for mid, c, t in ordered]
+
+    def _decide(self, mid: str, c: _Campaign, t: Trigger, now: float) -> MessageRow:
+        tid, segment, user, _, at = t[0], t[1], t[2], t[3], t[4]
+        ctx = t[6] if len(t) > 6 and t[6] else {}
+        traits = ctx.get("traits") or {}
+        cfg = c.config
+        variant = assign(cfg, user)
+
+        def row(status: str, reason: str = "", channel: str = "", due: float = now,
+                payload: bytes | None = None) -> MessageRow:
+            if cfg.goal is not None and status in ("pending", HOLDOUT):
+                self.exposures.setdefault(user, []).append((c.name, mid, variant, at))
+            return MessageRow(mid, c.name, variant, segment, user, tid, at, now, due, channel,
+                              cfg.priority, status, reason, payload)
+
+        if variant == HOLDOUT:
+            return row(HOLDOUT)
+        if unsubscribed(traits):
+            return row("suppressed", "consent")
+        if cfg.stale_after is not None and now - at > cfg.stale_after:
+            return row("suppressed", "stale")
+        values = {"user": user, "campaign": c.name, "segment": segment, "variant": variant, "id": mid,
+                  "traits": traits, "aggregates": ctx.get("aggregates") or {}}
+        channel, to, reason = self._resolve(cfg, traits, values)
+        if channel is None:
+            return row("suppressed", reason)
+        due = quiet_until(now, traits.get("timezone"), self.throttle.quiet_start, self.throttle.quiet_end)
+        deferred = due is not None
+        due = due if deferred else now
+        if not self.caps.fits(user, due):
+            return row("suppressed", "frequency_cap", channel.name, due)
+        self.caps.add(user, due)
+        values["channel"] = channel.name
+        body_t, subject_t = c.variants.get(variant, (c.template, c.subject))
+        body, subject = body_t.render(values), subject_t.render(values)
+        fields = {}
+        if channel.fields:
+            fvalues = {**values, "body": body, "subject": subject, "to": to}
+            fields = {k: tpl.render(fvalues) for k, tpl in channel.fields}
+        payload = msgpack.packb({"body": body, "subject": subject, "to": to, "fields": fields}, use_bin_type=True)
+        return row("pending", "quiet_hours" if deferred else "", channel.name, due, payload)
+
+    def _resolve(self, cfg: CampaignConfig, traits: Mapping[str, Any],
+                 values: Mapping[str, Any]) -> tuple[_Channel | None, str, str]:
+        """The channel to use, its recipient, or (None, "", reason)."""
+        if cfg.channel == "preferred":
+            pref = traits.get("preferred_channel")
+            order = ([pref] if isinstance(pref, str) and pref in self.channels else []) + list(cfg.fallback)
+        else:
+            order = [cfg.channel]
+        order = [n for i, n in enumerate(order) if n in self.channels and n not in order[:i]]
+        if not order:
+            return None, "", "no_channel"
+        blocked = opted_out(traits)
+        allowed = [n for n in order if n not in blocked]
+        if not allowed:
+            return None, "", "consent"
+        for name in allowed:
+            ch = self.channels[name]
+            to = ch.to.render(values)
+            if to or not ch.needs_address:
+                return ch, to, ""
+        return None, "", "no_address"
+
+    # ------------------------------------------------------------------ goals and housekeeping
+
+    def convert(self, events: Iterable[tuple[str, str, float, int]]) -> list[tuple[str, str, str, str, float, int]]:
+        """Conversions ``(message, campaign, variant, user, ts, seq)`` for goal events
+        ``(user, event, ts, seq)``: the goal event of a campaign whose message (or holdout)
+        the user got at ``at``, with ``at <= ts <= at + within``. Each message converts once."""
+        out = []
+        for user, event, ts, seq in events:
+            exposed = self.exposures.get(user)
+            if not exposed:
+                continue
+            keep = []
+            for e in exposed:
+                campaign, mid, variant, at = e
+                goal = self.goals.get(campaign)
+                if goal is not None and goal.event == event and at <= ts <= at + goal.within:
+                    out.append((mid, campaign, variant, user, ts, seq))
+                else:
+                    keep.append(e)
+            self.exposures[user] = keep
+        return out
+
+    def prune(self, now: float) -> None:
+        """Drop state no rule can use any more (cap windows and goal windows in the past)."""
+        self.caps.prune(now)
+        cut = now - self.goal_horizon
+        for user in list(self.exposures):
+            kept = [e for e in self.exposures[user] if e[3] > cut]
+            if kept:
+                self.exposures[user] = kept
+            else:
+                del self.exposures[user]

@@ -1,0 +1,252 @@
+"""The dispatcher Ray actor: the shell around ``DispatchCore`` that owns the outbox and the
+channel workers (DESIGN "Determinism and exactly-once effects").
+
+``submit`` is called by the router, in order, with every campaign trigger after the segment
+managers recorded it, the goal events of the batch and the engine clock. It drops triggers
+whose message is already in the outbox (a replay, a restart or a shard recovery produce the
+same transitions again), decides the rest, and commits them before returning. Snapshots are
+taken only after that, so a trigger is never lost between a crash and the next start.
+
+Delivery runs beside it, one asyncio task per channel, so a slow or failing channel never
+holds up ingestion or the other channels: take the due messages, check staleness, wait for
+the channel's rate limit, claim them (committed), deliver in threads with the channel's
+timeout, mark them sent; a failure is retried with exponential backoff and jitter until
+``max_attempts``, then dead-lettered. An async Ray actor: its methods share one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import structlog
+
+from actors.channels import Channel, DeliveryError, Message, TokenBucket, open_channel
+from actors.dispatch import DispatchCore, campaign_key
+from segd.config import ChannelConfig, Config
+from store.outbox import DueMessage, OutboxStore
+
+log = structlog.get_logger("segd.dispatch")
+
+BATCH = 64                 # due messages read per round, per channel
+IDLE = 0.25                # seconds a worker sleeps when nothing is due (unless woken)
+MAX_BACKOFF = 3600.0       # seconds: the longest wait between two attempts
+PRUNE_EVERY = 10_000       # triggers between two prunes of the caps and goal windows
+
+
+def backoff(cfg: ChannelConfig, attempts: int) -> float:
+    """Seconds before attempt ``attempts + 1``: exponential with 'equal jitter' (half fixed,
+    half random), so retries of many messages do not hit a recovering provider together."""
+    d = min(MAX_BACKOFF, cfg.backoff * 2 ** max(attempts - 1, 0))
+    return d / 2 + random.uniform(0, d / 2)
+
+
+class Dispatcher:
+    """Ray actor (options in segd.runtime). ``deliver=False`` (``segd replay``) records
+    decisions only; the next ``segd run`` delivers them."""
+
+    def __init__(self, config: Config, segment_fingerprints: dict[str, str], start_clock: float,
+                 deliver: bool = True) -> None:
+        self.config = config
+        self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
+        keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
+        self.core = DispatchCore(config, self.store.activations(keys, start_clock))
+        self.core.load(self.store.capped_since(start_clock - self.core.caps.horizon),
+                       self.store.exposures_since(start_clock - self.core.goal_horizon))
+        self.clock = start_clock
+        self.deliver = deliver
+        self.counters: Counter[str] = Counter()
+        self._since_prune = 0
+        self._wake = {c.name: asyncio.Event() for c in config.channels}
+        self._tasks: list[asyncio.Task] = []
+        self._channels: dict[str, Channel] = {}
+        released = self.store.release_claims()
+        log.info("dispatcher_started", campaigns=len(config.campaigns), channels=len(config.channels),
+                 retried_after_crash=released, deliver=deliver)
+
+    async def start(self) -> None:
+        """Start one delivery worker per channel (no-op with ``deliver=False``)."""
+        if not self.deliver or self._tasks:
+            return
+        for cfg in self.config.channels:
+            self._channels[cfg.name] = open_channel(cfg)
+            self._tasks.append(asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}"))
+
+    async def submit(self, triggers: list[tuple], goals: list[tuple], clock: float) -> int:
+        """Decide and record the triggers not seen before, record conversions; advance the
+        engine clock to ``clock``. Returns the number of new decisions."""
+        if self.deliver and not self._tasks:
+            await self.start()   # also after Ray restarted this actor: __init__ ran, start did not
+        if clock > self.clock:
+            self.clock = clock
+        new = []
+        if triggers:
+            candidates = self.core.candidates(triggers)
+            if candidates:
+                known = self.store.known([mid for mid, _, _ in candidates])
+                rows = self.core.decide([x for x in candidates if x[0] not in known], self.clock)
+                new = self.store.record(rows)
+                self.counters.update(r.status for r in new)
+            self._since_prune += len(triggers)
+        if goals and (conversions := self.core.convert(goals)):
+            self.counters["conversions"] += self.store.convert(conversions)
+        if self._since_prune >= PRUNE_EVERY:
+            self._since_prune = 0
+            self.core.prune(self.clock)
+        for ev in self._wake.values():
+            ev.set()
+        return len(new)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _worker(self, cfg: ChannelConfig) -> None:
+        channel = self._channels[cfg.name]
+        bucket = TokenBucket(cfg.rate, now=time.monotonic()) if cfg.rate else None
+        width = 1 if cfg.kind == "file" else 4   # a file takes one writer; network channels overlap
+        wake = self._wake[cfg.name]
+        while True:
+            wake.clear()
+            try:
+                batch = self.store.due(cfg.name, self.clock, time.time(), BATCH)
+            except Exception:
+                log.exception("outbox_read_failed", channel=cfg.name)
+                batch = []
+            if not batch:
+                retry = self.store.next_retry(cfg.name, self.clock)
+                wait = IDLE if retry is None else min(IDLE, max(retry - time.time(), 0.01))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait)
+                continue
+            for i in range(0, len(batch), width):
+                chunk = []
+                for m in batch[i:i + width]:
+                    if self._expired(m):
+                        continue
+                    while bucket is not None and (delay := bucket.take(time.monotonic())) > 0:
+                        await asyncio.sleep(delay)
+                    chunk.append(m)
+                if chunk:
+                    self.store.claim([m.id for m in chunk])
+                    done = await asyncio.gather(*(self._deliver(cfg, channel, m) for m in chunk))
+                    self.store.sent([d for d in done if d is not None])
+                    self.counters["delivered"] += sum(d is not None for d in done)
+
+    def _expired(self, m: DueMessage) -> bool:
+        """Suppress a due message that may no longer go out: too old, or its campaign gone."""
+        c = self.core.campaigns.get(m.campaign)
+        reason = ("campaign_removed" if c is None else
+                  "stale" if c.config.stale_after is not None and self.clock - m.at > c.config.stale_after
+                  else None)
+        if reason is not None:
+            self.store.suppress(m.id, reason)
+            self.counters[f"suppressed_{reason}"] += 1
+            log.info("message_suppressed", id=m.id, campaign=m.campaign, reason=reason)
+        return reason is not None
+
+    async def _deliver(self, cfg: ChannelConfig, channel: Channel, m: DueMessage) -> tuple[str, float] | None:
+        """One attempt. ``(id, at)`` when delivered; otherwise the retry or dead letter is recorded."""
+        p = msgpack.unpackb(m.payload, raw=False) if m.payload else {}
+        at = self.clock
+        msg = Message(id=m.id, campaign=m.campaign, variant=m.variant, segment=m.segment, user=m.user,
+                      channel=m.channel, transition=m.transition, at=at, body=p.get("body", ""),
+                      subject=p.get("subject", ""), to=p.get("to", ""),
+                      fields=tuple((p.get("fields") or {}).items()))
+        attempts = m.attempts + 1
+        try:
+            await asyncio.to_thread(channel.deliver, msg)
+            return m.id, at
+        except DeliveryError as exc:
+            error, retryable = str(exc), exc.retryable
+        except Exception as exc:  # a bug in a channel must not stop the worker: retry, and say so
+            log.exception("channel_crashed", channel=cfg.name, id=m.id)
+            error, retryable = f"{type(exc).__name__}: {exc}", True
+        if retryable and attempts < cfg.max_attempts:
+            wait = backoff(cfg, attempts)
+            self.store.retry(m.id, time.time() + wait, error)
+            self.counters["retries"] += 1
+            log.warning("delivery_failed", channel=cfg.name, id=m.id, attempt=attempts, retry_in=round(wait, 3),
+                        error=error)
+        else:
+            self.store.dead(m.id, error, time.time())
+            self.counters["dead"] += 1
+            log.error("message_dead_lettered", channel=cfg.name, id=m.id, attempts=attempts, error=error)
+        return None
+
+    # ------------------------------------------------------------------ reports
+
+    async def stats(self) -> dict[str, Any]:
+        """The ``messages`` part of the ``stats`` op (see ``summarize``)."""
+        return summarize(self.store.counts())
+
+    async def report(self) -> list[dict[str, Any]]:
+        """Per campaign and variant: assigned, sent, pending, suppressed by reason, dead,
+        conversions and conversion rate (conversions / assigned; see README)."""
+        conv = self.store.conversions()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for campaign, variant, status, reason, n in self.store.report():
+            r = rows.setdefault((campaign, variant), {
+                "variant": variant, "assigned": 0, "sent": 0, "pending": 0, "holdout": 0, "dead": 0,
+                "suppressed": {}})
+            r["assigned"] += n
+            if status == "suppressed":
+                r["suppressed"][reason] = r["suppressed"].get(reason, 0) + n
+            elif status in ("pending", "claimed"):
+                r["pending"] += n
+            else:
+                r[status] = r.get(status, 0) + n
+        out = []
+        for c in self.config.campaigns:
+            names = ["holdout"] * (c.holdout > 0) + [v.name for v in c.variants] or [""]
+            names += sorted({v for (cn, v) in rows if cn == c.name} - set(names))
+            variants = []
+            for v in names:
+                r = rows.get((c.name, v)) or {"variant": v, "assigned": 0, "sent": 0, "pending": 0,
+                                               "holdout": 0, "dead": 0, "suppressed": {}}
+                r["conversions"] = conv.get((c.name, v), 0)
+                r["conversion_rate"] = round(r["conversions"] / r["assigned"], 6) if r["assigned"] else None
+                variants.append(r)
+            out.append({"campaign": c.name, "segment": c.segment, "on": c.on, "channel": c.channel,
+                        "activated": self.core.campaigns[c.name].activated,
+                        "goal": {"event": c.goal.event, "within": c.goal.within} if c.goal else None,
+                        "variants": variants})
+        return out
+
+    async def messages(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (all, or one user's): for tests and tools."""
+        return self.store.messages(user)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for ch in self._channels.values():
+            ch.close()
+        self.store.close()
+
+
+def summarize(counts: dict[tuple[str, str], int]) -> dict[str, Any]:
+    """Outbox counts per (status, reason) as the ``stats`` op's ``messages`` map:
+    ``sent``, ``pending`` (``deferred``: of them, waiting for quiet hours to end),
+    ``holdout``, ``suppressed`` by reason, ``failed`` (``dead_letter``)."""
+    out: dict[str, Any] = {"sent": 0, "pending": 0, "deferred": 0, "holdout": 0, "suppressed": {},
+                           "failed": {"dead_letter": 0}}
+    for (status, reason), n in counts.items():
+        if status == "suppressed":
+            out["suppressed"][reason] = out["suppressed"].get(reason, 0) + n
+        elif status in ("pending", "claimed"):
+            out["pending"] += n
+            if reason == "quiet_hours":
+                out["deferred"] += n
+        elif status == "dead":
+            out["failed"]["dead_letter"] += n
+        elif status in out:
+            out[status] += n
+    return out

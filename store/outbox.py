@@ -1,0 +1,236 @@
+"""The durable outbox (``data_dir/outbox.db``): exactly-once message decisions and deliveries.
+
+Every campaign trigger becomes one ``messages`` row, keyed by the message id (a function of
+campaign and transition id), whatever the dispatcher decided: pending, suppressed (with its
+reason), holdout. ``record`` inserts each id once, so a replay, a restart or a shard recovery
+that produces the same transition again decides nothing new.
+
+Delivery is claim-then-send: ``claim`` moves due messages to ``claimed`` in a committed
+transaction before any channel sees them, and ``sent`` marks them after. A crash between
+the two leaves ``claimed`` rows, which ``release_claims`` turns back into pending at the next
+start: the same message (same id, which channels get as an idempotency key) is retried, never
+re-created. Failures go back to pending with a later ``next_try``; the last failure moves
+the message to ``dead`` and into ``dead_letters`` with its error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from segd.errors import StoreError
+from store import schema
+
+#: Statuses that hold (or held) a place in the user's frequency caps.
+CAPPED = ("pending", "claimed", "sent")
+
+
+class MessageRow(NamedTuple):
+    """A dispatch decision, as ``record`` stores it."""
+
+    id: str
+    campaign: str
+    variant: str
+    segment: str
+    user: str
+    transition: str
+    at: float
+    decided: float
+    due: float
+    channel: str
+    priority: int
+    status: str
+    reason: str
+    payload: bytes | None
+
+
+class DueMessage(NamedTuple):
+    """A pending message whose time has come, as ``due`` returns it."""
+
+    id: str
+    campaign: str
+    variant: str
+    segment: str
+    user: str
+    transition: str
+    at: float
+    channel: str
+    attempts: int
+    payload: bytes | None
+
+
+_COLUMNS = ", ".join(MessageRow._fields)
+_INSERT = (f"INSERT INTO messages ({_COLUMNS}, attempts) VALUES ({', '.join('?' * len(MessageRow._fields))}, 0) "
+           "ON CONFLICT (id) DO NOTHING")
+
+
+class OutboxStore:
+    """The outbox of one daemon. Thread-safe: one lock serializes the connection."""
+
+    def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
+        self.path = Path(data_dir) / schema.OUTBOX_FILE
+        self.db = schema.open_db(self.path, synchronous=synchronous)
+        with self.db.atomic():
+            schema.ensure_meta(self.db, self.path)
+            schema.create_outbox(self.db)
+        self.conn = self.db.conn
+        self._lock = threading.Lock()
+
+    def _write(self, sql: str, params: Iterable[Any] = (), many: bool = False) -> int:
+        with self._lock:
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    cur = self.conn.executemany(sql, params) if many else self.conn.execute(sql, tuple(params))
+                    return cur.rowcount
+            except sqlite3.Error as exc:
+                raise StoreError(f"outbox write failed: {exc}") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self.conn.execute(sql, tuple(params)).fetchall()
+
+    # ------------------------------------------------------------------ campaigns
+
+    def activations(self, keys: dict[str, str], now: float) -> dict[str, float]:
+        """Activation time of each campaign (name -> key): kept while its key is unchanged,
+        ``now`` for a new or changed one. Campaigns no longer configured are forgotten."""
+        with self._lock, self.conn:
+            self.conn.execute("BEGIN")
+            old = {n: (k, a) for n, k, a in self.conn.execute("SELECT name, key, activated FROM campaigns")}
+            out = {}
+            for name, key in keys.items():
+                if old.get(name, (None,))[0] == key:
+                    out[name] = old[name][1]
+                else:
+                    out[name] = now
+                    self.conn.execute("INSERT OR REPLACE INTO campaigns (name, key, activated) VALUES (?, ?, ?)",
+                                      (name, key, now))
+            for name in set(old) - set(keys):
+                self.conn.execute("DELETE FROM campaigns WHERE name = ?", (name,))
+        return out
+
+    # ------------------------------------------------------------------ decisions
+
+    def record(self, rows: list[MessageRow]) -> list[MessageRow]:
+        """Insert decisions in one transaction; returns those whose id was new, in order."""
+        new = []
+        with self._lock:
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    for r in rows:
+                        if self.conn.execute(_INSERT, r).rowcount == 1:
+                            new.append(r)
+            except sqlite3.Error as exc:
+                raise StoreError(f"outbox write failed: {exc}") from exc
+        return new
+
+    def known(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are already recorded."""
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update(r[0] for r in self._read(
+                f"SELECT id FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return found
+
+    def capped_since(self, since: float) -> list[tuple[str, float]]:
+        """``(user, due)`` of messages holding a cap place with ``due > since`` (start-up)."""
+        return self._read(f"SELECT user, due FROM messages WHERE due > ? AND status IN {CAPPED} "
+                          "ORDER BY due", (since,))
+
+    def exposures_since(self, since: float) -> list[tuple[str, str, str, str, float]]:
+        """``(user, campaign, message id, variant, at)`` of sent, pending or holdout messages
+        with ``at > since``: the ones a goal event may still convert (start-up)."""
+        return self._read("SELECT user, campaign, id, variant, at FROM messages WHERE at > ? AND status IN "
+                          "('pending', 'claimed', 'sent', 'holdout') ORDER BY at", (since,))
+
+    # ------------------------------------------------------------------ delivery
+
+    def release_claims(self) -> int:
+        """Start-up: messages claimed but not marked sent (a crash mid-delivery) become
+        pending again, to be retried under the same id."""
+        return self._write("UPDATE messages SET status = 'pending' WHERE status = 'claimed'")
+
+    def due(self, channel: str, clock: float, wall: float, limit: int) -> list[DueMessage]:
+        """Pending messages of ``channel`` due at engine ``clock`` and ready at ``wall`` time."""
+        rows = self._read(
+            "SELECT id, campaign, variant, segment, user, transition, at, channel, attempts, payload "
+            "FROM messages WHERE status = 'pending' AND channel = ? AND due <= ? AND coalesce(next_try, 0) <= ? "
+            "ORDER BY due, priority, id LIMIT ?", (channel, clock, wall, limit))
+        return [DueMessage(*r) for r in rows]
+
+    def next_retry(self, channel: str, clock: float) -> float | None:
+        """The earliest wall time at which a due pending message of ``channel`` may be retried."""
+        row = self._read("SELECT min(next_try) FROM messages WHERE status = 'pending' AND channel = ? "
+                         "AND due <= ?", (channel, clock))
+        return row[0][0] if row else None
+
+    def claim(self, ids: list[str]) -> None:
+        """Durably mark messages as being delivered (before any channel sees them)."""
+        self._write("UPDATE messages SET status = 'claimed', attempts = attempts + 1 "
+                    "WHERE id = ? AND status = 'pending'", [(i,) for i in ids], many=True)
+
+    def sent(self, ids: list[tuple[str, float]]) -> None:
+        """``(id, engine clock)`` of delivered messages."""
+        self._write("UPDATE messages SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+                    [(at, i) for i, at in ids], many=True)
+
+    def retry(self, id: str, next_try: float, error: str) -> None:
+        self._write("UPDATE messages SET status = 'pending', next_try = ?, last_error = ? WHERE id = ?",
+                    (next_try, error, id))
+
+    def suppress(self, id: str, reason: str) -> None:
+        """A pending message that may no longer go out (``stale`` at delivery time)."""
+        self._write("UPDATE messages SET status = 'suppressed', reason = ? WHERE id = ?", (reason, id))
+
+    def dead(self, id: str, error: str, at: float) -> None:
+        """Give up on a message: status ``dead``, and a ``dead_letters`` row with the error."""
+        with self._lock:
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    self.conn.execute("UPDATE messages SET status = 'dead', last_error = ? WHERE id = ?", (error, id))
+                    self.conn.execute(
+                        "INSERT OR REPLACE INTO dead_letters (id, campaign, user, channel, attempts, error, at, "
+                        "payload) SELECT id, campaign, user, channel, attempts, ?, ?, payload FROM messages "
+                        "WHERE id = ?", (error, at, id))
+            except sqlite3.Error as exc:
+                raise StoreError(f"outbox write failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ conversions and reports
+
+    def convert(self, rows: list[tuple[str, str, str, str, float, int]]) -> int:
+        """Record conversions ``(message, campaign, variant, user, ts, seq)``, once per message."""
+        return self._write("INSERT OR IGNORE INTO conversions (message, campaign, variant, user, ts, seq) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows, many=True)
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Messages per ``(status, reason)``."""
+        return {(s, r or ""): n for s, r, n in
+                self._read("SELECT status, reason, count(*) FROM messages GROUP BY status, reason")}
+
+    def report(self) -> list[tuple[str, str, str, str, int]]:
+        """``(campaign, variant, status, reason, count)`` for every group of messages."""
+        return self._read("SELECT campaign, variant, status, coalesce(reason, ''), count(*) FROM messages "
+                          "GROUP BY campaign, variant, status, reason ORDER BY campaign, variant")
+
+    def conversions(self) -> dict[tuple[str, str], int]:
+        """Conversions per ``(campaign, variant)``."""
+        return {(c, v): n for c, v, n in
+                self._read("SELECT campaign, variant, count(*) FROM conversions GROUP BY campaign, variant")}
+
+    def messages(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Message rows as dicts (all, or one user's), in decision order: for tests and tools."""
+        cur_sql = "SELECT * FROM messages" + (" WHERE user = ?" if user is not None else "") + " ORDER BY rowid"
+        with self._lock:
+            cur = self.conn.execute(cur_sql, (user,) if user is not None else ())
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
