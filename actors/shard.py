@@ -41,12 +41,16 @@ class ShardCore:
       stale entries pile up).
     """
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, notify: frozenset[str] = frozenset()) -> None:
         self.model = model
         self.applied_seq = 0
         self.clock = float("-inf")
         self._users: dict[str, UserActor] = {}
         self._heap: list[tuple[float, str]] = []
+        # Segments with campaigns: their transitions carry the user's context (traits and
+        # aggregates at that moment) for the dispatcher, collected here until taken.
+        self.notify = notify
+        self.contexts: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ events and time
 
@@ -67,6 +71,8 @@ class ShardCore:
             got = actor.apply(seq, type_, event, ts, clock, unpack(body, raw=False) if body else None)
             if got:
                 out += got
+                if self.notify:
+                    self._note(actor, got, clock)
             after = actor.deadline
             if after is not None and after != before:
                 heapq.heappush(heap, (after, actor.user))  # the actor's id str: one per user
@@ -91,9 +97,27 @@ class ShardCore:
             actor = users.get(user)
             if actor is None or actor.deadline != deadline:
                 continue  # stale: the user moved its deadline or was forgotten
-            out += actor.advance(deadline)
+            got = actor.advance(deadline)
+            if got:
+                out += got
+                if self.notify:
+                    self._note(actor, got, deadline)
             if actor.deadline is not None:
                 heapq.heappush(heap, (actor.deadline, user))
+        return out
+
+    def _note(self, actor: UserActor, transitions: list[Transition], now: float) -> None:
+        ctx = None
+        for t in transitions:
+            if t.segment in self.notify:
+                if ctx is None:
+                    view = actor.view(now)
+                    ctx = {"traits": view["traits"], "aggregates": view["aggregates"]}
+                self.contexts[t.id] = ctx
+
+    def take_contexts(self) -> dict[str, dict[str, Any]]:
+        """The contexts collected since the last call, by transition id."""
+        out, self.contexts = self.contexts, {}
         return out
 
     def _compact(self) -> None:
@@ -150,7 +174,7 @@ class ShardCore:
         }, use_bin_type=True)
 
     @classmethod
-    def restore(cls, model: Model, blob: bytes) -> ShardCore:
+    def restore(cls, model: Model, blob: bytes, notify: frozenset[str] = frozenset()) -> ShardCore:
         """Rebuild a shard from ``snapshot()`` bytes; then replay the log after ``applied_seq``.
 
         Raises SnapshotMismatch if the snapshot was taken with another model fingerprint or
@@ -166,7 +190,7 @@ class ShardCore:
             raise SnapshotMismatch(
                 f"snapshot model fingerprint {doc.get('fingerprint')!r} differs from the config's "
                 f"{model.fingerprint!r} (aggregates or segments changed): rebuild from the log")
-        shard = cls(model)
+        shard = cls(model, notify)
         shard.applied_seq = doc["applied_seq"]
         shard.clock = doc["clock"]
         try:
@@ -194,7 +218,8 @@ class UserShard:
         import structlog
 
         self.model = Model.compile(config)
-        self.core = ShardCore(self.model)
+        self.notify = frozenset(c.segment for c in config.campaigns)
+        self.core = ShardCore(self.model, self.notify)
         self.index = index
         self.shards = shards
         structlog.get_logger("segd.shard").info("shard_started", shard=index, shards=shards)
@@ -205,17 +230,23 @@ class UserShard:
             return False, core.applied_seq, []
         out = core.apply_batch(rows)
         out += core.advance(clock)
-        return True, core.applied_seq, out
+        return True, core.applied_seq, self._with_contexts(out)
 
     def advance(self, clock: float, expect: int) -> tuple[bool, int, list]:
         core = self.core
         if core.applied_seq != expect:
             return False, core.applied_seq, []
-        return True, core.applied_seq, core.advance(clock)
+        return True, core.applied_seq, self._with_contexts(core.advance(clock))
+
+    def _with_contexts(self, transitions: list[Transition]) -> list[tuple]:
+        """Transitions as 7-tuples: the 6 fields of SPEC's map, then the context or None."""
+        ctx = self.core.take_contexts()
+        return [(*t, ctx.get(t.id)) for t in transitions]
 
     def restore(self, state: bytes | None) -> int:
         """Replace the core by a snapshot's (or an empty one); returns its applied seq."""
-        self.core = ShardCore.restore(self.model, state) if state else ShardCore(self.model)
+        self.core = (ShardCore.restore(self.model, state, self.notify) if state
+                     else ShardCore(self.model, self.notify))
         return self.core.applied_seq
 
     def snapshot(self, expect: int) -> tuple[int, bytes] | None:

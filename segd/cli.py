@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msg-id", default=None)
 
     sub.add_parser("stats", parents=[common, client], help="daemon statistics")
+    sub.add_parser("campaigns", parents=[common, client],
+                   help="per campaign and variant: sent, suppressed, conversions, conversion rate")
 
     p = sub.add_parser("user", parents=[common, client], help="a user's traits, aggregates and segments")
     p.add_argument("user")
@@ -164,6 +166,22 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.campaigns()
+    head = f"{'campaign':<20} {'variant':<10} {'assigned':>8} {'sent':>7} {'pending':>7} {'suppressed':>10} " \
+           f"{'dead':>5} {'conv':>6} {'rate':>7}"
+    lines = [head]
+    for camp in r["campaigns"]:
+        for v in camp["variants"]:
+            rate = "-" if v["conversion_rate"] is None else f"{v['conversion_rate']:.2%}"
+            lines.append(f"{camp['campaign']:<20} {v['variant'] or '-':<10} {v['assigned']:>8} {v['sent']:>7} "
+                         f"{v['pending']:>7} {sum(v['suppressed'].values()):>10} {v['dead']:>5} "
+                         f"{v['conversions']:>6} {rate:>7}")
+    _show(args, r, "\n".join(lines))
+    return EXIT_OK
+
+
 def cmd_user(args: argparse.Namespace, config: Config) -> int:
     with _client(args, config) as c:
         r = c.user(args.user)
@@ -206,7 +224,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     from segd.replay import replay
 
     bar = _ProgressBar()
-    summary = replay(config, until=args.until, progress=bar.update)
+    summary = replay(config, until=args.until, progress=bar.update, dispatch=not args.no_dispatch)
     bar.close()
     print(json.dumps(summary, sort_keys=True))
     return EXIT_OK
@@ -235,6 +253,7 @@ class _ProgressBar:
 
 _COMMANDS = {
     "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
+    "campaigns": cmd_campaigns,
     "user": cmd_user, "segments": cmd_segments, "segment": cmd_segment, "subscribe": cmd_subscribe,
     "replay": cmd_replay,
 }

@@ -62,6 +62,9 @@ class _Ops:
     def stats(self) -> Any:
         return self.call("stats")
 
+    def campaigns(self) -> Any:
+        return self.call("campaigns")
+
 
 def _drop_none(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}

@@ -114,7 +114,8 @@ class Daemon:
         self.snapshots = SnapshotStore(cfg.data_dir)
         self._ray_started = await asyncio.to_thread(runtime.init_ray, self.config)
         self.runtime = runtime.Runtime(self.config, {
-            s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments})
+            s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments},
+            start_clock=self.clock.now(time.time()))
         rebuilt = [name for m in range(runtime.MANAGERS) for name in await self.runtime.reset_segments(m)]
         if rebuilt:
             log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
@@ -158,6 +159,7 @@ class Daemon:
         if self.server is not None:
             await self.server.close_connections()
         if self.runtime is not None:
+            await self.runtime.close_dispatcher()
             self.runtime.close()
         runtime.shutdown_ray(self._ray_started)
         for store in (self.eventlog, self.snapshots):
@@ -254,6 +256,11 @@ class Daemon:
         sub = self.hub.add(names, conn.peer)
         return Streaming({}, sub.run)
 
+    async def op_campaigns(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Per campaign and variant: assigned, sent, pending, suppressed by reason, dead,
+        conversions and conversion rate (an extension of SPEC's ops)."""
+        return {"campaigns": await self._ask(self.runtime.campaign_report())}
+
     async def _sizes(self) -> dict[str, int]:
         sizes: dict[str, int] = {}
         for m in range(runtime.MANAGERS):
@@ -270,7 +277,7 @@ class Daemon:
             "applied_seq": rt.routed_seq,
             "lag": rt.lag,
             "segments": await self._sizes(),
-            "messages": {},
+            "messages": await self._ask(self.runtime.message_stats()),
             "transitions": rt.transitions,
             "shards": [{"users": s["users"], "applied_seq": s["applied_seq"]} for s in shards],
             "recoveries": rt.recoveries,

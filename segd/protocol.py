@@ -31,7 +31,7 @@ ERROR_CODES = frozenset({
 })
 OPS = frozenset({
     "ping", "auth", "track", "identify", "batch", "sync", "user", "segments", "segment",
-    "history", "subscribe", "forget", "stats",
+    "history", "subscribe", "forget", "stats", "campaigns",
 })
 
 
@@ -253,7 +253,7 @@ def _subscribe(f: dict) -> dict:
 _SCHEMAS = {
     "ping": _none, "auth": _auth, "track": _track, "identify": _identify, "batch": _batch,
     "sync": _none, "user": _user, "segments": _none, "segment": _segment, "history": _history,
-    "subscribe": _subscribe, "forget": _user, "stats": _none,
+    "subscribe": _subscribe, "forget": _user, "stats": _none, "campaigns": _none,
 }
 
 

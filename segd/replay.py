@@ -27,12 +27,18 @@ log = structlog.get_logger("segd.replay")
 
 
 def replay(config: Config, *, until: int | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict:
-    """Rebuild from the log; returns a summary (events replayed, segment sizes, seconds)."""
-    return asyncio.run(_replay(config, until, progress))
+           progress: Callable[[int, int], None] | None = None, dispatch: bool = True) -> dict:
+    """Rebuild from the log; returns a summary (events replayed, segment sizes, seconds).
+
+    With ``dispatch``, campaign triggers go to the dispatcher as in a live run, which records
+    a decision only for a message id it has never seen (none, unless a crash lost it) and
+    sends nothing: the next ``segd run`` delivers what is pending.
+    """
+    return asyncio.run(_replay(config, until, progress, dispatch))
 
 
-async def _replay(config: Config, until: int | None, progress: Callable[[int, int], None] | None) -> dict:
+async def _replay(config: Config, until: int | None, progress: Callable[[int, int], None] | None,
+                  dispatch: bool) -> dict:
     started = time.monotonic()
     model = Model.compile(config)
     cfg = config.daemon
@@ -41,14 +47,16 @@ async def _replay(config: Config, until: int | None, progress: Callable[[int, in
         snapshots = SnapshotStore(cfg.data_dir)
         snapshots.clear()
         ray_started = await asyncio.to_thread(runtime.init_ray, config)
+        clock = Clock(cfg.clock, start=eventlog.last_clock)
         rt = runtime.Runtime(config, {s.name: (s.description, model.segment_fingerprints[s.name])
-                                      for s in config.segments}, rebuild=True)
+                                      for s in config.segments}, rebuild=True,
+                             dispatch=dispatch, deliver=False, start_clock=clock.value)
         try:
-            clock = Clock(cfg.clock, start=eventlog.last_clock)
             router = Router(rt, eventlog, snapshots, clock, fingerprint=model.fingerprint,
                             snapshot_every=1 << 62)
             await router.recover(until=until, progress=progress)
             await router.close()
+            await rt.close_dispatcher()
             sizes: dict[str, int] = {}
             for m in range(runtime.MANAGERS):
                 sizes.update(await rt.sizes(m))

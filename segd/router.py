@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -59,6 +60,7 @@ class Router:
         self.since_snapshot = [0] * self.n   # rows applied by each shard since its snapshot
         self.routed_seq = 0
         self.advanced = float("-inf")        # the last clock every shard was advanced to
+        self.dispatched_clock = float("-inf")  # the last clock passed to the dispatcher
         self.transitions = 0                 # new transitions recorded
         self.recoveries = 0
         self.catch_ups = 0                   # times rows were read back from the log
@@ -220,7 +222,9 @@ class Router:
                 slices[i] = [r for r in s if r.seq > applied[i]]
         upto = rows[-1].seq
         results = await asyncio.gather(*(self._apply(i, slices[i], clock, upto) for i in range(n)))
-        await self._record([t for ts in results for t in ts])
+        goals = self.runtime.goal_events
+        await self._record([t for ts in results for t in ts], clock,
+                           [(r.user, r.event, r.ts, r.seq) for r in rows if r.event in goals] if goals else [])
         if clock > self.advanced:
             self.advanced = clock
         for i, s in enumerate(slices):
@@ -244,7 +248,7 @@ class Router:
 
     async def _advance_all(self, clock: float) -> None:
         results = await asyncio.gather(*(self._advance(i, clock) for i in range(self.n)))
-        await self._record([t for ts in results for t in ts])
+        await self._record([t for ts in results for t in ts], clock)
         if clock > self.advanced:
             self.advanced = clock
 
@@ -311,29 +315,40 @@ class Router:
         self.since_snapshot[i] = 0
         log.info("snapshot_taken", shard=i, seq=applied, bytes=len(state))
 
-    # ------------------------------------------------------------------ segment managers
+    # ------------------------------------------------------------------ segment managers, dispatch
 
-    async def _record(self, transitions: list) -> None:
-        if not transitions:
+    async def _record(self, transitions: list, clock: float, goals: list | None = None) -> None:
+        """Record transitions at the managers, then hand the dispatcher every campaign trigger
+        (new or not: it dedupes by message id, so a crash between the two loses nothing)
+        with the batch's goal events, and the new transitions to ``on_transitions``."""
+        if transitions:
+            by_manager: list[list[tuple]] = [[] for _ in range(MANAGERS)]
+            for t in transitions:
+                by_manager[manager_of(t[1])].append(tuple(t[:6]))
+            new: list[tuple] = []
+            for m, ts in enumerate(by_manager):
+                if ts:
+                    new += await self._retry(f"manager {m}", self.runtime.record, m, ts)
+            self.transitions += len(new)
+            if new and self.on_transitions is not None:
+                self.on_transitions(new)
+        if self.runtime.dispatcher is None:
             return
-        by_manager: list[list[tuple]] = [[] for _ in range(MANAGERS)]
-        for t in transitions:
-            by_manager[manager_of(t[1])].append(tuple(t))
-        new: list[tuple] = []
-        for m, ts in enumerate(by_manager):
-            if ts:
-                new += await self._record_at(m, ts)
-        self.transitions += len(new)
-        if new and self.on_transitions is not None:
-            self.on_transitions(new)
+        keys = self.runtime.triggers
+        triggers = [t for t in transitions if (t[1], t[3]) in keys] if keys else []
+        if triggers or goals or clock > self.dispatched_clock:
+            await self._retry("dispatcher", self.runtime.dispatch, triggers, goals or [], clock)
+            self.dispatched_clock = max(clock, self.dispatched_clock)
 
-    async def _record_at(self, m: int, transitions: list[tuple]) -> list[tuple]:
+    async def _retry(self, what: str, call: Callable, *args: object) -> Any:
+        """Await ``call(*args)``, retrying while the actor is being restarted by Ray (the
+        managers and the dispatcher are idempotent, so a repeated call is harmless)."""
         deadline = time.monotonic() + RECOVERY_TIMEOUT
         while True:
             try:
-                return await self.runtime.record(m, transitions)
+                return await call(*args)
             except Exception as exc:
                 if not is_actor_failure(exc) or time.monotonic() > deadline:
                     raise
-                log.warning("manager_retry", manager=m, error=type(exc).__name__)
+                log.warning("actor_retry", actor=what, error=type(exc).__name__)
                 await asyncio.sleep(0.2)

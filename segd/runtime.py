@@ -9,6 +9,8 @@ as Ray Serve keeps its calls in one wrapper layer. Actor options live here:
   round-robin over the alive nodes with soft affinity (Ray's SPREAD is best-effort and
   may stack them): even when it can be, elsewhere when a node is gone. They need no disk.
 - ``SegmentManager`` x ``MANAGERS``: pinned to the daemon's node, where ``data_dir`` is.
+- ``Dispatcher`` x 1: an async actor pinned to the daemon's node (it owns ``outbox.db``),
+  one submitter (the router), so its triggers arrive in order.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ray
 import structlog
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from actors.dispatcher import Dispatcher
 from actors.segments import SegmentManager
 from actors.shard import UserShard
 from segd.config import Config
@@ -34,9 +37,11 @@ MANAGERS = 1
 # may stack every shard on one node; 0.01 lets a node host 100 shards per CPU.
 SHARD_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0.01}
 MANAGER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
+DISPATCHER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 
 _RemoteShard = ray.remote(UserShard)
 _RemoteManager = ray.remote(SegmentManager)
+_RemoteDispatcher = ray.remote(Dispatcher)
 
 
 def shard_of(user: str, shards: int) -> int:
@@ -74,7 +79,11 @@ def init_ray(config: Config) -> bool:
 class Runtime:
     """Handles on the actor pools; every method returns an awaitable of the remote result."""
 
-    def __init__(self, config: Config, fingerprints: dict[str, tuple[str, str]], *, rebuild: bool = False) -> None:
+    def __init__(self, config: Config, fingerprints: dict[str, tuple[str, str]], *, rebuild: bool = False,
+                 dispatch: bool = True, deliver: bool = True, start_clock: float = float("-inf")) -> None:
+        """``dispatch`` False: no dispatcher (``segd replay --no-dispatch``); ``deliver`` False:
+        decide and record messages but send none (``segd replay``). ``start_clock`` is the
+        engine clock now: campaigns new in this config fire from it on."""
         self.config = config
         self.n = config.ray.shards
         here = ray.get_runtime_context().get_node_id()
@@ -85,6 +94,14 @@ class Runtime:
                 {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild)
             for i in range(MANAGERS)
         ]
+        # Campaign triggers: (segment, kind) of each campaign; goal events feed conversions.
+        self.triggers = frozenset((c.segment, c.on) for c in config.campaigns) if dispatch else frozenset()
+        self.goal_events = frozenset(c.goal.event for c in config.campaigns if c.goal) if dispatch else frozenset()
+        self.dispatcher = None
+        if dispatch:
+            self.dispatcher = _RemoteDispatcher.options(scheduling_strategy=pinned, **DISPATCHER_OPTIONS).remote(
+                config, {s: fp for s, (_, fp) in fingerprints.items()}, start_clock, deliver)
+            self.dispatcher.start.remote()
         others = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
         nodes = [here, *others]
         self.shards = [
@@ -134,9 +151,33 @@ class Runtime:
     def reset_segments(self, m: int) -> Awaitable:
         return self.managers[m].reset_segments.remote()
 
+    # dispatcher
+
+    def dispatch(self, triggers: list, goals: list, clock: float) -> Awaitable:
+        return self.dispatcher.submit.remote(triggers, goals, clock)
+
+    def message_stats(self) -> Awaitable:
+        return self.dispatcher.stats.remote()
+
+    def campaign_report(self) -> Awaitable:
+        return self.dispatcher.report.remote()
+
+    def messages(self, user: str | None = None) -> Awaitable:
+        return self.dispatcher.messages.remote(user)
+
+    async def close_dispatcher(self) -> None:
+        """Stop delivery and close the outbox cleanly (before ``close``)."""
+        if self.dispatcher is not None:
+            try:
+                await self.dispatcher.close.remote()
+            except Exception as exc:
+                if not is_actor_failure(exc):
+                    raise
+
     def close(self) -> None:
         """Kill every actor of this runtime (Ray itself stays up)."""
-        for actor in [*self.shards, *self.managers]:
+        extra = [self.dispatcher] if self.dispatcher is not None else []
+        for actor in [*self.shards, *self.managers, *extra]:
             ray.kill(actor, no_restart=True)
 
 
