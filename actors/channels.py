@@ -105,6 +105,11 @@ class Channel:
     def close(self) -> None:
         """Release held resources; idempotent."""
 
+    def forget(self, user: str) -> int:
+        """Erase what this channel keeps of ``user`` locally (the file channel's lines); the
+        messages already handed to a remote service are beyond reach. Returns how many."""
+        return 0
+
     def error(self, what: str, *, retryable: bool = True) -> DeliveryError:
         """A ``DeliveryError`` whose message names this channel."""
         return DeliveryError(f"channel {self.name!r} ({self.kind}): {what}", retryable=retryable)
@@ -147,6 +152,33 @@ class FileChannel(Channel):
             except OSError as exc:
                 self._drop()
                 raise self.error(f"cannot append to {self.path}: {exc}") from exc
+
+    def forget(self, user: str) -> int:
+        """Rewrite the file without ``user``'s messages (``forget``); returns how many went.
+        Atomic: a new file replaces the old one, which is then reopened for appends."""
+        with self._lock:
+            self._drop()
+            if not self.path.exists():
+                return 0
+            kept, gone = [], 0
+            with open(self.path, encoding="utf-8", newline="\n") as fh:
+                for line in fh:
+                    try:
+                        mine = json.loads(line).get("user") == user
+                    except (ValueError, AttributeError):
+                        mine = False
+                    if mine:
+                        gone += 1
+                    else:
+                        kept.append(line)
+            if gone:
+                tmp = self.path.with_name(self.path.name + ".forget")
+                with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+                    out.writelines(kept)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, self.path)
+            return gone
 
     def _open(self) -> IO[str]:
         fh = self._fh

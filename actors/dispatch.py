@@ -206,6 +206,11 @@ class DispatchCore:
             self.exposures[user] = keep
         return out
 
+    def forget(self, user: str) -> None:
+        """Drop everything kept about ``user``."""
+        self.caps.forget(user)
+        self.exposures.pop(user, None)
+
     def prune(self, now: float) -> None:
         """Drop state no rule can use any more (cap windows and goal windows in the past)."""
         self.caps.prune(now)

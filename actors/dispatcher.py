@@ -217,6 +217,22 @@ class Dispatcher:
                         "variants": variants})
         return out
 
+    async def forget(self, user: str) -> int:
+        """Erase ``user``'s messages from the outbox, the in-memory rules and local channel
+        files (``forget``). Returns the outbox messages erased."""
+        n = self.store.forget(user)
+        self.core.forget(user)
+        for channel in self._channels.values():
+            await asyncio.to_thread(channel.forget, user)
+        if not self._channels:   # not delivering (replay): local files are still ours to clean
+            for cfg in self.config.channels:
+                if cfg.kind == "file":
+                    ch = open_channel(cfg)
+                    await asyncio.to_thread(ch.forget, user)
+                    ch.close()
+        log.info("user_forgotten", messages=n)
+        return n
+
     async def messages(self, user: str | None = None) -> list[dict[str, Any]]:
         """Outbox rows (all, or one user's): for tests and tools."""
         return self.store.messages(user)

@@ -51,6 +51,14 @@ class SegmentManager:
             sizes[t[1]] += 1 if t[3] == "enter" else -1
         return new
 
+    def forget(self, user: str) -> int:
+        """Erase ``user``'s membership and history (``forget``); returns the segments left."""
+        left = self.store.forget(user)
+        for segment in left:
+            if segment in self._sizes:
+                self._sizes[segment] -= 1
+        return len(left)
+
     def sizes(self) -> dict[str, int]:
         return dict(self._sizes)
 

@@ -258,6 +258,13 @@ class UserShard:
     def user(self, user: str) -> dict[str, Any] | None:
         return self.core.user(user)
 
+    def forget(self, user: str, expect: int) -> tuple[bool, int, list]:
+        """Drop ``user``; ``(True, applied_seq, exits)`` (exits for membership only: no message)."""
+        core = self.core
+        if core.applied_seq != expect:
+            return False, core.applied_seq, []
+        return True, core.applied_seq, [tuple(t) for t in core.forget(user)]
+
     def stats(self) -> dict[str, Any]:
         return {"users": self.core.users, "applied_seq": self.core.applied_seq, "clock": self.core.clock}
 

@@ -53,6 +53,9 @@ class Caps:
         if self.caps:
             bisect.insort(self._times.setdefault(user, []), t)
 
+    def forget(self, user: str) -> None:
+        self._times.pop(user, None)
+
     def prune(self, now: float) -> None:
         """Forget send times that no cap can see any more (older than ``now - horizon``)."""
         cut = now - self.horizon

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--msg-id", default=None)
 
     sub.add_parser("stats", parents=[common, client], help="daemon statistics")
+    p = sub.add_parser("forget", parents=[common, client],
+                       help="erase a user: events, state, history, messages (no message is sent)")
+    p.add_argument("user")
     sub.add_parser("campaigns", parents=[common, client],
                    help="per campaign and variant: sent, suppressed, conversions, conversion rate")
 
@@ -166,6 +169,13 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_forget(args: argparse.Namespace, config: Config) -> int:
+    with _client(args, config) as c:
+        r = c.forget(args.user)
+    _show(args, r, f"forgot {args.user}: {r['events']} events erased, left {r['segments']} segments")
+    return EXIT_OK
+
+
 def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
     with _client(args, config) as c:
         r = c.campaigns()
@@ -253,7 +263,7 @@ class _ProgressBar:
 
 _COMMANDS = {
     "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
-    "campaigns": cmd_campaigns,
+    "campaigns": cmd_campaigns, "forget": cmd_forget,
     "user": cmd_user, "segments": cmd_segments, "segment": cmd_segment, "subscribe": cmd_subscribe,
     "replay": cmd_replay,
 }

@@ -213,6 +213,28 @@ class Daemon:
         except RouterFailed as exc:
             raise ProtocolError("internal", str(exc)) from exc
 
+    async def op_forget(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Erase a user everywhere (SPEC ``forget``). Runs between two commits, so no event of
+        the user can be appended while it is erased: the router first applies everything
+        logged before, then the user leaves its shard, the segment managers (no history,
+        no message) and the outbox; last, the log rows go."""
+        user = req.args["user"]
+
+        async def erase() -> dict[str, Any]:
+            try:
+                left = await self.router.forget(user)
+            except RouterFailed as exc:
+                raise ProtocolError("internal", str(exc)) from exc
+            except Exception as exc:
+                if runtime.is_actor_failure(exc):
+                    raise ProtocolError("unavailable", "an actor is restarting; retry the forget") from exc
+                raise
+            events = await self.committer.in_writer(self.eventlog.forget, user)
+            log.info("user_forgotten", events=events, segments_left=left)
+            return {"seq": self.eventlog.last_seq, "events": events, "segments": left}
+
+        return await self.committer.exclusive(erase)
+
     async def _ask(self, call: Any) -> Any:
         """Await a query to an actor; one that is being restarted answers `unavailable`."""
         try:

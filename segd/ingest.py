@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import structlog
 
@@ -21,6 +22,8 @@ from segd.errors import ProtocolError, StoreError
 from store.eventlog import EventLog, NewEvent, Row
 
 log = structlog.get_logger("segd.ingest")
+
+T = TypeVar("T")
 
 
 class Committer:
@@ -61,6 +64,21 @@ class Committer:
         self._wake.set()
         return await fut
 
+    async def exclusive(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` on the event loop between two commits: everything submitted before
+        is committed (and handed to ``on_commit``) first, nothing after is committed until
+        it returns. For ``forget``, which must not race with appends."""
+        if self._closing:
+            raise ProtocolError("unavailable", "segd is shutting down; retry on the next daemon")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, fut))
+        self._wake.set()
+        return await fut
+
+    async def in_writer(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` on the writer thread (only from inside ``exclusive``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def close(self) -> None:
         """Refuse new submits, commit everything already submitted, stop the loop."""
         self._closing = True
@@ -70,7 +88,6 @@ class Committer:
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 if self._closing:
@@ -78,29 +95,47 @@ class Committer:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
-            groups, self._queue = self._queue, []
-            flat = [e for events, _ in groups for e in events]
-            started = time.perf_counter()
-            try:
-                appended = await loop.run_in_executor(self._executor, self.eventlog.append, flat, self.clock)
-            except StoreError as exc:
-                log.error("commit_failed", n=len(flat), error=str(exc))
-                for _, fut in groups:
-                    if not fut.done():
-                        fut.set_exception(ProtocolError("internal", "the event log could not commit; "
-                                                                    "nothing of this request was logged"))
-                continue
-            finally:
-                self.pending -= len(flat)
-            elapsed = time.perf_counter() - started
-            self.commits += 1
-            self.commit_seconds += elapsed
-            log.debug("batch_committed", n=len(flat), seq=self.eventlog.last_seq, ms=round(elapsed * 1000, 3))
-            results = appended.results
-            i = 0
-            for events, fut in groups:
+            items, self._queue = self._queue, []
+            groups: list = []
+            for item in items:
+                if callable(item[0]):
+                    if groups:
+                        await self._commit(groups)
+                        groups = []
+                    fn, fut = item
+                    try:
+                        fut.set_result(await fn())
+                    except Exception as exc:
+                        fut.set_exception(exc)
+                else:
+                    groups.append(item)
+            if groups:
+                await self._commit(groups)
+
+    async def _commit(self, groups: list[tuple[list[NewEvent], asyncio.Future]]) -> None:
+        loop = asyncio.get_running_loop()
+        flat = [e for events, _ in groups for e in events]
+        started = time.perf_counter()
+        try:
+            appended = await loop.run_in_executor(self._executor, self.eventlog.append, flat, self.clock)
+        except StoreError as exc:
+            log.error("commit_failed", n=len(flat), error=str(exc))
+            for _, fut in groups:
                 if not fut.done():
-                    fut.set_result(results[i:i + len(events)])
-                i += len(events)
-            if self.on_commit is not None and appended.rows:
-                self.on_commit(appended.rows)
+                    fut.set_exception(ProtocolError("internal", "the event log could not commit; "
+                                                                "nothing of this request was logged"))
+            return
+        finally:
+            self.pending -= len(flat)
+        elapsed = time.perf_counter() - started
+        self.commits += 1
+        self.commit_seconds += elapsed
+        log.debug("batch_committed", n=len(flat), seq=self.eventlog.last_seq, ms=round(elapsed * 1000, 3))
+        results = appended.results
+        i = 0
+        for events, fut in groups:
+            if not fut.done():
+                fut.set_result(results[i:i + len(events)])
+            i += len(events)
+        if self.on_commit is not None and appended.rows:
+            self.on_commit(appended.rows)

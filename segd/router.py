@@ -34,7 +34,7 @@ log = structlog.get_logger("segd.router")
 MAX_BATCH = 20_000          # rows per routed batch
 MAX_QUEUED = 200_000        # rows held in memory; past this the router reads them back from the log
 RECOVERY_TIMEOUT = 120.0    # seconds to wait for Ray to bring a shard back
-_SYNC, _TICK = "sync", "tick"
+_SYNC, _TICK, _FORGET = "sync", "tick", "forget"
 
 
 class RouterFailed(Exception):
@@ -105,6 +105,19 @@ class Router:
         self._wake.set()
         return await fut
 
+    async def forget(self, user: str) -> int:
+        """Erase ``user`` from its shard, the segment managers and the outbox, in log order
+        (after every row queued before the call); returns the segments the user left.
+
+        The user's exits reach subscribers but no history and no dispatcher. The shard's
+        snapshot, which held the user's state, is replaced. The caller erases the log rows.
+        """
+        self._check()
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((_FORGET, user, fut))
+        self._wake.set()
+        return await fut
+
     @property
     def lag(self) -> int:
         return self.eventlog.last_seq - self.routed_seq
@@ -163,6 +176,14 @@ class Router:
                 if item == _TICK:
                     self._tick_pending = False
                     await self._advance_all(self.clock.now(time.time()))
+                elif isinstance(item, tuple) and item[0] == _FORGET:
+                    try:
+                        item[2].set_result(await self._forget(item[1]))
+                    except Exception as exc:
+                        if is_actor_failure(exc):
+                            item[2].set_exception(exc)
+                        else:
+                            raise
                 elif isinstance(item, tuple):
                     await self._advance_all(self.clock.now(time.time()))
                     item[1].set_result(self.routed_seq)
@@ -182,8 +203,8 @@ class Router:
                 log.exception("router_failed")
             self.failed = exc
             for item in self._queue:
-                if isinstance(item, tuple) and not item[1].done():
-                    item[1].set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
+                if isinstance(item, tuple) and not item[-1].done():
+                    item[-1].set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
             raise
 
     async def _catch_up(self) -> None:
@@ -262,6 +283,30 @@ class Router:
         if not ok:
             return await self._recover(i, self.routed_seq, clock)
         return transitions
+
+    async def _forget(self, user: str) -> int:
+        i = shard_of(user, self.n)
+        while True:
+            try:
+                ok, _, exits = await self.runtime.forget(i, user, self.applied[i])
+            except Exception as exc:
+                if not is_actor_failure(exc):
+                    raise
+                ok = False
+            if ok:
+                break
+            await self._recover(i, self.routed_seq, self.advanced)   # transitions were recorded before
+        # The old snapshot holds the user's state: drop it before anything else can read it.
+        await asyncio.to_thread(self.snapshots.delete, i)
+        for m in range(MANAGERS):
+            await self._retry(f"manager {m}", self.runtime.forget_at_manager, m, user)
+        if self.runtime.dispatcher is not None:
+            await self._retry("dispatcher", self.runtime.forget_messages, user)
+        await self._snapshot(i)
+        if exits and self.on_transitions is not None:
+            self.on_transitions([tuple(t[:6]) for t in exits])
+        log.info("user_forgotten", shard=i, segments_left=len(exits))
+        return len(exits)
 
     # ------------------------------------------------------------------ recovery
 

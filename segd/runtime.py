@@ -125,6 +125,15 @@ class Runtime:
     def snapshot(self, i: int, expect: int) -> Awaitable:
         return self.shards[i].snapshot.remote(expect)
 
+    def forget(self, i: int, user: str, expect: int) -> Awaitable:
+        return self.shards[i].forget.remote(user, expect)
+
+    def forget_at_manager(self, m: int, user: str) -> Awaitable:
+        return self.managers[m].forget.remote(user)
+
+    def forget_messages(self, user: str) -> Awaitable:
+        return self.dispatcher.forget.remote(user)
+
     def user(self, user: str) -> Awaitable:
         return self.shards[shard_of(user, self.n)].user.remote(user)
 

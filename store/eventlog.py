@@ -117,6 +117,26 @@ class EventLog:
             self.last_clock = rows[-1].clock
         return Appended(results, rows)
 
+    def forget(self, user: str) -> int:
+        """Erase every event of ``user`` (the one exception to append-only); returns how many.
+
+        Deleted content is zeroed (``secure_delete``) and the WAL truncated. Only the writer
+        thread may call this, between appends.
+        """
+        try:
+            self.conn.execute("BEGIN")
+            n = self.conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
+            self.forgotten += n
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)",
+                              (str(self.forgotten),))
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise StoreError(f"event log forget failed: {exc}") from exc
+        schema.checkpoint(self.conn)
+        return n
+
     def _known_msg_ids(self, ids: list[str]) -> dict[str, int]:
         known: dict[str, int] = {}
         for i in range(0, len(ids), _LOOKUP_CHUNK):

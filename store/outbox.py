@@ -232,5 +232,19 @@ class OutboxStore:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    def forget(self, user: str) -> int:
+        """Erase every message, dead letter and conversion of ``user``; returns the messages."""
+        with self._lock:
+            try:
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    n = self.conn.execute("DELETE FROM messages WHERE user = ?", (user,)).rowcount
+                    self.conn.execute("DELETE FROM dead_letters WHERE user = ?", (user,))
+                    self.conn.execute("DELETE FROM conversions WHERE user = ?", (user,))
+            except sqlite3.Error as exc:
+                raise StoreError(f"outbox forget failed: {exc}") from exc
+            schema.checkpoint(self.conn)
+        return n
+
     def close(self) -> None:
         self.conn.close()

@@ -31,9 +31,18 @@ def open_db(path: Path, *, synchronous: str = "full") -> sqlite_utils.Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=10000")
+        # Deleted content is overwritten with zeros, not left in free pages: `forget` must
+        # leave no trace of a user's data in any file.
+        conn.execute("PRAGMA secure_delete=ON")
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return sqlite_utils.Database(conn)
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database file and truncate it (after ``forget``: the WAL may
+    still hold old page images with the erased data). Best effort while readers are active."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:

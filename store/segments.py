@@ -74,6 +74,16 @@ class SegmentStore:
             (segment, since, until if until is not None else float("inf")))
         return rows.fetchall()
 
+    def forget(self, user: str) -> dict[str, int]:
+        """Erase ``user``'s membership and history; returns the segments it was a member of
+        (name -> 1), for the sizes."""
+        with self.db.atomic():
+            left = dict(self.conn.execute("SELECT segment, 1 FROM members WHERE user = ?", (user,)))
+            self.conn.execute("DELETE FROM members WHERE user = ?", (user,))
+            self.conn.execute("DELETE FROM transitions WHERE user = ?", (user,))
+        schema.checkpoint(self.conn)
+        return left
+
     def versions(self) -> dict[str, str]:
         """The fingerprint each segment's rows were computed with."""
         return dict(self.conn.execute("SELECT segment, fingerprint FROM segment_versions"))

@@ -51,6 +51,14 @@ class SnapshotStore:
                 "WHERE shard = ? AND shards = ? AND fingerprint = ?", [shard, shards, fingerprint]).fetchone()
         return Snapshot(*row) if row else None
 
+    def delete(self, shard: int) -> None:
+        """Drop ``shard``'s snapshot (zeroed on disk, WAL truncated): after ``forget`` it may
+        hold the erased user's state."""
+        with self._lock:
+            with self.db.atomic():
+                self.db.execute("DELETE FROM snapshots WHERE shard = ?", [shard])
+            schema.checkpoint(self.db.conn)
+
     def clear(self) -> None:
         with self._lock, self.db.atomic():
             self.db.execute("DELETE FROM snapshots")
