@@ -361,6 +361,10 @@ class _Parser:
         if synchronous not in ("full", "normal"):
             self.error(t, f"'synchronous' must be 'full' or 'normal', got {synchronous!r}")
         metrics = self.take(t, raw, "metrics", str, d.metrics, "'host:port' or empty")
+        if metrics:
+            mhost, _, mport = metrics.rpartition(":")
+            if not mhost or not mport.isdigit() or not 0 <= int(mport) < 65536:
+                self.error(t, f"'metrics' must be 'host:port' such as '127.0.0.1:9464', got {metrics!r}")
         return DaemonConfig(
             data_dir=self.path(data_dir) if data_dir else self.base / d.data_dir,
             socket=self.path(socket) if socket else self.base / d.socket,

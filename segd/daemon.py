@@ -26,6 +26,7 @@ from segd.clock import Clock
 from segd.config import Config
 from segd.errors import ProtocolError, SegdError
 from segd.ingest import Committer
+from segd.metrics import MetricsServer
 from segd.protocol import EventIn, Request
 from segd.router import Router, RouterFailed
 from segd.server import Connection, Server, Streaming
@@ -84,6 +85,7 @@ class Daemon:
         self.router: Router | None = None
         self.snapshots: SnapshotStore | None = None
         self.hub = Hub()
+        self.metrics: MetricsServer | None = None
         self._ray_started = False
         self._ticker: asyncio.Task | None = None
         self._lock: DataDirLock | None = None
@@ -132,6 +134,9 @@ class Daemon:
         self.server = Server(self, socket_path=cfg.socket, tcp=cfg.tcp, token=cfg.token,
                              max_frame=cfg.max_frame, max_connections=cfg.max_connections)
         await self.server.start()
+        if cfg.metrics:
+            self.metrics = MetricsServer(cfg.metrics, self.stats)
+            self.metrics.start()
         log.info("daemon_started", version=__version__, data_dir=str(cfg.data_dir),
                  events=self.eventlog.count, last_seq=self.eventlog.last_seq, clock=cfg.clock,
                  shards=self.runtime.n, segments=len(self.config.segments))
@@ -148,6 +153,8 @@ class Daemon:
             return
         self._stopping = True
         log.info("daemon_stopping")
+        if self.metrics is not None:
+            self.metrics.close()
         if self.server is not None:
             await self.server.stop_accepting()
         if self._ticker is not None:
@@ -290,6 +297,10 @@ class Daemon:
         return sizes
 
     async def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
+        return await self.stats()
+
+    async def stats(self) -> dict[str, Any]:
+        """The ``stats`` op's answer; also what the Prometheus endpoint exports."""
         el, cm, rt = self.eventlog, self.committer, self.router
         shards = await self._ask(asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n))))
         return {
@@ -308,6 +319,7 @@ class Daemon:
             "pending": cm.pending,
             "commits": cm.commits,
             "commit_ms_avg": round(cm.commit_seconds * 1000 / cm.commits, 3) if cm.commits else 0.0,
+            "commit_seconds": round(cm.commit_seconds, 6),
             "connections": len(self.server.connections),
             "clock": self.clock.value,
             "uptime": round(time.time() - self.started, 3),

@@ -261,3 +261,31 @@ def test_commit_failure_is_internal_and_loses_nothing_acknowledged(daemon):
             blocker.close()
         assert c.track("a", "view") == {"seq": 2}
     assert [r[0] for r in logged(daemon)] == [1, 2]
+
+
+def test_metrics_endpoint_exports_stats_for_prometheus(daemon_factory):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    d = daemon_factory("""
+[aggregates.views]
+kind = "count"
+event = "view"
+
+[segments.fans]
+when = "views >= 1"
+""", daemon='metrics = "127.0.0.1:0"\n')
+    with Client(d.socket) as c:
+        c.track("alice", "view")
+        c.track("bob", "view")
+        c.sync()
+    port = d.daemon.metrics.port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("segd_events_ingested_total", ())] == 2
+    assert samples[("segd_segment_size", (("segment", "fans"),))] == 2
+    assert samples[("segd_lag_events", ())] == 0
+    assert samples[("segd_commit_seconds_count", ())] >= 1
+    assert ("segd_messages", (("outcome", "sent"), ("reason", ""))) in samples

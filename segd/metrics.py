@@ -1,0 +1,95 @@
+"""The Prometheus endpoint (``[daemon] metrics = "127.0.0.1:9464"``, off by default).
+
+Metrics are read at scrape time from the same numbers as the ``stats`` op (one collector,
+no counters kept twice): the scrape runs on prometheus_client's HTTP thread and asks the
+daemon's event loop for a fresh ``stats``, with a timeout so a stuck daemon shows as a
+failed scrape rather than a hung one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client import start_http_server
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+
+log = structlog.get_logger("segd.metrics")
+
+SCRAPE_TIMEOUT = 5.0
+
+
+class StatsCollector:
+    """A prometheus_client collector over the daemon's ``stats``."""
+
+    def __init__(self, stats: Callable[[], Awaitable[dict[str, Any]]], loop: asyncio.AbstractEventLoop) -> None:
+        self.stats = stats
+        self.loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        s = asyncio.run_coroutine_threadsafe(self.stats(), self.loop).result(SCRAPE_TIMEOUT)
+        yield from metrics_of(s)
+
+
+def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
+    """The metric families for one ``stats`` answer."""
+    yield CounterMetricFamily("segd_events_ingested", "Events appended to the log (log position)", value=s["last_seq"])
+    yield GaugeMetricFamily("segd_events_stored", "Events in the log (after forget)", value=s["events"])
+    yield SummaryMetricFamily("segd_commit_seconds", "Group commits of the event log and their duration",
+                              count_value=s["commits"], sum_value=s["commit_seconds"])
+    yield GaugeMetricFamily("segd_pending_events", "Events waiting for the disk", value=s["pending"])
+    yield GaugeMetricFamily("segd_lag_events", "Events logged but not yet applied by the user actors", value=s["lag"])
+    yield GaugeMetricFamily("segd_applied_seq", "Log position applied by every shard", value=s["applied_seq"])
+    yield GaugeMetricFamily("segd_users", "Users hosted by the shards", value=s["users"])
+    sizes = GaugeMetricFamily("segd_segment_size", "Members per segment", labels=["segment"])
+    for name, size in sorted(s["segments"].items()):
+        sizes.add_metric([name], size)
+    yield sizes
+    yield CounterMetricFamily("segd_transitions", "Segment transitions recorded since start", value=s["transitions"])
+    msgs = GaugeMetricFamily("segd_messages", "Messages in the outbox by outcome and reason",
+                             labels=["outcome", "reason"])
+    m = s["messages"]
+    for outcome in ("sent", "pending", "holdout"):
+        msgs.add_metric([outcome, ""], m.get(outcome, 0))
+    msgs.add_metric(["pending", "quiet_hours"], m.get("deferred", 0))
+    for reason, n in sorted(m.get("suppressed", {}).items()):
+        msgs.add_metric(["suppressed", reason], n)
+    for reason, n in sorted(m.get("failed", {}).items()):
+        msgs.add_metric(["failed", reason], n)
+    yield msgs
+    yield CounterMetricFamily("segd_actor_recoveries", "Shard actors restored after a restart", value=s["recoveries"])
+    yield CounterMetricFamily("segd_catch_ups", "Times the router read rows back from the log", value=s["catch_ups"])
+    yield GaugeMetricFamily("segd_connections", "Open client connections", value=s["connections"])
+    yield GaugeMetricFamily("segd_subscribers", "Transition subscribers", value=s["subscribers"])
+    yield GaugeMetricFamily("segd_clock_seconds", "The engine clock", value=s["clock"])
+    yield GaugeMetricFamily("segd_uptime_seconds", "Seconds since the daemon started", value=s["uptime"])
+
+
+class MetricsServer:
+    """The HTTP endpoint; ``address`` is ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, address: str, stats: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        host, _, port = address.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.stats = stats
+        self._server = None
+
+    def start(self) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StatsCollector(self.stats, asyncio.get_running_loop()))
+        self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
+        self.port = self._server.server_port
+        log.info("metrics_listening", address=f"{self.host}:{self.port}")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
