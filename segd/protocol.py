@@ -23,6 +23,8 @@ MAX_USER = 256
 MAX_EVENT = 128
 MAX_MSG_ID = 128
 MAX_DEPTH = 8          # nesting of maps/lists inside props and traits
+MAX_KEY = 256          # characters in a prop or trait name
+MAX_STRING = 65_536    # characters in a prop or trait string value
 MAX_SEGMENT_PAGE = 100_000
 
 ERROR_CODES = frozenset({
@@ -300,13 +302,19 @@ def _check_value(value: Any, path: str, depth: int) -> None:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ProtocolError("bad_request", f"'{path}' has a non-string key {k!r}")
+            if len(k) > MAX_KEY:
+                raise ProtocolError("bad_request", f"'{path}' has a key of {len(k)} characters; at most {MAX_KEY}")
             _check_value(v, f"{path}.{k}", depth + 1)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise ProtocolError("bad_request", f"'{path}' is nested deeper than {MAX_DEPTH} levels")
         for i, v in enumerate(value):
             _check_value(v, f"{path}[{i}]", depth + 1)
-    elif not isinstance(value, (str, int, float, bool, type(None))):
+    elif isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ProtocolError("bad_request", f"'{path}' is a string of {len(value)} characters; "
+                                               f"at most {MAX_STRING}")
+    elif not isinstance(value, (int, float, bool, type(None))):
         raise ProtocolError("bad_request", f"'{path}' has a value of unsupported type {_kind(value)} "
                                            "(expected string, number, boolean, nil, list or map)")
 

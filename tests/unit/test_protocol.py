@@ -157,3 +157,13 @@ def test_batch_over_the_limit_is_refused():
 def test_request_id_survives_a_bad_request():
     assert protocol.request_id({"op": "track", "id": "abc"}) == "abc"
     assert protocol.request_id({"id": {"no": 1}}) is None
+
+
+def test_long_strings_and_keys_in_props_are_refused_naming_the_field():
+    from segd.protocol import MAX_KEY, MAX_STRING, parse_request
+
+    with pytest.raises(ProtocolError, match=r"'props.note' is a string of 65537 characters; at most 65536"):
+        parse_request({"op": "track", "user": "u", "event": "e", "props": {"note": "x" * (MAX_STRING + 1)}})
+    with pytest.raises(ProtocolError, match=r"'traits' has a key of 257 characters; at most 256"):
+        parse_request({"op": "identify", "user": "u", "traits": {"k" * (MAX_KEY + 1): 1}})
+    assert parse_request({"op": "track", "user": "u", "event": "e", "props": {"k" * MAX_KEY: "x" * MAX_STRING}})
