@@ -38,6 +38,7 @@ BATCH = 64                 # due messages read per round, per channel
 IDLE = 0.25                # seconds a worker sleeps when nothing is due (unless woken)
 MAX_BACKOFF = 3600.0       # seconds: the longest wait between two attempts
 PRUNE_EVERY = 10_000       # triggers between two prunes of the caps and goal windows
+STOP_GRACE = 5.0           # seconds deliveries in flight may take to finish at reload or stop
 
 
 def backoff(cfg: ChannelConfig, attempts: int) -> float:
@@ -66,9 +67,47 @@ class Dispatcher:
         self._wake = {c.name: asyncio.Event() for c in config.channels}
         self._tasks: list[asyncio.Task] = []
         self._channels: dict[str, Channel] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._stopping = False
         released = self.store.release_claims()
         log.info("dispatcher_started", campaigns=len(config.campaigns), channels=len(config.channels),
                  retried_after_crash=released, deliver=deliver)
+
+    async def reload(self, config: Config, segment_fingerprints: dict[str, str], clock: float) -> None:
+        """New campaigns, channels and throttle (SIGHUP): stop the channel workers, rebuild the
+        core (new campaigns activate at ``clock``), start the workers again. Pending messages
+        stay in the outbox and go out on their channel if it still exists."""
+        await self._stop_workers()
+        self.config = config
+        keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
+        self.clock = max(self.clock, clock)
+        self.core = DispatchCore(config, self.store.activations(keys, self.clock))
+        self.core.load(self.store.capped_since(self.clock - self.core.caps.horizon),
+                       self.store.exposures_since(self.clock - self.core.goal_horizon))
+        self._wake = {c.name: asyncio.Event() for c in config.channels}
+        self.store.release_claims()   # claims of the stopped workers: retried under the same id
+        await self.start()
+        log.info("dispatcher_reloaded", campaigns=len(config.campaigns), channels=len(config.channels))
+
+    async def _stop_workers(self) -> None:
+        """Let every worker finish its deliveries in flight for up to STOP_GRACE seconds, then
+        cancel it (a message cut off stays claimed: the next start retries it, same id)."""
+        self._stopping = True
+        for ev in self._wake.values():
+            ev.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_GRACE)
+            for task in late:
+                task.cancel()
+            for task in late:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tasks = []
+        self._buckets = {}
+        self._stopping = False
+        for ch in self._channels.values():
+            ch.close()
+        self._channels = {}
 
     async def start(self) -> None:
         """Start one delivery worker per channel (no-op with ``deliver=False``)."""
@@ -76,6 +115,8 @@ class Dispatcher:
             return
         for cfg in self.config.channels:
             self._channels[cfg.name] = open_channel(cfg)
+            if cfg.rate:
+                self._buckets[cfg.name] = TokenBucket(cfg.rate, now=time.monotonic())
             self._tasks.append(asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}"))
 
     async def submit(self, triggers: list[tuple], goals: list[tuple], clock: float) -> int:
@@ -106,36 +147,44 @@ class Dispatcher:
     # ------------------------------------------------------------------ delivery
 
     async def _worker(self, cfg: ChannelConfig) -> None:
+        """Deliver ``cfg``'s due messages until ``_stopping``; a round in progress finishes
+        first, so no delivered message is left unmarked. Never dies of an error: it logs it
+        and tries again a little later."""
+        while not self._stopping:
+            try:
+                await self._round(cfg)
+            except Exception:
+                log.exception("channel_worker_error", channel=cfg.name)
+                await asyncio.sleep(1.0)
+
+    async def _round(self, cfg: ChannelConfig) -> None:
         channel = self._channels[cfg.name]
-        bucket = TokenBucket(cfg.rate, now=time.monotonic()) if cfg.rate else None
+        bucket = self._buckets.get(cfg.name)
         width = 1 if cfg.kind == "file" else 4   # a file takes one writer; network channels overlap
         wake = self._wake[cfg.name]
-        while True:
-            wake.clear()
-            try:
-                batch = self.store.due(cfg.name, self.clock, time.time(), BATCH)
-            except Exception:
-                log.exception("outbox_read_failed", channel=cfg.name)
-                batch = []
-            if not batch:
-                retry = self.store.next_retry(cfg.name, self.clock)
-                wait = IDLE if retry is None else min(IDLE, max(retry - time.time(), 0.01))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), wait)
-                continue
-            for i in range(0, len(batch), width):
-                chunk = []
-                for m in batch[i:i + width]:
-                    if self._expired(m):
-                        continue
-                    while bucket is not None and (delay := bucket.take(time.monotonic())) > 0:
-                        await asyncio.sleep(delay)
-                    chunk.append(m)
-                if chunk:
-                    self.store.claim([m.id for m in chunk])
-                    done = await asyncio.gather(*(self._deliver(cfg, channel, m) for m in chunk))
-                    self.store.sent([d for d in done if d is not None])
-                    self.counters["delivered"] += sum(d is not None for d in done)
+        wake.clear()
+        batch = self.store.due(cfg.name, self.clock, time.time(), BATCH)
+        if not batch:
+            retry = self.store.next_retry(cfg.name, self.clock)
+            wait = IDLE if retry is None else min(IDLE, max(retry - time.time(), 0.01))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), wait)
+            return
+        for i in range(0, len(batch), width):
+            if self._stopping:
+                return
+            chunk = []
+            for m in batch[i:i + width]:
+                if self._expired(m):
+                    continue
+                while bucket is not None and (delay := bucket.take(time.monotonic())) > 0:
+                    await asyncio.sleep(delay)
+                chunk.append(m)
+            if chunk:
+                self.store.claim([m.id for m in chunk])
+                done = await asyncio.gather(*(self._deliver(cfg, channel, m) for m in chunk))
+                self.store.sent([d for d in done if d is not None])
+                self.counters["delivered"] += sum(d is not None for d in done)
 
     def _expired(self, m: DueMessage) -> bool:
         """Suppress a due message that may no longer go out: too old, or its campaign gone."""
@@ -238,13 +287,7 @@ class Dispatcher:
         return self.store.messages(user)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for ch in self._channels.values():
-            ch.close()
+        await self._stop_workers()
         self.store.close()
 
 

@@ -243,8 +243,15 @@ class UserShard:
         ctx = self.core.take_contexts()
         return [(*t, ctx.get(t.id)) for t in transitions]
 
-    def restore(self, state: bytes | None) -> int:
-        """Replace the core by a snapshot's (or an empty one); returns its applied seq."""
+    def set_notify(self, notify: frozenset[str]) -> None:
+        """The segments whose transitions carry the user's context (config reload)."""
+        self.notify = self.core.notify = frozenset(notify)
+
+    def restore(self, state: bytes | None, notify: frozenset[str] | None = None) -> int:
+        """Replace the core by a snapshot's (or an empty one); returns its applied seq.
+        ``notify`` replaces the constructor's (a restarted shard gets the reloaded one)."""
+        if notify is not None:
+            self.notify = frozenset(notify)
         self.core = (ShardCore.restore(self.model, state, self.notify) if state
                      else ShardCore(self.model, self.notify))
         return self.core.applied_seq

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import os
 import signal
@@ -23,8 +24,8 @@ import structlog
 from actors.model import Model
 from segd import __version__, runtime
 from segd.clock import Clock
-from segd.config import Config
-from segd.errors import ProtocolError, SegdError
+from segd.config import Config, load_config
+from segd.errors import ConfigError, ProtocolError, SegdError
 from segd.ingest import Committer
 from segd.metrics import MetricsServer
 from segd.protocol import EventIn, Request
@@ -140,6 +141,34 @@ class Daemon:
         log.info("daemon_started", version=__version__, data_dir=str(cfg.data_dir),
                  events=self.eventlog.count, last_seq=self.eventlog.last_seq, clock=cfg.clock,
                  shards=self.runtime.n, segments=len(self.config.segments))
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config file and apply ``[campaigns]``, ``[channels]`` and
+        ``[throttle]`` without a restart. Other changes need a restart and the log says so;
+        a config with errors changes nothing. Returns whether anything was applied."""
+        if self.config.path is None or self.router is None:
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self.config.path)
+        except ConfigError as exc:
+            log.error("reload_refused", path=str(self.config.path), problems=exc.problems)
+            return False
+        old = self.config
+        needs_restart = [name for name in ("daemon", "ray", "aggregates", "segments")
+                         if getattr(new, name) != getattr(old, name)]
+        if needs_restart:
+            log.warning("reload_needs_restart", sections=needs_restart,
+                        action="kept the running ones; restart segd to apply them")
+        if (new.campaigns, new.channels, new.throttle) == (old.campaigns, old.channels, old.throttle):
+            log.info("reload_nothing_to_apply")
+            return False
+        config = dataclasses.replace(old, campaigns=new.campaigns, channels=new.channels, throttle=new.throttle)
+        fingerprints = dict(self.model.segment_fingerprints)
+        clock = self.clock.now(time.time())
+        await self.router.between_batches(lambda: self.runtime.reload_campaigns(config, fingerprints, clock))
+        self.config = config
+        log.info("reloaded", campaigns=len(config.campaigns), channels=len(config.channels))
+        return True
 
     async def _tick(self, every: float) -> None:
         """Wall mode: advance every shard's timers each ``tick`` without new events."""
@@ -342,9 +371,17 @@ def run_daemon(config: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Daemon(config):
+        async with Daemon(config) as daemon:
+            reloads: set[asyncio.Task] = set()
+
+            def hup() -> None:
+                task = loop.create_task(daemon.reload())
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, hup)
             await stop.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
 

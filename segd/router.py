@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -34,7 +34,7 @@ log = structlog.get_logger("segd.router")
 MAX_BATCH = 20_000          # rows per routed batch
 MAX_QUEUED = 200_000        # rows held in memory; past this the router reads them back from the log
 RECOVERY_TIMEOUT = 120.0    # seconds to wait for Ray to bring a shard back
-_SYNC, _TICK, _FORGET = "sync", "tick", "forget"
+_SYNC, _TICK, _FORGET, _CALL = "sync", "tick", "forget", "call"
 
 
 class RouterFailed(Exception):
@@ -118,6 +118,14 @@ class Router:
         self._wake.set()
         return await fut
 
+    async def between_batches(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn()`` in the router's loop, after everything queued before (config reload)."""
+        self._check()
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((_CALL, fn, fut))
+        self._wake.set()
+        return await fut
+
     @property
     def lag(self) -> int:
         return self.eventlog.last_seq - self.routed_seq
@@ -176,6 +184,11 @@ class Router:
                 if item == _TICK:
                     self._tick_pending = False
                     await self._advance_all(self.clock.now(time.time()))
+                elif isinstance(item, tuple) and item[0] == _CALL:
+                    try:
+                        item[2].set_result(await item[1]())
+                    except Exception as exc:
+                        item[2].set_exception(exc)
                 elif isinstance(item, tuple) and item[0] == _FORGET:
                     try:
                         item[2].set_result(await self._forget(item[1]))

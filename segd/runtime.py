@@ -15,6 +15,7 @@ as Ray Serve keeps its calls in one wrapper layer. Actor options live here:
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Awaitable
 from typing import Any
@@ -94,9 +95,8 @@ class Runtime:
                 {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild)
             for i in range(MANAGERS)
         ]
-        # Campaign triggers: (segment, kind) of each campaign; goal events feed conversions.
-        self.triggers = frozenset((c.segment, c.on) for c in config.campaigns) if dispatch else frozenset()
-        self.goal_events = frozenset(c.goal.event for c in config.campaigns if c.goal) if dispatch else frozenset()
+        self._dispatch = dispatch
+        self._set_campaigns(config)
         self.dispatcher = None
         if dispatch:
             self.dispatcher = _RemoteDispatcher.options(scheduling_strategy=pinned, **DISPATCHER_OPTIONS).remote(
@@ -120,7 +120,7 @@ class Runtime:
         return self.shards[i].advance.remote(clock, expect)
 
     def restore(self, i: int, state: bytes | None) -> Awaitable:
-        return self.shards[i].restore.remote(state)
+        return self.shards[i].restore.remote(state, self.notify)
 
     def snapshot(self, i: int, expect: int) -> Awaitable:
         return self.shards[i].snapshot.remote(expect)
@@ -161,6 +161,22 @@ class Runtime:
         return self.managers[m].reset_segments.remote()
 
     # dispatcher
+
+    def _set_campaigns(self, config: Config) -> None:
+        # Campaign triggers: (segment, kind) of each campaign; goal events feed conversions;
+        # shards attach the user's context to transitions of the campaigns' segments.
+        on = self._dispatch
+        self.triggers = frozenset((c.segment, c.on) for c in config.campaigns) if on else frozenset()
+        self.goal_events = frozenset(c.goal.event for c in config.campaigns if c.goal) if on else frozenset()
+        self.notify = frozenset(c.segment for c in config.campaigns) if on else frozenset()
+
+    async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
+        """Apply new ``[campaigns]``, ``[channels]`` and ``[throttle]`` (SIGHUP)."""
+        self.config = config
+        self._set_campaigns(config)
+        await asyncio.gather(*(s.set_notify.remote(self.notify) for s in self.shards))
+        if self.dispatcher is not None:
+            await self.dispatcher.reload.remote(config, fingerprints, clock)
 
     def dispatch(self, triggers: list, goals: list, clock: float) -> Awaitable:
         return self.dispatcher.submit.remote(triggers, goals, clock)

@@ -319,3 +319,27 @@ def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, ht
     assert status == "sent" and attempts == 2
     keys_seen = {r["headers"]["idempotency-key"] for r in http_server.requests}
     assert keys_seen == {mid} and len(http_server.requests) >= 2
+
+
+def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_factory, tmp_path):
+    config = BASE + file_channel(tmp_path) + HELLO
+    d = start(daemon_factory, config, sub="run")
+    with Client(d.socket) as c:
+        fan(c, "early", T0)
+        c.sync()
+        rest, keys = split_daemon(config.replace("views >= 2", "views >= 5")
+                                  + campaign("second", "out") + '\n[throttle]\nper_user = [{ max = 5, per = "1h" }]\n')
+        write_config(tmp_path / "run", rest, daemon=keys)
+        assert d.run(d.daemon.reload()) is True
+        assert [x.name for x in d.daemon.config.campaigns] == ["hello", "second"]
+        assert d.daemon.config.segments[0].when == "views >= 2"          # segments need a restart
+        fan(c, "late", T0 + 10)
+        c.sync()
+        wait_until(lambda: len(lines(tmp_path)) == 3, what="three messages")
+        assert sorted((m["user"], m["campaign"]) for m in lines(tmp_path)) == [
+            ("early", "hello"), ("late", "hello"), ("late", "second")]
+        write_config(tmp_path / "run", rest.replace('kind = "count"', 'kind = "bogus"'), daemon=keys)
+        assert d.run(d.daemon.reload()) is False                          # errors change nothing
+        fan(c, "later", T0 + 20)
+        c.sync()
+        wait_until(lambda: len(lines(tmp_path)) == 5, what="both campaigns still firing")
