@@ -1,8 +1,10 @@
 """A segd daemon on a 2-node ``ray.cluster_utils.Cluster``, run as a child process.
 
-``python -m tests.cluster_job DATA_DIR EVENTS_JSON`` starts the cluster, runs a real daemon
-joined to it, sends the events over the real socket, and prints one JSON object: where each
-shard ran, the membership and the history of every segment.
+``python -m tests.cluster_job DATA_DIR CONFIG EVENTS_JSON [kill]`` starts the cluster, runs a
+real daemon joined to it, sends the events over the real socket, and prints one JSON object:
+where each shard ran, the membership and the history of every segment. With ``kill``, the
+worker node is killed (``remove_node``, not graceful) after half of the events; the rest
+are sent while Ray moves its shard to the head node.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from segd.daemon import Daemon
 from segd.logs import configure
 
 
-async def run(config_text: str, data: Path, events: list[dict], address: str) -> dict:
+async def run(config_text: str, data: Path, events: list[dict], address: str, kill=None) -> dict:
     import tomllib
 
     raw = tomllib.loads(config_text)
@@ -31,9 +33,17 @@ async def run(config_text: str, data: Path, events: list[dict], address: str) ->
     async with Daemon(config) as d:
         nodes = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)))
         async with await AsyncClient.connect(config.daemon.socket) as c:
-            await c.send_events(events, batch_size=200)
+            half = len(events) // 2 if kill else len(events)
+            await c.send_events(events[:half], batch_size=200)
             await c.sync()
             out = {"nodes": nodes, "segments": {}}
+            if kill:
+                kill()
+                await c.send_events(events[half:], batch_size=200)
+                await c.sync()
+                stats = await c.stats()
+                out["recoveries"] = stats["recoveries"]
+                out["nodes_after"] = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)))
             for s in config.segments:
                 members = (await c.segment(s.name, limit=100_000))["members"]
                 hist = (await c.history(s.name, 0))["transitions"]
@@ -46,13 +56,14 @@ def main() -> None:
     configure(json=True)
     data, config_file, events_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
+    worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
+    kill = (lambda: cluster.remove_node(worker, allow_graceful=False)) if sys.argv[4:] == ["kill"] else None
     ray.init(address=cluster.address, namespace="segd-cluster",
              runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"}, logging_level="WARNING")
     try:
         result = asyncio.run(run(config_file.read_text(), data, json.loads(events_file.read_text()),
-                                 cluster.address))
+                                 cluster.address, kill))
         result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
     finally:
         ray.shutdown()

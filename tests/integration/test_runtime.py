@@ -369,21 +369,22 @@ def test_unknown_segment_in_subscribe_is_not_found(daemon_factory):
     assert exc.value.code == "not_found"
 
 
-def test_two_node_cluster_places_shards_on_both_nodes_with_the_same_result(daemon_factory, tmp_path):
+def test_two_nodes_then_a_dead_worker_node_give_the_single_node_result(daemon_factory, tmp_path):
     import json
     import subprocess
     import sys
 
-    events = random_events(2000, seed=99)
+    events = random_events(2000, seed=98)
     (tmp_path / "events.json").write_text(json.dumps(events))
     (tmp_path / "cluster.toml").write_text(WINDOWED)
     child = subprocess.run([sys.executable, "-m", "tests.cluster_job", str(tmp_path / "cluster-data"),
-                            str(tmp_path / "cluster.toml"), str(tmp_path / "events.json")],
-                           capture_output=True, text=True, timeout=300)
+                            str(tmp_path / "cluster.toml"), str(tmp_path / "events.json"), "kill"],
+                           capture_output=True, text=True, timeout=400)
     assert child.returncode == 0, child.stderr[-3000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    assert result["cluster_nodes"] == 2
-    assert len(set(result["nodes"])) == 2  # one shard on each node
+    assert len(set(result["nodes"])) == 2 and result["cluster_nodes"] == 1
+    assert len(set(result["nodes_after"])) == 1          # both shards now on the surviving node
+    assert result["recoveries"] >= 1
 
     single = start(daemon_factory, sub="single")
     with Client(single.socket) as c:
