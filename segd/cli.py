@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=int, default=None, metavar="SEQ", help="stop at this log position")
     p.add_argument("--no-dispatch", action="store_true", help="send no messages (dispatch is never "
                    "repeated by a replay either way: the outbox remembers every message id)")
+    p = sub.add_parser("demo", parents=[common], help="run segd on a temporary data dir with a live shop "
+                       "workload: segments filling, messages going out")
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long and print a summary")
+    p.add_argument("--rate", type=float, default=1000.0, help="events per second (default 1000)")
+    p.add_argument("--users", type=int, default=5000, help="distinct users in the workload (default 5000)")
+    p.add_argument("--ray-address", default=None, help=argparse.SUPPRESS)   # tests: join their Ray
     return parser
 
 
@@ -164,8 +170,49 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
 def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     with _client(args, config) as c:
         r = c.stats()
-    width = max(len(k) for k in r)
-    _show(args, r, "\n".join(f"{k:<{width}}  {json.dumps(v, sort_keys=True)}" for k, v in sorted(r.items())))
+    if args.json:
+        _show(args, r, "")
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value", title="segd stats", show_lines=False)
+    for key, value in _flatten(r):
+        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+    Console().print(table)
+    return EXIT_OK
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested maps as dotted keys (``messages.suppressed.consent``); lists of maps by index."""
+    if isinstance(value, dict):
+        return [kv for k, v in value.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [kv for i, v in enumerate(value) for kv in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, value)]
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    import asyncio
+    import os
+
+    from segd.demo import run_demo
+
+    if config.path is None:
+        print("segd demo: needs a config with segments and campaigns: run it where config.toml is, "
+              "or pass --config", file=sys.stderr)
+        return EXIT_USER
+    os.environ.setdefault("SEGD_LOG_LEVEL", "warning")   # the live view is the output; Ray workers inherit
+    logs.configure(os.environ["SEGD_LOG_LEVEL"])
+    summary = asyncio.run(run_demo(config.path, seconds=args.seconds, rate=args.rate, users=args.users,
+                                   ray_address=args.ray_address))
+    m = summary["messages"]
+    print(f"\n{summary['events']:,} events from {summary['users']:,} users, "
+          f"{summary['transitions']:,} transitions; messages: {m['sent']:,} sent, {m['pending']:,} pending "
+          f"({m['deferred']:,} deferred by quiet hours), {sum(m['suppressed'].values()):,} suppressed "
+          f"{json.dumps(m['suppressed'], sort_keys=True)}, {m['holdout']:,} held out")
+    for name, size in sorted(summary["segments"].items()):
+        print(f"  {name:<24} {size:>7,}")
     return EXIT_OK
 
 
@@ -263,7 +310,7 @@ class _ProgressBar:
 
 _COMMANDS = {
     "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
-    "campaigns": cmd_campaigns, "forget": cmd_forget,
+    "campaigns": cmd_campaigns, "forget": cmd_forget, "demo": cmd_demo,
     "user": cmd_user, "segments": cmd_segments, "segment": cmd_segment, "subscribe": cmd_subscribe,
     "replay": cmd_replay,
 }

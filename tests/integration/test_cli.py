@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,22 @@ def test_send_identify_and_stats(running):
     assert r.returncode == 0 and r.stdout.strip() == "seq 2"
     r = segd("stats", "--config", cfg, "--json")
     assert json.loads(r.stdout)["events"] == 2
+    r = segd("stats", "--config", cfg)
+    rows = dict(line.split("│")[1:3] for line in r.stdout.splitlines() if line.count("│") == 3)
+    assert {k.strip(): v.strip() for k, v in rows.items()}["events"] == "2"
+    assert "messages.sent" in r.stdout
+
+
+def test_sighup_reloads_and_keeps_serving(running):
+    proc_log = running.parent / "daemon.log"
+    pid = int((load_config(running).daemon.data_dir / "segd.lock").read_text())
+    os.kill(pid, signal.SIGHUP)   # the default action would kill a process without a handler
+    r = segd("stats", "--config", str(running), "--json")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while "reload_nothing_to_apply" not in proc_log.read_text():
+        assert time.monotonic() < deadline, proc_log.read_text()[-2000:]
+        time.sleep(0.1)
 
 
 def test_send_with_bad_input_exits_1_with_the_field(running):
