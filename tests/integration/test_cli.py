@@ -206,3 +206,18 @@ def test_check_reports_a_bad_expression_with_table_and_column(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert any(line.startswith(f"{cfg}: segments.fans: 'when' at column 13:") for line in lines), lines
     assert any("segments.typo" in line and "unknown aggregate 'vews_7d'" in line for line in lines), lines
+
+
+def test_demo_streams_the_default_config_and_its_campaigns_deliver(tmp_path):
+    import re
+
+    env_ray = os.environ["SEGD_TEST_RAY_ADDRESS"]
+    r = subprocess.run([sys.executable, "-m", "segd", "demo", "--seconds", "8", "--rate", "500",
+                        "--config", str(ROOT / "config.toml"), "--ray-address", env_ray],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = re.search(r"([\d,]+) events from ([\d,]+) users, ([\d,]+) transitions; messages: ([\d,]+) sent", r.stdout)
+    assert m, r.stdout[-2000:]
+    events, users, transitions, sent = (int(g.replace(",", "")) for g in m.groups())
+    assert events == 4000 and users > 100 and transitions > 0 and sent > 0
+    assert "latest messages" in r.stdout and not list(tmp_path.iterdir())   # nothing left behind

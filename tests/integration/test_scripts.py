@@ -1,11 +1,10 @@
-"""Smoke tests of scripts/loadgen.py: the workload, its CLI against a real daemon, its files.
+"""Smoke tests of the workload (segd.workload) and scripts/loadgen.py: its CLI against a real daemon, its files.
 
 No timings here: ``scripts/bench.py --quick --json`` runs as its own CI step.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sqlite3
@@ -16,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
+from segd import workload as loadgen
 from segd.client import Client
 from segd.protocol import parse_batch_item
 
@@ -23,16 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOADGEN = ROOT / "scripts" / "loadgen.py"
 
 
-def _import_loadgen():
-    # scripts/ is not a package; load the file as the module `loadgen` (as bench.py imports it).
-    spec = importlib.util.spec_from_file_location("loadgen", LOADGEN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("loadgen", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _import_loadgen()
 
 
 def default_rules() -> str:

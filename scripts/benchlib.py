@@ -1,0 +1,379 @@
+"""Building blocks of ``scripts/bench.py``: the bench config, a daemon subprocess, a private
+Ray cluster, the physical limits (raw SQLite append, raw log scan) and the shard memory probe.
+
+Nothing here prints; every function returns numbers. Times are ``time.perf_counter`` spans.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import itertools
+import math
+import os
+import platform
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _p in (ROOT, HERE):  # segd's packages, and the sibling scripts, from a plain checkout
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from bench_core import EXTRA_SEGMENTS, TARGET_SEGMENTS  # noqa: E402
+
+from actors.model import Model  # noqa: E402
+from actors.shard import ShardCore  # noqa: E402
+from segd.client import Client  # noqa: E402
+from segd.config import load_config  # noqa: E402
+from segd.errors import ConnectError  # noqa: E402
+from segd.workload import DAY, workload  # noqa: E402
+from store import schema  # noqa: E402
+
+T0 = 1_700_000_000.0
+_INSERT = ("INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The query EventLog.scan runs (store/eventlog.py), paged the same way.
+_SCAN = ("SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events "
+         "WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
+# ---------------------------------------------------------------------- the machine
+
+
+def machine() -> dict:
+    """Cores, RAM, CPU model, Python, Ray and SQLite versions of this machine."""
+    import ray
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "ram_gib": round(ram / 2**30, 1), "cpu": cpu,
+            "python": platform.python_version(), "ray": ray.__version__, "sqlite": sqlite3.sqlite_version,
+            "os": f"{platform.system()} {platform.release()}"}
+
+
+# ---------------------------------------------------------------------- the bench config
+
+
+def config_text(data_dir: Path, socket: Path, *, shards: int, address: str, clock: str = "wall",
+                base: Path = ROOT / "config.toml") -> str:
+    """``base`` (the default config.toml: 10 aggregates, its segments, channels, campaigns)
+    with our ``[daemon]`` and ``[ray]`` tables, topped up to TARGET_SEGMENTS segments with
+    realistic rules over the same aggregates (scripts/bench_core.py's EXTRA_SEGMENTS)."""
+    blocks = re.split(r"(?m)^(?=\[)", base.read_text())
+    kept = [b for b in blocks if not re.match(r"\[(daemon|ray)\]", b)]
+    existing = len(re.findall(r"(?m)^\[segments\.", base.read_text()))
+    extra = [f'[segments.bench_{i}]\ndescription = "bench rule {i}"\nwhen = "{rule}"\n'
+             for i, rule in enumerate(itertools.islice(itertools.cycle(EXTRA_SEGMENTS),
+                                                       max(0, TARGET_SEGMENTS - existing)))]
+    head = (f'[daemon]\ndata_dir = "{data_dir}"\nsocket = "{socket}"\nclock = "{clock}"\ntick = "1s"\n\n'
+            f'[ray]\naddress = "{address}"\nshards = {shards}\n\n')
+    return head + "".join(kept).rstrip() + "\n\n" + "\n".join(extra)
+
+
+def write_config(run_dir: Path, *, shards: int, address: str, clock: str = "wall") -> tuple[Path, Path]:
+    """A bench config for a fresh data dir under ``run_dir``; returns (config path, socket)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    socket = run_dir / "segd.sock"
+    path = run_dir / "config.toml"
+    path.write_text(config_text(run_dir / "data", socket, shards=shards, address=address, clock=clock))
+    return path, socket
+
+
+# ---------------------------------------------------------------------- processes
+
+
+class DaemonProcess:
+    """``python -m segd run --config PATH`` as a child process, logging to ``log``.
+
+    ``start`` returns once the socket answers ``ping``; ``stop`` sends SIGTERM (the daemon
+    drains, snapshots and exits) and kills it if it has not exited within ``timeout``.
+    """
+
+    def __init__(self, config: Path, socket: Path, log: Path) -> None:
+        self.config, self.socket, self.log = config, socket, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> DaemonProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "segd", "run", "--config", str(self.config)],
+                                         stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"segd run exited with {self.proc.returncode}; its log ({self.log}) ends:\n"
+                                   + self.log.read_text()[-3000:])
+            try:
+                with Client(self.socket, timeout=10) as c:
+                    c.ping()
+                return self
+            except ConnectError:
+                time.sleep(0.05)
+        self.stop(timeout=5)
+        raise TimeoutError(f"segd did not answer on {self.socket} within {timeout} s (log: {self.log})")
+
+    def stop(self, timeout: float = 120) -> int | None:
+        """Drain and stop; returns the exit code (None if it had to be killed)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return None if proc is None else proc.returncode
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PrivateCluster:
+    """A ``ray.cluster_utils.Cluster`` only this bench and its children use.
+
+    ``RAY_TMPDIR`` must point at a private directory before it starts: the cluster records
+    its address in ``$RAY_TMPDIR/ray/ray_current_cluster``, where a plain ``ray.init()``
+    elsewhere on the machine would otherwise find it and join it.
+    """
+
+    def __init__(self, num_cpus: int) -> None:
+        if "RAY_TMPDIR" not in os.environ:
+            raise RuntimeError("set RAY_TMPDIR to a private directory before starting the bench cluster")
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": num_cpus,
+                                                                     "include_dashboard": False})
+
+    @property
+    def address(self) -> str:
+        return self.cluster.address
+
+    @property
+    def nodes(self) -> int:
+        return len(self.cluster.list_all_nodes())
+
+    def add_node(self, num_cpus: int = 1) -> None:
+        self.cluster.add_node(num_cpus=num_cpus)
+        self.cluster.wait_for_nodes()
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+def run_replay(config: Path, log: Path, timeout: float = 1800) -> dict:
+    """``python -m segd replay --config PATH`` (daemon stopped). Returns its summary plus
+    ``rebuild_seconds``: from its ``recovery_started`` log line (actors up, snapshots
+    dropped) to ``recovery_done`` (the log routed through the shards, transitions recorded,
+    timers fired), i.e. without starting Ray workers; and ``process_seconds``: the whole
+    command, Python start-up included."""
+    import json
+    from datetime import datetime
+
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "segd", "replay", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    log.write_text(done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"segd replay exited with {done.returncode}:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    summary["process_seconds"] = elapsed
+    stamps = {}
+    for line in done.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") in ("recovery_started", "recovery_done"):
+            stamps[entry["event"]] = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+    if len(stamps) == 2:
+        summary["rebuild_seconds"] = (stamps["recovery_done"] - stamps["recovery_started"]).total_seconds()
+    return summary
+
+
+# ---------------------------------------------------------------------- physical limits
+
+
+def _log_rows(path: Path, items: list[dict]) -> tuple[sqlite3.Connection, list[tuple]]:
+    """A fresh log file with the log's own schema and durability (store/schema.py: WAL,
+    synchronous=FULL, the msg_id index), and ``items`` as its INSERT parameters."""
+    db = schema.open_db(path, synchronous="full")
+    schema.ensure_meta(db, path)
+    schema.create_events(db)
+    now = time.time()
+    params = []
+    for seq, it in enumerate(items, 1):
+        track = it["type"] == "track"
+        body = msgpack.packb(it.get("props" if track else "traits") or {}, use_bin_type=True)
+        params.append((seq, it["user"], it["type"], it.get("event"), it.get("ts", now), now,
+                       body if track else None, None if track else body, it.get("msg_id")))
+    return db.conn, params
+
+
+def _commit(conn: sqlite3.Connection, params: list[tuple]) -> None:
+    conn.execute("BEGIN")
+    conn.executemany(_INSERT, params)
+    conn.execute("COMMIT")
+
+
+def raw_append(path: Path, items: list[dict], txn: int) -> tuple[int, float]:
+    """Append ``items`` to a fresh log file (see ``_log_rows``), ``txn`` rows per transaction.
+    Rows are built and msgpack-packed before the clock starts: this is the disk's and
+    SQLite's limit, not the daemon's. Returns (rows, seconds)."""
+    conn, params = _log_rows(path, items)
+    started = time.perf_counter()
+    for i in range(0, len(params), txn):
+        _commit(conn, params[i:i + txn])
+    seconds = time.perf_counter() - started
+    conn.close()
+    return len(params), seconds
+
+
+def raw_commit_latency(path: Path, items: list[dict], txn: int, commits: int = 200) -> list[float]:
+    """Milliseconds of each of ``commits`` durable transactions of ``txn`` rows, one after
+    the other into a fresh log file: the floor under any event -> transition latency."""
+    conn, params = _log_rows(path, items[:txn * commits])
+    out = []
+    for i in range(0, len(params), txn):
+        started = time.perf_counter()
+        _commit(conn, params[i:i + txn])
+        out.append((time.perf_counter() - started) * 1000)
+    conn.close()
+    return sorted(out)
+
+
+def raw_scan(path: Path, page: int = 20_000) -> tuple[int, float]:
+    """Read the whole log in seq order as EventLog.scan does (same query and paging, read-only
+    connection) and msgpack-decode every props/traits body. Returns (rows, seconds)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    unpack = msgpack.unpackb
+    started = time.perf_counter()
+    n, after = 0, 0
+    while chunk := conn.execute(_SCAN, (after, page)).fetchall():
+        for r in chunk:
+            if r[6]:
+                unpack(r[6], raw=False)
+        n += len(chunk)
+        after = chunk[-1][0]
+    seconds = time.perf_counter() - started
+    conn.close()
+    return n, seconds
+
+
+# ---------------------------------------------------------------------- shard memory
+
+
+def _rows(items: Iterable[dict]) -> Iterator[tuple]:
+    """Log rows as the router ships them (event clock: the clock is the watermark)."""
+    clock = float("-inf")
+    for seq, it in enumerate(items, 1):
+        track = it["type"] == "track"
+        clock = max(clock, it["ts"])
+        body = msgpack.packb(it.get("props" if track else "traits") or {}, use_bin_type=True)
+        yield (seq, it["user"], it["type"], it.get("event"), it["ts"], clock, body)
+
+
+def _traced(fn) -> tuple[object, int]:
+    """Run ``fn()`` under tracemalloc; return its result and the bytes it left allocated."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = fn()
+        gc.collect()
+        return result, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def shard_memory(config: Path, sizes: Iterable[int], *, base_users: int, base_events: int,
+                 seed: int = 7, batch: int = 2000) -> dict:
+    """Bytes per user held by one ShardCore with the bench model, measured with tracemalloc.
+
+    A base population (``base_events`` loadgen events over 30 days for up to ``base_users``
+    users) is applied live; that gives ``live`` bytes per user. Populations of each of
+    ``sizes`` users are then made by cloning the base users' snapshot states under new ids
+    (same distribution of states, not 1M users' worth of apply time) and measured after
+    ``ShardCore.restore``, as a shard holds them after a restart. Snapshot bytes per user
+    are the snapshot blob's length divided by its users.
+    """
+    model = Model.compile(load_config(config))
+    rows = list(_rows(workload(seed, base_users, base_events, T0, span=30 * DAY, user_prefix="m")))
+
+    def feed(rows: list[tuple]) -> ShardCore:
+        shard = ShardCore(model)
+        for i in range(0, len(rows), batch):
+            # A fresh str per row, as after Ray's deserialization: the shard keeps the first
+            # one per user as its key, which must be counted.
+            shard.apply_batch([(r[0], r[1].encode().decode(), *r[2:]) for r in rows[i:i + batch]])
+        return shard
+
+    shard, live_bytes = _traced(functools.partial(feed, rows))
+    blob = shard.snapshot()
+    base = msgpack.unpackb(blob, raw=False)
+    out = {"base_users": shard.users, "base_events": base_events,
+           "live_bytes_per_user": round(live_bytes / shard.users),
+           "live_snapshot_bytes_per_user": round(len(blob) / shard.users), "sizes": {}}
+    del shard, rows
+    states = [state for _, state in base["users"]]
+    for size in sizes:
+        width = max(7, len(str(size - 1)))
+        doc = {**base, "users": [[f"c{j:0{width}d}", states[j % len(states)]] for j in range(size)]}
+        blob = msgpack.packb(doc, use_bin_type=True)
+        del doc
+        restored, used = _traced(lambda b=blob: ShardCore.restore(model, b))
+        assert restored.users == size
+        out["sizes"][size] = {"bytes_per_user": round(used / size),
+                              "snapshot_bytes_per_user": round(len(blob) / size)}
+        del restored, blob
+        gc.collect()
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted list (``q`` in 0..100); NaN when empty."""
+    if not values:
+        return float("nan")
+    return values[min(len(values), max(1, math.ceil(q / 100 * len(values)))) - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python scripts/benchlib.py memory CONFIG SIZE... --base USERS EVENTS``: run
+    ``shard_memory`` in its own process (bench.py overlaps it with Ray's start-up) and print
+    its result as JSON."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("what", choices=["memory"])
+    p.add_argument("config", type=Path)
+    p.add_argument("sizes", type=int, nargs="+")
+    p.add_argument("--base", type=int, nargs=2, metavar=("USERS", "EVENTS"), default=(2_000, 30_000))
+    args = p.parse_args(argv)
+    print(json.dumps(shard_memory(args.config, args.sizes, base_users=args.base[0], base_events=args.base[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
