@@ -224,10 +224,13 @@ class UserShard:
         self.shards = shards
         structlog.get_logger("segd.shard").info("shard_started", shard=index, shards=shards)
 
-    def apply(self, rows: list, clock: float, expect: int) -> tuple[bool, int, list]:
+    def apply(self, rows: bytes | list, clock: float, expect: int) -> tuple[bool, int, list]:
+        """Apply ``rows`` (a list of ``Row`` tuples, or their msgpack) then advance to ``clock``."""
         core = self.core
         if core.applied_seq != expect:
             return False, core.applied_seq, []
+        if isinstance(rows, bytes):
+            rows = msgpack.unpackb(rows, use_list=False)
         out = core.apply_batch(rows)
         out += core.advance(clock)
         return True, core.applied_seq, self._with_contexts(out)

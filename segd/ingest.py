@@ -117,7 +117,8 @@ class Committer:
         flat = [e for events, _ in groups for e in events]
         started = time.perf_counter()
         try:
-            appended = await loop.run_in_executor(self._executor, self.eventlog.append, flat, self.clock)
+            appended = self.eventlog.stage(flat, self.clock)
+            await loop.run_in_executor(self._executor, self.eventlog.commit)
         except StoreError as exc:
             log.error("commit_failed", n=len(flat), error=str(exc))
             for _, fut in groups:

@@ -376,27 +376,33 @@ class Router:
     # ------------------------------------------------------------------ segment managers, dispatch
 
     async def _record(self, transitions: list, clock: float, goals: list | None = None) -> None:
-        """Record transitions at the managers, then hand the dispatcher every campaign trigger
-        (new or not: it dedupes by message id, so a crash between the two loses nothing)
-        with the batch's goal events, and the new transitions to ``on_transitions``."""
+        """Record transitions at the managers and, at the same time, hand the dispatcher every
+        campaign trigger (new or not: it dedupes by message id) with the batch's goal events;
+        the new transitions go to ``on_transitions``. Both are done before this returns, so
+        a snapshot taken after it never covers a transition that is not recorded."""
+        calls = []
         if transitions:
-            by_manager: list[list[tuple]] = [[] for _ in range(MANAGERS)]
-            for t in transitions:
-                by_manager[manager_of(t[1])].append(tuple(t[:6]))
-            new: list[tuple] = []
-            for m, ts in enumerate(by_manager):
-                if ts:
-                    new += await self._retry(f"manager {m}", self.runtime.record, m, ts)
-            self.transitions += len(new)
-            if new and self.on_transitions is not None:
-                self.on_transitions(new)
-        if self.runtime.dispatcher is None:
-            return
-        keys = self.runtime.triggers
-        triggers = [t for t in transitions if (t[1], t[3]) in keys] if keys else []
-        if triggers or goals or clock > self.dispatched_clock:
-            await self._retry("dispatcher", self.runtime.dispatch, triggers, goals or [], clock)
-            self.dispatched_clock = max(clock, self.dispatched_clock)
+            calls.append(self._record_at_managers(transitions))
+        if self.runtime.dispatcher is not None:
+            keys = self.runtime.triggers
+            triggers = [t for t in transitions if (t[1], t[3]) in keys] if keys else []
+            if triggers or goals or clock > self.dispatched_clock:
+                calls.append(self._retry("dispatcher", self.runtime.dispatch, triggers, goals or [], clock))
+                self.dispatched_clock = max(clock, self.dispatched_clock)
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _record_at_managers(self, transitions: list) -> None:
+        by_manager: list[list[tuple]] = [[] for _ in range(MANAGERS)]
+        for t in transitions:
+            by_manager[manager_of(t[1])].append(tuple(t[:6]))
+        new: list[tuple] = []
+        for m, ts in enumerate(by_manager):
+            if ts:
+                new += await self._retry(f"manager {m}", self.runtime.record, m, ts)
+        self.transitions += len(new)
+        if new and self.on_transitions is not None:
+            self.on_transitions(new)
 
     async def _retry(self, what: str, call: Callable, *args: object) -> Any:
         """Await ``call(*args)``, retrying while the actor is being restarted by Ray (the

@@ -73,6 +73,7 @@ class EventLog:
         self.last_clock: float = clock
         forgotten = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten'").fetchone()
         self.forgotten = int(forgotten[0]) if forgotten else 0
+        self._staged: tuple[int, float] | None = None   # (seq, clock) of a staged transaction
 
     @property
     def count(self) -> int:
@@ -86,6 +87,16 @@ class EventLog:
         its result is the original ``(seq, True)``. Raises StoreError if the commit fails,
         in which case nothing of the group is in the log.
         """
+        appended = self.stage(events, clock)
+        self.commit()
+        return appended
+
+    def stage(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
+        """The first half of ``append``: write ``events`` in an open transaction that
+        ``commit`` then makes durable (or rolls back). Nothing is acknowledged-to-be until
+        ``commit`` returns; ``last_seq`` moves only then. The daemon stages on its event-loop
+        thread and commits on the writer thread: the fsync releases the GIL once, whereas
+        row inserts on a second thread would fight the event loop for it row by row."""
         known = self._known_msg_ids([e.msg_id for e in events if e.msg_id])
         results: list[tuple[int, bool]] = []
         rows: list[Row] = []
@@ -104,18 +115,32 @@ class EventLog:
             results.append((seq, False))
             if e.msg_id is not None:
                 known[e.msg_id] = seq
+        self._staged = None
         if params:
             try:
                 self.conn.execute("BEGIN")
                 self.conn.executemany(_INSERT, params)
-                self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise StoreError(f"event log commit failed: {exc}") from exc
-            self.last_seq = seq
-            self.last_clock = rows[-1].clock
+            self._staged = (seq, rows[-1].clock)
         return Appended(results, rows)
+
+    def commit(self) -> None:
+        """Make the staged transaction durable (see ``stage``); no-op if nothing is staged.
+        Raises StoreError, after a rollback, if the commit fails."""
+        if self._staged is None:
+            return
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise StoreError(f"event log commit failed: {exc}") from exc
+        finally:
+            staged, self._staged = self._staged, None
+        self.last_seq, self.last_clock = staged
 
     def forget(self, user: str) -> int:
         """Erase every event of ``user`` (the one exception to append-only); returns how many.

@@ -38,12 +38,11 @@ async def run(config_text: str, data: Path, events: list[dict], address: str, ki
             await c.sync()
             out = {"nodes": nodes, "segments": {}}
             if kill:
-                kill()
+                dead = kill()
                 await c.send_events(events[half:], batch_size=200)
                 await c.sync()
-                stats = await c.stats()
-                out["recoveries"] = stats["recoveries"]
-                out["nodes_after"] = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)))
+                out["nodes_after"] = await _moved_off(d, c, dead)
+                out["recoveries"] = (await c.stats())["recoveries"]
             for s in config.segments:
                 members = (await c.segment(s.name, limit=100_000))["members"]
                 hist = (await c.history(s.name, 0))["transitions"]
@@ -52,19 +51,39 @@ async def run(config_text: str, data: Path, events: list[dict], address: str, ki
     return out
 
 
+async def _moved_off(d: Daemon, c: AsyncClient, dead: str, timeout: float = 120) -> list[str]:
+    """The shards' nodes once none is on the ``dead`` node. The killed node's actors may
+    answer for a moment after ``remove_node``; each ``sync`` lets the router notice their
+    death and recover them elsewhere."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await c.sync()
+        nodes = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)),
+                                     return_exceptions=True)
+        if all(isinstance(n, str) and n != dead for n in nodes):
+            return nodes
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"shards still on the dead node or unreachable: {nodes}")
+        await asyncio.sleep(0.5)
+
+
 def main() -> None:
     configure(json=True)
     data, config_file, events_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    kill = (lambda: cluster.remove_node(worker, allow_graceful=False)) if sys.argv[4:] == ["kill"] else None
+
+    def kill() -> str:
+        cluster.remove_node(worker, allow_graceful=False)
+        return worker.node_id
+
+    kill = kill if sys.argv[4:] == ["kill"] else None
     ray.init(address=cluster.address, namespace="segd-cluster",
              runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"}, logging_level="WARNING")
     try:
         result = asyncio.run(run(config_file.read_text(), data, json.loads(events_file.read_text()),
                                  cluster.address, kill))
-        result["cluster_nodes"] = len([n for n in ray.nodes() if n["Alive"]])
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -38,5 +38,6 @@ def daemon_factory(tmp_path):
 
 @pytest.fixture
 def daemon(daemon_factory):
-    """A daemon with the embedded defaults (no segments)."""
-    return daemon_factory()
+    """A daemon with the embedded defaults (no segments) and one shard: protocol tests need
+    no more, and each Ray actor costs a worker process start."""
+    return daemon_factory(f'[ray]\naddress = "{os.environ["SEGD_TEST_RAY_ADDRESS"]}"\nshards = 1\n')
