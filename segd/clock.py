@@ -10,6 +10,8 @@ event loop's timer, hence the lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class Clock:
@@ -41,12 +43,22 @@ class Clock:
         watermark in event mode (so loading history without times never jumps to today).
         """
         with self._lock:
-            if self.mode == "wall":
-                if wall > self._value:
-                    self._value = wall
-                return (wall if ts is None else ts), self._value
-            if ts is None:
-                return self._value, self._value
-            if ts > self._value:
-                self._value = ts
-            return ts, self._value
+            return self._stamp(ts, wall)
+
+    @contextmanager
+    def stamping(self) -> Iterator[Callable[[float | None, float], tuple[float, float]]]:
+        """``stamp`` for a whole group of events under one lock acquisition (the group
+        commit's hot loop): ``with clock.stamping() as stamp: stamp(ts, wall)...``."""
+        with self._lock:
+            yield self._stamp
+
+    def _stamp(self, ts: float | None, wall: float) -> tuple[float, float]:
+        if self.mode == "wall":
+            if wall > self._value:
+                self._value = wall
+            return (wall if ts is None else ts), self._value
+        if ts is None:
+            return self._value, self._value
+        if ts > self._value:
+            self._value = ts
+        return ts, self._value

@@ -102,19 +102,20 @@ class EventLog:
         rows: list[Row] = []
         params = []
         seq = self.last_seq
-        for e in events:
-            if e.msg_id is not None and e.msg_id in known:
-                results.append((known[e.msg_id], True))
-                continue
-            seq += 1
-            ts, at = clock.stamp(e.ts, e.wall)
-            track = e.type == "track"
-            params.append((seq, e.user, e.type, e.event, ts, at,
-                           e.body if track else None, None if track else e.body, e.msg_id))
-            rows.append(Row(seq, e.user, e.type, e.event, ts, at, e.body))
-            results.append((seq, False))
-            if e.msg_id is not None:
-                known[e.msg_id] = seq
+        with clock.stamping() as stamp:
+            for e in events:
+                if e.msg_id is not None and e.msg_id in known:
+                    results.append((known[e.msg_id], True))
+                    continue
+                seq += 1
+                ts, at = stamp(e.ts, e.wall)
+                track = e.type == "track"
+                params.append((seq, e.user, e.type, e.event, ts, at,
+                               e.body if track else None, None if track else e.body, e.msg_id))
+                rows.append(Row(seq, e.user, e.type, e.event, ts, at, e.body))
+                results.append((seq, False))
+                if e.msg_id is not None:
+                    known[e.msg_id] = seq
         self._staged = None
         if params:
             try:
