@@ -29,6 +29,7 @@ import structlog
 
 from actors.channels import Channel, DeliveryError, Message, TokenBucket, open_channel
 from actors.dispatch import DispatchCore, campaign_key
+from actors.throttle import opted_out, unsubscribed
 from segd.config import ChannelConfig, Config
 from store.outbox import DueMessage, OutboxStore
 
@@ -53,8 +54,9 @@ class Dispatcher:
     decisions only; the next ``segd run`` delivers them."""
 
     def __init__(self, config: Config, segment_fingerprints: dict[str, str], start_clock: float,
-                 deliver: bool = True) -> None:
+                 deliver: bool = True, shards: list | None = None) -> None:
         self.config = config
+        self.shards = shards or []   # UserShard handles: consent is read again before a deferred send
         self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
         keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
         self.core = DispatchCore(config, self.store.activations(keys, start_clock))
@@ -175,7 +177,7 @@ class Dispatcher:
                 return
             chunk = []
             for m in batch[i:i + width]:
-                if self._expired(m):
+                if self._expired(m) or await self._withdrawn(m):
                     continue
                 while bucket is not None and (delay := bucket.take(time.monotonic())) > 0:
                     await asyncio.sleep(delay)
@@ -197,6 +199,27 @@ class Dispatcher:
             self.counters[f"suppressed_{reason}"] += 1
             log.info("message_suppressed", id=m.id, campaign=m.campaign, reason=reason)
         return reason is not None
+
+    async def _withdrawn(self, m: DueMessage) -> bool:
+        """A message that waited (quiet hours, retries) goes out only if the user still
+        consents: read their current traits from their shard. A shard that cannot answer
+        now (restarting) leaves the message pending for the next round."""
+        if not self.shards or (m.reason != "quiet_hours" and not m.attempts):
+            return False
+        from segd.runtime import shard_of
+
+        try:
+            view = await self.shards[shard_of(m.user, len(self.shards))].user.remote(m.user)
+        except Exception as exc:
+            log.info("consent_check_deferred", id=m.id, error=type(exc).__name__)
+            return True
+        traits = (view or {}).get("traits") or {}
+        if view is not None and not unsubscribed(traits) and m.channel not in opted_out(traits):
+            return False
+        self.store.suppress(m.id, "consent")
+        self.counters["suppressed_consent"] += 1
+        log.info("message_suppressed", id=m.id, campaign=m.campaign, reason="consent", when="before a deferred send")
+        return True
 
     async def _deliver(self, cfg: ChannelConfig, channel: Channel, m: DueMessage) -> tuple[str, float] | None:
         """One attempt. ``(id, at)`` when delivered; otherwise the retry or dead letter is recorded."""

@@ -102,10 +102,6 @@ class Runtime:
         self._pinned = pinned
         self._set_campaigns(config)
         self.dispatcher = None
-        # No campaigns and no outbox yet (no message was ever decided here): no dispatcher.
-        # An outbox left by earlier campaigns still needs one, for `forget` and the stats.
-        if dispatch and (config.campaigns or (config.daemon.data_dir / OUTBOX_FILE).exists()):
-            self._make_dispatcher(config, {s: fp for s, (_, fp) in fingerprints.items()}, start_clock)
         others = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
         nodes = [here, *others]
         self.shards = [
@@ -114,6 +110,10 @@ class Runtime:
                 **SHARD_OPTIONS).remote(config, i, self.n)
             for i in range(self.n)
         ]
+        # No campaigns and no outbox yet (no message was ever decided here): no dispatcher.
+        # An outbox left by earlier campaigns still needs one, for `forget` and the stats.
+        if dispatch and (config.campaigns or (config.daemon.data_dir / OUTBOX_FILE).exists()):
+            self._make_dispatcher(config, {s: fp for s, (_, fp) in fingerprints.items()}, start_clock)
 
     # shards
 
@@ -178,7 +178,7 @@ class Runtime:
 
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         self.dispatcher = _RemoteDispatcher.options(scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS).remote(
-            config, fingerprints, clock, self._deliver)
+            config, fingerprints, clock, self._deliver, self.shards)
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:

@@ -60,6 +60,7 @@ class DueMessage(NamedTuple):
     channel: str
     attempts: int
     payload: bytes | None
+    reason: str = ""        # "quiet_hours" for a deferred message
 
 
 _COLUMNS = ", ".join(MessageRow._fields)
@@ -159,7 +160,8 @@ class OutboxStore:
     def due(self, channel: str, clock: float, wall: float, limit: int) -> list[DueMessage]:
         """Pending messages of ``channel`` due at engine ``clock`` and ready at ``wall`` time."""
         rows = self._read(
-            "SELECT id, campaign, variant, segment, user, transition, at, channel, attempts, payload "
+            "SELECT id, campaign, variant, segment, user, transition, at, channel, attempts, payload, "
+            "coalesce(reason, '') "
             "FROM messages WHERE status = 'pending' AND channel = ? AND due <= ? AND coalesce(next_try, 0) <= ? "
             "ORDER BY due, priority, id LIMIT ?", (channel, clock, wall, limit))
         return [DueMessage(*r) for r in rows]

@@ -343,3 +343,21 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
         fan(c, "later", T0 + 20)
         c.sync()
         wait_until(lambda: len(lines(tmp_path)) == 5, what="both campaigns still firing")
+
+
+def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_nothing(daemon_factory, tmp_path):
+    paris = ZoneInfo("Europe/Paris")
+    night = datetime(2026, 6, 1, 23, 0, tzinfo=paris).timestamp()
+    morning = datetime(2026, 6, 2, 8, 0, tzinfo=paris).timestamp()
+    config = BASE + file_channel(tmp_path) + HELLO + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    d = start(daemon_factory, config)
+    with Client(d.socket) as c:
+        fan(c, "alice", night, timezone="Europe/Paris")
+        fan(c, "bob", night, timezone="Europe/Paris")
+        c.sync()
+        c.identify("alice", {"unsubscribed": True}, ts=night + 60)
+        c.track("someone", "ping", ts=morning)
+        c.sync()
+        wait_until(lambda: lines(tmp_path), what="bob's deferred message")
+        wait_until(lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, what="alice's withdrawal")
+    assert [m["user"] for m in lines(tmp_path)] == ["bob"]
