@@ -13,14 +13,31 @@ relative to the working directory.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segd import templates
+from segd.config_dispatch import (  # noqa: F401  (re-exported: the whole config is segd.config)
+    CHANNEL_KINDS,
+    CampaignConfig,
+    CapConfig,
+    ChannelConfig,
+    DispatchSections,
+    GoalConfig,
+    ThrottleConfig,
+    VariantConfig,
+)
+from segd.config_values import (  # noqa: F401  (parse_* are part of this module's API)
+    _closest,
+    _known,
+    _show,
+    _tuple,
+    parse_clock_time,
+    parse_duration,
+    parse_size,
+)
 from segd.errors import ConfigError
 
 AGGREGATE_KINDS = (
@@ -28,7 +45,6 @@ AGGREGATE_KINDS = (
 )
 #: Kinds that aggregate a value and so need ``of``; the others only look at event times.
 VALUE_KINDS = frozenset({"sum", "min", "max", "avg", "first", "last", "distinct"})
-CHANNEL_KINDS = ("file", "webhook", "smtp", "http")
 #: Words of the rule language that cannot name an aggregate.
 RESERVED_NAMES = frozenset({
     "and", "or", "not", "in", "true", "false", "null", "traits", "props", "event",
@@ -36,55 +52,6 @@ RESERVED_NAMES = frozenset({
 })
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*\Z")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*\Z")
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
-               "KB": 10**3, "MB": 10**6, "GB": 10**9}
-_CLOCK_TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)\Z")
-
-
-def parse_duration(value: Any) -> float:
-    """``"7d"``, ``"1.5h"``, ``"250ms"`` or a number of seconds -> seconds (float, > 0).
-
-    Raises ValueError with what was expected.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as '30s', '7d' or a number of seconds, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError(
-            f"expected a duration such as '30s', '15m', '1h', '7d', '2w' or a number of seconds, "
-            f"got {value!r}"
-        )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {value!r}")
-    return seconds
-
-
-def parse_size(value: Any) -> int:
-    """``"4MiB"``, ``"512KiB"``, ``"1GB"`` or a number of bytes -> bytes (int, > 0)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"expected a size such as '4MiB', '512KiB' or a number of bytes, got {value!r}")
-    if size <= 0:
-        raise ValueError(f"expected a positive size, got {value!r}")
-    return size
-
-
-def parse_clock_time(value: Any) -> int:
-    """``"21:00"`` -> minutes after midnight."""
-    if not isinstance(value, str) or not (m := _CLOCK_TIME.match(value)):
-        raise ValueError(f"expected a time of day 'HH:MM' (00:00 to 23:59), got {value!r}")
-    return int(m.group(1)) * 60 + int(m.group(2))
-
-
 @dataclass(frozen=True)
 class DaemonConfig:
     """``[daemon]``: where the daemon keeps its data and how it listens."""
@@ -136,84 +103,6 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
-class ChannelConfig:
-    """``[channels.NAME]``: where messages go. Which fields apply depends on ``kind``."""
-
-    name: str
-    kind: str
-    rate: float | None = None       # messages per second; None = unlimited
-    timeout: float = 10.0           # seconds per delivery attempt
-    path: Path | None = None        # file
-    url: str = ""                   # webhook, http
-    method: str = "POST"            # http
-    headers: tuple[tuple[str, str], ...] = ()   # webhook, http
-    body: tuple[tuple[str, str], ...] = ()      # http: provider field -> template
-    host: str = ""                  # smtp
-    port: int = 25                  # smtp
-    username: str = ""              # smtp
-    password: str = ""              # smtp
-    starttls: bool = False          # smtp
-    ssl: bool = False               # smtp (implicit TLS)
-    sender: str = ""                # smtp: From address
-    to: str = ""                    # recipient template; default by kind (see DEFAULT_TO)
-    max_attempts: int = 8           # delivery attempts before a message is dead-lettered
-    backoff: float = 1.0            # seconds before the first retry; doubles per attempt
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    """One A/B variant of a campaign; ``template`` None means the campaign's template."""
-
-    name: str
-    weight: float = 1.0
-    template: str | None = None
-    subject: str | None = None
-
-
-@dataclass(frozen=True)
-class GoalConfig:
-    """A campaign's conversion goal: ``event`` tracked within ``within`` after a send."""
-
-    event: str
-    within: float
-
-
-@dataclass(frozen=True)
-class CampaignConfig:
-    """``[campaigns.NAME]``: a message sent when users enter or leave a segment."""
-
-    name: str
-    segment: str
-    channel: str
-    template: str
-    on: str = "enter"
-    priority: int = 0
-    stale_after: float | None = None
-    subject: str = ""
-    fallback: tuple[str, ...] = ()  # channel order when channel = "preferred" cannot be used
-    variants: tuple[VariantConfig, ...] = ()
-    holdout: float = 0.0
-    goal: GoalConfig | None = None
-
-
-@dataclass(frozen=True)
-class CapConfig:
-    """At most ``max`` messages per user in any ``per`` seconds."""
-
-    max: int
-    per: float
-
-
-@dataclass(frozen=True)
-class ThrottleConfig:
-    """``[throttle]``: rules across all campaigns."""
-
-    per_user: tuple[CapConfig, ...] = ()
-    quiet_start: int | None = None  # minutes after midnight, user's timezone
-    quiet_end: int | None = None
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole config file. Tables keep their order from the file."""
 
@@ -262,7 +151,7 @@ def parse_config(raw: dict[str, Any], *, label: str = "<config>", base: Path = P
     return cfg
 
 
-class _Parser:
+class _Parser(DispatchSections):
     """Collects problems instead of stopping at the first one."""
 
     def __init__(self, label: str, base: Path) -> None:
@@ -432,137 +321,6 @@ class _Parser:
         )
         return seg if when is not None else None
 
-    def channel(self, name: str, t: str, raw: dict) -> ChannelConfig | None:
-        kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(CHANNEL_KINDS)}", required=True)
-        if kind is not None and kind not in CHANNEL_KINDS:
-            self.error(t, f"'kind' must be one of {', '.join(CHANNEL_KINDS)}, got {kind!r}")
-            return None
-        if kind is None:
-            return None
-        common = {"kind", "rate", "timeout", "to", "max_attempts", "backoff"}
-        allowed = common | {
-            "file": {"path"},
-            "webhook": {"url", "headers"},
-            "http": {"url", "method", "headers", "body"},
-            "smtp": {"host", "port", "username", "password", "starttls", "ssl", "sender"},
-        }[kind]
-        self.unknown(t, raw, allowed)
-        rate = self.take(t, raw, "rate", (int, float), None, "messages per second (a positive number)")
-        if rate is not None and rate <= 0:
-            self.error(t, f"'rate' must be a positive number of messages per second, got {rate}")
-            rate = None
-        d = ChannelConfig(name=name, kind=kind)
-        path = self.take(t, raw, "path", str, None, "a file path", required=kind == "file")
-        url = self.take(t, raw, "url", str, "", "an http:// or https:// URL", required=kind in ("webhook", "http"))
-        if url and not url.startswith(("http://", "https://")):
-            self.error(t, f"'url' must start with http:// or https://, got {url!r}")
-        host = self.take(t, raw, "host", str, "", "an SMTP host name", required=kind == "smtp")
-        return ChannelConfig(
-            name=name, kind=kind, rate=float(rate) if rate else None,
-            timeout=self.convert(t, raw, "timeout", parse_duration, d.timeout),
-            path=self.path(path) if path else None, url=url,
-            method=self.take(t, raw, "method", str, d.method, "an HTTP method").upper(),
-            headers=self.str_map(t, raw, "headers"), body=self.str_map(t, raw, "body"),
-            host=host, port=self.take(t, raw, "port", int, 25, "a port number"),
-            username=self.take(t, raw, "username", str, "", "a string"),
-            password=self.take(t, raw, "password", str, "", "a string"),
-            starttls=self.take(t, raw, "starttls", bool, False, "true or false"),
-            ssl=self.take(t, raw, "ssl", bool, False, "true or false"),
-            sender=self.take(t, raw, "sender", str, "", "an email address", required=kind == "smtp"),
-            to=self.take(t, raw, "to", str, "", "a recipient template"),
-            max_attempts=max(1, self.take(t, raw, "max_attempts", int, d.max_attempts, "a positive integer")),
-            backoff=self.convert(t, raw, "backoff", parse_duration, d.backoff),
-        )
-
-    def str_map(self, t: str, raw: dict, key: str) -> tuple[tuple[str, str], ...]:
-        value = self.take(t, raw, key, dict, {}, "a table of strings")
-        bad = [k for k, v in value.items() if not isinstance(v, str)]
-        if bad:
-            self.error(t, f"'{key}' values must be strings; not: {', '.join(bad)}")
-            return ()
-        return tuple(value.items())
-
-    def campaign(self, name: str, t: str, raw: dict) -> CampaignConfig | None:
-        self.unknown(t, raw, {"segment", "on", "channel", "template", "priority", "stale_after",
-                              "subject", "fallback", "variants", "holdout", "goal"})
-        segment = self.take(t, raw, "segment", str, None, "a segment name", required=True)
-        channel = self.take(t, raw, "channel", str, None, "a channel name or 'preferred'", required=True)
-        template = self.take(t, raw, "template", str, None, "a message template", required=True)
-        on = self.take(t, raw, "on", str, "enter", "'enter' or 'exit'")
-        if on not in ("enter", "exit"):
-            self.error(t, f"'on' must be 'enter' or 'exit', got {on!r}")
-        fallback = self.take(t, raw, "fallback", list, [], "a list of channel names")
-        if not all(isinstance(f, str) for f in fallback):
-            self.error(t, "'fallback' must be a list of channel names")
-            fallback = []
-        holdout = self.take(t, raw, "holdout", (int, float), 0.0, "a share between 0 and 1")
-        if not 0 <= holdout < 1:
-            self.error(t, f"'holdout' must be a share in [0, 1), got {holdout}")
-            holdout = 0.0
-        variants = []
-        for i, v in enumerate(self.take(t, raw, "variants", list, [], "a list of tables")):
-            vt = f"{t}.variants[{i}]"
-            if not isinstance(v, dict):
-                self.error(vt, f"must be a table with name, weight, template; got {_show(v)}")
-                continue
-            self.unknown(vt, v, {"name", "weight", "template", "subject"})
-            weight = self.take(vt, v, "weight", (int, float), 1.0, "a positive number")
-            if weight <= 0:
-                self.error(vt, f"'weight' must be positive, got {weight}")
-            variants.append(VariantConfig(
-                name=self.take(vt, v, "name", str, f"v{i}", "a variant name", required=True),
-                weight=float(weight), template=self.take(vt, v, "template", str, None, "a template"),
-                subject=self.take(vt, v, "subject", str, None, "a subject template")))
-        if len({v.name for v in variants}) != len(variants):
-            self.error(t, "variant names must be unique")
-        if any(v.name == "holdout" for v in variants):
-            self.error(t, "'holdout' is the name of the holdout group; name the variant otherwise")
-        goal = None
-        if "goal" in raw:
-            g = self.take(t, raw, "goal", dict, {}, "a table {event, within}")
-            gt = f"{t}.goal"
-            self.unknown(gt, g, {"event", "within"})
-            gevent = self.take(gt, g, "event", str, None, "an event name", required=True)
-            within = self.convert(gt, g, "within", parse_duration, None, required=True, what="a duration")
-            if gevent and within:
-                goal = GoalConfig(event=gevent, within=within)
-        if segment is None or channel is None or template is None:
-            return None
-        return CampaignConfig(
-            name=name, segment=segment, channel=channel, template=template, on=on,
-            priority=self.take(t, raw, "priority", int, 0, "an integer"),
-            stale_after=self.convert(t, raw, "stale_after", parse_duration, None),
-            subject=self.take(t, raw, "subject", str, "", "a subject template"),
-            fallback=tuple(fallback), variants=tuple(variants), holdout=float(holdout), goal=goal,
-        )
-
-    def throttle(self, raw: dict) -> ThrottleConfig:
-        t = "throttle"
-        self.unknown(t, raw, {"per_user", "quiet_hours"})
-        caps = []
-        for i, c in enumerate(self.take(t, raw, "per_user", list, [], "a list of {max, per} tables")):
-            ct = f"throttle.per_user[{i}]"
-            if not isinstance(c, dict):
-                self.error(ct, f"must be a table {{ max = N, per = '1h' }}, got {_show(c)}")
-                continue
-            self.unknown(ct, c, {"max", "per"})
-            mx = self.take(ct, c, "max", int, None, "a positive integer", required=True)
-            per = self.convert(ct, c, "per", parse_duration, None, required=True, what="a duration")
-            if mx is not None and mx <= 0:
-                self.error(ct, f"'max' must be a positive integer, got {mx}")
-            elif mx is not None and per is not None:
-                caps.append(CapConfig(max=mx, per=per))
-        start = end = None
-        if "quiet_hours" in raw:
-            q = self.take(t, raw, "quiet_hours", dict, {}, "a table {start = 'HH:MM', end = 'HH:MM'}")
-            qt = "throttle.quiet_hours"
-            self.unknown(qt, q, {"start", "end"})
-            start = self.convert(qt, q, "start", parse_clock_time, None, required=True, what="'HH:MM'")
-            end = self.convert(qt, q, "end", parse_clock_time, None, required=True, what="'HH:MM'")
-            if start is not None and start == end:
-                self.error(qt, "'start' and 'end' must differ")
-        return ThrottleConfig(per_user=tuple(caps), quiet_start=start, quiet_end=end)
-
     def check_name(self, table: str, name: str, what: str) -> None:
         if not _NAME.match(name):
             self.error(table, f"{what} name must be letters, digits and '_' not starting with a digit "
@@ -572,34 +330,11 @@ class _Parser:
 
     def cross_check(self, aggregates, segments, channels, campaigns) -> None:
         seg_names = {s.name for s in segments}
-        chan_names = {c.name for c in channels}
         agg_names = {a.name for a in aggregates}
         if overlap := {a.name for a in aggregates} & seg_names:
             for name in sorted(overlap):
                 self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
-        for c in campaigns:
-            t = f"campaigns.{c.name}"
-            if c.segment not in seg_names:
-                self.error(t, f"'segment' names an unknown segment {c.segment!r}"
-                              + _known(seg_names))
-            if c.channel != "preferred" and c.channel not in chan_names:
-                self.error(t, f"'channel' names an unknown channel {c.channel!r} "
-                              f"(expected 'preferred' or one of: {', '.join(sorted(chan_names)) or 'none defined'})")
-            for f in c.fallback:
-                if f not in chan_names:
-                    self.error(t, f"'fallback' names an unknown channel {f!r}" + _known(chan_names))
-            texts = [("template", c.template), ("subject", c.subject)]
-            texts += [(f"variants.{v.name}.{k}", x) for v in c.variants
-                      for k, x in (("template", v.template), ("subject", v.subject)) if x is not None]
-            for key, text in texts:
-                for problem in templates.check(text, agg_names):
-                    self.error(t, f"'{key}': {problem}")
-        for ch in channels:
-            texts = [("to", ch.to)] + [(f"body.{k}", v) for k, v in ch.body]
-            for key, text in texts:
-                for problem in templates.check(text, agg_names, templates.CHANNEL_NAMES):
-                    self.error(f"channels.{ch.name}", f"'{key}': {problem}")
-
+        self.check_dispatch(agg_names, seg_names, channels, campaigns)
 
 def _section(p: _Parser, raw: dict, key: str) -> dict:
     value = raw.get(key, {})
@@ -607,24 +342,3 @@ def _section(p: _Parser, raw: dict, key: str) -> dict:
         p.error(key, f"'{key}' must be a table, got {_show(value)}")
         return {}
     return value
-
-
-def _tuple(kind: type | tuple) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _show(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}
-    return f"{names.get(type(value), type(value).__name__)} ({value!r})"
-
-
-def _known(names: set[str]) -> str:
-    return f" (known: {', '.join(sorted(names))})" if names else " (none defined)"
-
-
-def _closest(word: str, choices: set[str]) -> str | None:
-    import difflib
-
-    found = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
-    return found[0] if found else None
