@@ -45,6 +45,9 @@ _FILE_KEYS = ("id", "campaign", "segment", "user", "channel", "transition", "at"
 _MSGID_BAD = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/?^_`{|}~.]")  # atext without "=", the escape
 
 
+#: How far back from the end of a file channel ``delivered`` looks for message ids.
+TAIL_BYTES = 1 << 20
+
 class DeliveryError(SegdError):
     """A delivery attempt failed.
 
@@ -105,6 +108,11 @@ class Channel:
     def close(self) -> None:
         """Release held resources; idempotent."""
 
+    def delivered(self, ids: set[str]) -> set[str]:
+        """Which of ``ids`` this channel can prove it already delivered (after a crash between
+        delivery and the outbox's 'sent'). Only the file channel can look; others say none."""
+        return set()
+
     def forget(self, user: str) -> int:
         """Erase what this channel keeps of ``user`` locally (the file channel's lines); the
         messages already handed to a remote service are beyond reach. Returns how many."""
@@ -152,6 +160,25 @@ class FileChannel(Channel):
             except OSError as exc:
                 self._drop()
                 raise self.error(f"cannot append to {self.path}: {exc}") from exc
+
+    def delivered(self, ids: set[str]) -> set[str]:
+        """The ``ids`` among the file's last lines (a crash leaves at most the last few
+        deliveries unmarked in the outbox; the tail is enough and stays cheap)."""
+        if not ids or not self.path.exists():
+            return set()
+        with self._lock, open(self.path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - TAIL_BYTES))
+            tail = fh.read().split(b"\n")
+        found = set()
+        for line in tail:
+            try:
+                mid = json.loads(line).get("id")
+            except (ValueError, AttributeError):
+                continue
+            if mid in ids:
+                found.add(mid)
+        return found
 
     def forget(self, user: str) -> int:
         """Rewrite the file without ``user``'s messages (``forget``); returns how many went.

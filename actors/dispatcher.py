@@ -71,6 +71,7 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._stopping = False
+        self._unconfirmed = self.store.claimed()   # claimed, maybe delivered, before a crash
         released = self.store.release_claims()
         log.info("dispatcher_started", campaigns=len(config.campaigns), channels=len(config.channels),
                  retried_after_crash=released, deliver=deliver)
@@ -87,9 +88,25 @@ class Dispatcher:
         self.core.load(self.store.capped_since(self.clock - self.core.caps.horizon),
                        self.store.exposures_since(self.clock - self.core.goal_horizon))
         self._wake = {c.name: asyncio.Event() for c in config.channels}
+        self._unconfirmed = self.store.claimed()   # cut off by the grace period, maybe delivered
         self.store.release_claims()   # claims of the stopped workers: retried under the same id
         await self.start()
         log.info("dispatcher_reloaded", campaigns=len(config.campaigns), channels=len(config.channels))
+
+    def _confirm_unconfirmed(self) -> None:
+        """Messages claimed before a crash go out again (same id), unless their channel shows
+        they were delivered: the file channel finds them in its file and they are marked sent,
+        so a crash between the write and the outbox update leaves no duplicate line."""
+        unconfirmed, self._unconfirmed = self._unconfirmed, []
+        by_channel: dict[str, set[str]] = {}
+        for mid, channel in unconfirmed:
+            by_channel.setdefault(channel, set()).add(mid)
+        for name, ids in by_channel.items():
+            channel = self._channels.get(name)
+            done = channel.delivered(ids) if channel is not None else set()
+            if done:
+                self.store.sent([(mid, self.clock) for mid in done])
+                log.info("delivered_before_crash", channel=name, messages=len(done))
 
     async def _stop_workers(self) -> None:
         """Let every worker finish its deliveries in flight for up to STOP_GRACE seconds, then
@@ -119,6 +136,8 @@ class Dispatcher:
             self._channels[cfg.name] = open_channel(cfg)
             if cfg.rate:
                 self._buckets[cfg.name] = TokenBucket(cfg.rate, now=time.monotonic())
+        self._confirm_unconfirmed()
+        for cfg in self.config.channels:
             self._tasks.append(asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}"))
 
     async def submit(self, triggers: list[tuple], goals: list[tuple], clock: float) -> int:

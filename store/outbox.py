@@ -152,6 +152,10 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ delivery
 
+    def claimed(self) -> list[tuple[str, str]]:
+        """``(id, channel)`` of messages claimed and not marked sent (before ``release_claims``)."""
+        return self._read("SELECT id, channel FROM messages WHERE status = 'claimed'")
+
     def release_claims(self) -> int:
         """Start-up: messages claimed but not marked sent (a crash mid-delivery) become
         pending again, to be retried under the same id."""

@@ -361,3 +361,23 @@ def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_noth
         wait_until(lambda: lines(tmp_path), what="bob's deferred message")
         wait_until(lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, what="alice's withdrawal")
     assert [m["user"] for m in lines(tmp_path)] == ["bob"]
+
+
+def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, tmp_path):
+    config = BASE + file_channel(tmp_path) + HELLO
+    d = start(daemon_factory, config, sub="run")
+    with Client(d.socket) as c:
+        fan(c, "alice")
+        c.sync()
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the delivery")
+    d.stop()
+    # What a kill -9 between the write and the outbox's 'sent' leaves behind:
+    conn = sqlite3.connect(d.config.daemon.data_dir / "outbox.db")
+    with conn:
+        conn.execute("UPDATE messages SET status = 'claimed', sent_at = NULL")
+    conn.close()
+    d = start(daemon_factory, config, sub="run")
+    wait_until(lambda: outbox(d)[0]["status"] == "sent", what="the claim to be settled")
+    [row] = outbox(d)
+    assert row["attempts"] == 1                      # found in the file, not sent again
+    assert [m["user"] for m in lines(tmp_path)] == ["alice"]
