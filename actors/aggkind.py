@@ -26,6 +26,12 @@ def is_number(v: Any) -> bool:
     return t is int or (t is float and math.isfinite(v))
 
 
+def shared(v: Any) -> Any:
+    """A short string interned (restored state shares it with every other user, as state
+    built event by event does); anything else unchanged."""
+    return sys.intern(v) if type(v) is str and len(v) <= 64 else v
+
+
 def distinct_key(v: Any) -> Any:
     """A hashable, msgpack-able key such that equal values (per the rule language) map equal.
 

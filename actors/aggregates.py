@@ -52,6 +52,7 @@ from actors.aggkind import (
     _window_sum,
     distinct_key,
     is_number,
+    shared,
 )
 
 __all__ = ["AggKind", "make_kind", "is_number", "distinct_key"]
@@ -241,7 +242,8 @@ class _Distinct(AggKind):
     def from_msgpack(self, obj):
         if obj is None:
             return None
-        return tuple(obj) if len(obj) <= _DISTINCT_TUPLE_MAX else set(obj)
+        keys = [shared(k) for k in obj]
+        return tuple(keys) if len(keys) <= _DISTINCT_TUPLE_MAX else set(keys)
 
 
 # ------------------------------------------------------------------ windowed kinds
@@ -451,6 +453,8 @@ class _ValueWindow(AggKind):
         values = obj[1]
         if self.mode == "sum":
             values = [_int_in(v) for v in values]
+        elif self.mode == "distinct":
+            values = [shared(v) for v in values]
         return (_unpack_arr(obj[0]), values)
 
 

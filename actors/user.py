@@ -400,7 +400,8 @@ class UserActor:
             raise ValueError(f"user {user!r}: {len(aggs)} aggregates in the snapshot, "
                              f"{len(model.aggs)} in the model")
         self = cls(model, user)
-        self.traits = _flat({_intern(k): v for k, v in traits.items()}) if traits else None
+        self.traits = _flat({_intern(k): _intern(v) if v.__class__ is str and len(v) <= 16 else v
+                             for k, v in traits.items()}) if traits else None
         self.aggs = [a.kind.from_msgpack(s) for a, s in zip(model.aggs, aggs, strict=True)]
         self.members = members
         self.raw = raw
