@@ -58,11 +58,8 @@ class Dispatcher:
         self.config = config
         self.shards = shards or []   # UserShard handles: consent is read again before a deferred send
         self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
-        keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
-        self.core = DispatchCore(config, self.store.activations(keys, start_clock))
-        self.core.load(self.store.capped_since(start_clock - self.core.caps.horizon),
-                       self.store.exposures_since(start_clock - self.core.goal_horizon))
         self.clock = start_clock
+        self.core = self._load_core(config, segment_fingerprints)
         self.deliver = deliver
         self.counters: Counter[str] = Counter()
         self._since_prune = 0
@@ -71,8 +68,8 @@ class Dispatcher:
         self._channels: dict[str, Channel] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._stopping = False
-        self._unconfirmed = self.store.claimed()   # claimed, maybe delivered, before a crash
-        released = self.store.release_claims()
+        self._unconfirmed: list[tuple[str, str]] = []
+        released = self._release_claims()
         log.info("dispatcher_started", campaigns=len(config.campaigns), channels=len(config.channels),
                  retried_after_crash=released, deliver=deliver)
 
@@ -82,16 +79,27 @@ class Dispatcher:
         stay in the outbox and go out on their channel if it still exists."""
         await self._stop_workers()
         self.config = config
-        keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
         self.clock = max(self.clock, clock)
-        self.core = DispatchCore(config, self.store.activations(keys, self.clock))
-        self.core.load(self.store.capped_since(self.clock - self.core.caps.horizon),
-                       self.store.exposures_since(self.clock - self.core.goal_horizon))
+        self.core = self._load_core(config, segment_fingerprints)
         self._wake = {c.name: asyncio.Event() for c in config.channels}
-        self._unconfirmed = self.store.claimed()   # cut off by the grace period, maybe delivered
-        self.store.release_claims()   # claims of the stopped workers: retried under the same id
+        self._release_claims()   # deliveries cut off by the grace period
         await self.start()
         log.info("dispatcher_reloaded", campaigns=len(config.campaigns), channels=len(config.channels))
+
+    def _load_core(self, config: Config, segment_fingerprints: dict[str, str]) -> DispatchCore:
+        """A core for ``config``: campaigns new (or with a changed segment) activate at the
+        current clock; caps and goal exposures still in their windows come from the outbox."""
+        keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
+        core = DispatchCore(config, self.store.activations(keys, self.clock))
+        core.load(self.store.capped_since(self.clock - core.caps.horizon),
+                  self.store.exposures_since(self.clock - core.goal_horizon))
+        return core
+
+    def _release_claims(self) -> int:
+        """Claimed messages (a crash, or a stop cut short) go back to pending, to be retried
+        under the same id; ``start`` first asks their channel whether they were delivered."""
+        self._unconfirmed = self.store.claimed()
+        return self.store.release_claims()
 
     def _confirm_unconfirmed(self) -> None:
         """Messages claimed before a crash go out again (same id), unless their channel shows
@@ -214,10 +222,13 @@ class Dispatcher:
                   "stale" if c.config.stale_after is not None and self.clock - m.at > c.config.stale_after
                   else None)
         if reason is not None:
-            self.store.suppress(m.id, reason)
-            self.counters[f"suppressed_{reason}"] += 1
-            log.info("message_suppressed", id=m.id, campaign=m.campaign, reason=reason)
+            self._suppress(m, reason)
         return reason is not None
+
+    def _suppress(self, m: DueMessage, reason: str) -> None:
+        self.store.suppress(m.id, reason)
+        self.counters[f"suppressed_{reason}"] += 1
+        log.info("message_suppressed", id=m.id, campaign=m.campaign, reason=reason)
 
     async def _withdrawn(self, m: DueMessage) -> bool:
         """A message that waited (quiet hours, retries) goes out only if the user still
@@ -235,9 +246,7 @@ class Dispatcher:
         traits = (view or {}).get("traits") or {}
         if view is not None and not unsubscribed(traits) and m.channel not in opted_out(traits):
             return False
-        self.store.suppress(m.id, "consent")
-        self.counters["suppressed_consent"] += 1
-        log.info("message_suppressed", id=m.id, campaign=m.campaign, reason="consent", when="before a deferred send")
+        self._suppress(m, "consent")
         return True
 
     async def _deliver(self, cfg: ChannelConfig, channel: Channel, m: DueMessage) -> tuple[str, float] | None:
