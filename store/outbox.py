@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -80,15 +81,21 @@ class OutboxStore:
         self.conn = self.db.conn
         self._lock = threading.Lock()
 
-    def _write(self, sql: str, params: Iterable[Any] = (), many: bool = False) -> int:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One committed transaction under the lock (rolled back on error); SQLite errors
+        become StoreError."""
         with self._lock:
             try:
                 with self.conn:
                     self.conn.execute("BEGIN")
-                    cur = self.conn.executemany(sql, params) if many else self.conn.execute(sql, tuple(params))
-                    return cur.rowcount
+                    yield self.conn
             except sqlite3.Error as exc:
                 raise StoreError(f"outbox write failed: {exc}") from exc
+
+    def _write(self, sql: str, params: Iterable[Any] = (), many: bool = False) -> int:
+        with self._transaction() as conn:
+            return (conn.executemany(sql, params) if many else conn.execute(sql, tuple(params))).rowcount
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -99,36 +106,26 @@ class OutboxStore:
     def activations(self, keys: dict[str, str], now: float) -> dict[str, float]:
         """Activation time of each campaign (name -> key): kept while its key is unchanged,
         ``now`` for a new or changed one. Campaigns no longer configured are forgotten."""
-        with self._lock, self.conn:
-            self.conn.execute("BEGIN")
-            old = {n: (k, a) for n, k, a in self.conn.execute("SELECT name, key, activated FROM campaigns")}
+        with self._transaction() as conn:
+            old = {n: (k, a) for n, k, a in conn.execute("SELECT name, key, activated FROM campaigns")}
             out = {}
             for name, key in keys.items():
                 if old.get(name, (None,))[0] == key:
                     out[name] = old[name][1]
                 else:
                     out[name] = now
-                    self.conn.execute("INSERT OR REPLACE INTO campaigns (name, key, activated) VALUES (?, ?, ?)",
-                                      (name, key, now))
+                    conn.execute("INSERT OR REPLACE INTO campaigns (name, key, activated) VALUES (?, ?, ?)",
+                                 (name, key, now))
             for name in set(old) - set(keys):
-                self.conn.execute("DELETE FROM campaigns WHERE name = ?", (name,))
+                conn.execute("DELETE FROM campaigns WHERE name = ?", (name,))
         return out
 
     # ------------------------------------------------------------------ decisions
 
     def record(self, rows: list[MessageRow]) -> list[MessageRow]:
         """Insert decisions in one transaction; returns those whose id was new, in order."""
-        new = []
-        with self._lock:
-            try:
-                with self.conn:
-                    self.conn.execute("BEGIN")
-                    for r in rows:
-                        if self.conn.execute(_INSERT, r).rowcount == 1:
-                            new.append(r)
-            except sqlite3.Error as exc:
-                raise StoreError(f"outbox write failed: {exc}") from exc
-        return new
+        with self._transaction() as conn:
+            return [r for r in rows if conn.execute(_INSERT, r).rowcount == 1]
 
     def known(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` are already recorded."""
@@ -196,17 +193,12 @@ class OutboxStore:
 
     def dead(self, id: str, error: str, at: float) -> None:
         """Give up on a message: status ``dead``, and a ``dead_letters`` row with the error."""
-        with self._lock:
-            try:
-                with self.conn:
-                    self.conn.execute("BEGIN")
-                    self.conn.execute("UPDATE messages SET status = 'dead', last_error = ? WHERE id = ?", (error, id))
-                    self.conn.execute(
-                        "INSERT OR REPLACE INTO dead_letters (id, campaign, user, channel, attempts, error, at, "
-                        "payload) SELECT id, campaign, user, channel, attempts, ?, ?, payload FROM messages "
-                        "WHERE id = ?", (error, at, id))
-            except sqlite3.Error as exc:
-                raise StoreError(f"outbox write failed: {exc}") from exc
+        with self._transaction() as conn:
+            conn.execute("UPDATE messages SET status = 'dead', last_error = ? WHERE id = ?", (error, id))
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, campaign, user, channel, attempts, error, at, "
+                "payload) SELECT id, campaign, user, channel, attempts, ?, ?, payload FROM messages "
+                "WHERE id = ?", (error, at, id))
 
     # ------------------------------------------------------------------ conversions and reports
 
@@ -240,15 +232,11 @@ class OutboxStore:
 
     def forget(self, user: str) -> int:
         """Erase every message, dead letter and conversion of ``user``; returns the messages."""
+        with self._transaction() as conn:
+            n = conn.execute("DELETE FROM messages WHERE user = ?", (user,)).rowcount
+            conn.execute("DELETE FROM dead_letters WHERE user = ?", (user,))
+            conn.execute("DELETE FROM conversions WHERE user = ?", (user,))
         with self._lock:
-            try:
-                with self.conn:
-                    self.conn.execute("BEGIN")
-                    n = self.conn.execute("DELETE FROM messages WHERE user = ?", (user,)).rowcount
-                    self.conn.execute("DELETE FROM dead_letters WHERE user = ?", (user,))
-                    self.conn.execute("DELETE FROM conversions WHERE user = ?", (user,))
-            except sqlite3.Error as exc:
-                raise StoreError(f"outbox forget failed: {exc}") from exc
             schema.checkpoint(self.conn)
         return n
 
