@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,6 @@ class Dispatcher:
         self.clock = start_clock
         self.core = self._load_core(config, segment_fingerprints)
         self.deliver = deliver
-        self.counters: Counter[str] = Counter()
         self._since_prune = 0
         self._wake = {c.name: asyncio.Event() for c in config.channels}
         self._tasks: list[asyncio.Task] = []
@@ -162,10 +160,9 @@ class Dispatcher:
                 known = self.store.known([mid for mid, _, _ in candidates])
                 rows = self.core.decide([x for x in candidates if x[0] not in known], self.clock)
                 new = self.store.record(rows)
-                self.counters.update(r.status for r in new)
             self._since_prune += len(triggers)
         if goals and (conversions := self.core.convert(goals)):
-            self.counters["conversions"] += self.store.convert(conversions)
+            self.store.convert(conversions)
         if self._since_prune >= PRUNE_EVERY:
             self._since_prune = 0
             self.core.prune(self.clock)
@@ -213,7 +210,6 @@ class Dispatcher:
                 self.store.claim([m.id for m in chunk])
                 done = await asyncio.gather(*(self._deliver(cfg, channel, m) for m in chunk))
                 self.store.sent([d for d in done if d is not None])
-                self.counters["delivered"] += sum(d is not None for d in done)
 
     def _expired(self, m: DueMessage) -> bool:
         """Suppress a due message that may no longer go out: too old, or its campaign gone."""
@@ -227,7 +223,6 @@ class Dispatcher:
 
     def _suppress(self, m: DueMessage, reason: str) -> None:
         self.store.suppress(m.id, reason)
-        self.counters[f"suppressed_{reason}"] += 1
         log.info("message_suppressed", id=m.id, campaign=m.campaign, reason=reason)
 
     async def _withdrawn(self, m: DueMessage) -> bool:
@@ -269,12 +264,10 @@ class Dispatcher:
         if retryable and attempts < cfg.max_attempts:
             wait = backoff(cfg, attempts)
             self.store.retry(m.id, time.time() + wait, error)
-            self.counters["retries"] += 1
             log.warning("delivery_failed", channel=cfg.name, id=m.id, attempt=attempts, retry_in=round(wait, 3),
                         error=error)
         else:
             self.store.dead(m.id, error, time.time())
-            self.counters["dead"] += 1
             log.error("message_dead_lettered", channel=cfg.name, id=m.id, attempts=attempts, error=error)
         return None
 
@@ -332,10 +325,6 @@ class Dispatcher:
                     ch.close()
         log.info("user_forgotten", messages=n)
         return n
-
-    async def messages(self, user: str | None = None) -> list[dict[str, Any]]:
-        """Outbox rows (all, or one user's): for tests and tools."""
-        return self.store.messages(user)
 
     async def close(self) -> None:
         await self._stop_workers()

@@ -201,9 +201,6 @@ class Runtime:
     def dispatch(self, triggers: list, goals: list, clock: float) -> Awaitable:
         return self.dispatcher.submit.remote(triggers, goals, clock)
 
-    def messages(self, user: str | None = None) -> Awaitable:
-        return self.dispatcher.messages.remote(user)
-
     async def close_dispatcher(self) -> None:
         """Stop delivery and close the outbox cleanly (before ``close``)."""
         if self.dispatcher is not None:
