@@ -459,8 +459,15 @@ class _ValueWindow(AggKind):
 
 
 _LIFETIME = {
-    "count": _Count, "sum": _Sum, "avg": _Avg, "min": _Extreme, "max": _Extreme,
-    "first": _FirstLast, "last": _FirstLast, "first_time": _Time, "last_time": _Time,
+    "count": _Count,
+    "sum": _Sum,
+    "avg": _Avg,
+    "min": _Extreme,
+    "max": _Extreme,
+    "first": _FirstLast,
+    "last": _FirstLast,
+    "first_time": _Time,
+    "last_time": _Time,
     "distinct": _Distinct,
 }
 _TIME_ONLY = frozenset({"count", "first_time", "last_time"})

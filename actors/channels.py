@@ -48,6 +48,7 @@ _MSGID_BAD = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/?^_`{|}~.]")  # atext without "=
 #: How far back from the end of a file channel ``delivered`` looks for message ids.
 TAIL_BYTES = 1 << 20
 
+
 class DeliveryError(SegdError):
     """A delivery attempt failed.
 
@@ -285,8 +286,9 @@ class WebhookChannel(Channel):
             with self._opener.open(req, timeout=self.config.timeout) as resp:
                 resp.read(_MAX_RESPONSE)
         except urllib.error.HTTPError as exc:
-            raise self.error(f"{method} {url} answered {exc.code}: {_excerpt(exc)!r}",
-                             retryable=retryable_status(exc.code)) from exc
+            raise self.error(
+                f"{method} {url} answered {exc.code}: {_excerpt(exc)!r}", retryable=retryable_status(exc.code)
+            ) from exc
         except urllib.error.URLError as exc:  # connect failed: refused, unresolvable, timed out
             if isinstance(exc.reason, TimeoutError):
                 raise self.error(f"{method} {url} timed out after {self.config.timeout}s") from exc
@@ -355,8 +357,9 @@ class SmtpChannel(Channel):
         conn: smtplib.SMTP | None = None
         try:
             if cfg.ssl:
-                conn = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout,
-                                        context=ssl.create_default_context())
+                conn = smtplib.SMTP_SSL(
+                    cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context()
+                )
             else:
                 conn = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             if cfg.starttls:
@@ -366,15 +369,24 @@ class SmtpChannel(Channel):
             conn.send_message(mail)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            raise self.error(f"{where} refused recipient {msg.to!r}: {exc.recipients}",
-                             retryable=not codes or any(c < 500 for c in codes)) from exc
+            raise self.error(
+                f"{where} refused recipient {msg.to!r}: {exc.recipients}",
+                retryable=not codes or any(c < 500 for c in codes),
+            ) from exc
         except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) \
+            text = (
+                exc.smtp_error.decode("utf-8", "replace")
+                if isinstance(exc.smtp_error, bytes)
                 else str(exc.smtp_error)
-            raise self.error(f"{where} answered {exc.smtp_code} {text} ({type(exc).__name__})",
-                             retryable=not 500 <= exc.smtp_code < 600) from exc
+            )
+            raise self.error(
+                f"{where} answered {exc.smtp_code} {text} ({type(exc).__name__})",
+                retryable=not 500 <= exc.smtp_code < 600,
+            ) from exc
         except smtplib.SMTPNotSupportedError as exc:
-            raise self.error(f"{where} does not support what the config asks: {exc}", retryable=False) from exc
+            raise self.error(
+                f"{where} does not support what the config asks: {exc}", retryable=False
+            ) from exc
         except TimeoutError as exc:
             raise self.error(f"{where} timed out after {cfg.timeout}s") from exc
         except (smtplib.SMTPException, OSError) as exc:
@@ -389,7 +401,9 @@ class SmtpChannel(Channel):
 def message_id_local(msg_id: str) -> str:
     """``msg_id`` as the left part of a Message-ID: characters RFC 5322 forbids there become
     ``=XX`` (UTF-8 bytes in hex), so distinct ids stay distinct."""
-    return _MSGID_BAD.sub(lambda m: "".join(f"={b:02X}" for b in m.group().encode("utf-8", "replace")), msg_id)
+    return _MSGID_BAD.sub(
+        lambda m: "".join(f"={b:02X}" for b in m.group().encode("utf-8", "replace")), msg_id
+    )
 
 
 def _quit(conn: smtplib.SMTP | None) -> None:
@@ -415,8 +429,9 @@ def open_channel(cfg: ChannelConfig) -> Channel:
     try:
         cls = _KINDS[cfg.kind]
     except KeyError:
-        raise ValueError(f"channel {cfg.name!r}: unknown kind {cfg.kind!r}, "
-                         f"expected one of {', '.join(_KINDS)}") from None
+        raise ValueError(
+            f"channel {cfg.name!r}: unknown kind {cfg.kind!r}, expected one of {', '.join(_KINDS)}"
+        ) from None
     return cls(cfg)
 
 

@@ -57,9 +57,13 @@ class _Campaign:
         self.activated = activated
         self.template = Template(c.template)
         self.subject = Template(c.subject)
-        self.variants = {v.name: (Template(v.template) if v.template is not None else self.template,
-                                  Template(v.subject) if v.subject is not None else self.subject)
-                         for v in c.variants}
+        self.variants = {
+            v.name: (
+                Template(v.template) if v.template is not None else self.template,
+                Template(v.subject) if v.subject is not None else self.subject,
+            )
+            for v in c.variants
+        }
 
 
 class _Channel:
@@ -81,7 +85,9 @@ class DispatchCore:
 
     def __init__(self, config: Config, activations: Mapping[str, float]) -> None:
         self.throttle = config.throttle
-        self.campaigns = {c.name: _Campaign(c, activations.get(c.name, float("-inf"))) for c in config.campaigns}
+        self.campaigns = {
+            c.name: _Campaign(c, activations.get(c.name, float("-inf"))) for c in config.campaigns
+        }
         self.channels = {c.name: _Channel(c) for c in config.channels}
         self.by_trigger: dict[tuple[str, str], list[_Campaign]] = {}
         for c in self.campaigns.values():
@@ -96,7 +102,9 @@ class DispatchCore:
     def goal_events(self) -> frozenset[str]:
         return frozenset(g.event for g in self.goals.values())
 
-    def load(self, capped: Iterable[tuple[str, float]], exposures: Iterable[tuple[str, str, str, str, float]]) -> None:
+    def load(
+        self, capped: Iterable[tuple[str, float]], exposures: Iterable[tuple[str, str, str, str, float]]
+    ) -> None:
         """Start-up: cap places ``(user, due)`` and exposures ``(user, campaign, id, variant, at)``."""
         for user, due in capped:
             self.caps.add(user, due)
@@ -128,12 +136,27 @@ class DispatchCore:
         cfg = c.config
         variant = assign(cfg, user)
 
-        def row(status: str, reason: str = "", channel: str = "", due: float = now,
-                payload: bytes | None = None) -> MessageRow:
+        def row(
+            status: str, reason: str = "", channel: str = "", due: float = now, payload: bytes | None = None
+        ) -> MessageRow:
             if cfg.goal is not None and status in ("pending", HOLDOUT):
                 self.exposures.setdefault(user, []).append((c.name, mid, variant, at))
-            return MessageRow(mid, c.name, variant, segment, user, tid, at, now, due, channel,
-                              cfg.priority, status, reason, payload)
+            return MessageRow(
+                mid,
+                c.name,
+                variant,
+                segment,
+                user,
+                tid,
+                at,
+                now,
+                due,
+                channel,
+                cfg.priority,
+                status,
+                reason,
+                payload,
+            )
 
         if variant == HOLDOUT:
             return row(HOLDOUT)
@@ -141,8 +164,15 @@ class DispatchCore:
             return row("suppressed", "consent")
         if cfg.stale_after is not None and now - at > cfg.stale_after:
             return row("suppressed", "stale")
-        values = {"user": user, "campaign": c.name, "segment": segment, "variant": variant, "id": mid,
-                  "traits": traits, "aggregates": ctx.get("aggregates") or {}}
+        values = {
+            "user": user,
+            "campaign": c.name,
+            "segment": segment,
+            "variant": variant,
+            "id": mid,
+            "traits": traits,
+            "aggregates": ctx.get("aggregates") or {},
+        }
         channel, to, reason = self._resolve(cfg, traits, values)
         if channel is None:
             return row("suppressed", reason)
@@ -159,11 +189,14 @@ class DispatchCore:
         if channel.fields:
             fvalues = {**values, "body": body, "subject": subject, "to": to}
             fields = {k: tpl.render(fvalues) for k, tpl in channel.fields}
-        payload = msgpack.packb({"body": body, "subject": subject, "to": to, "fields": fields}, use_bin_type=True)
+        payload = msgpack.packb(
+            {"body": body, "subject": subject, "to": to, "fields": fields}, use_bin_type=True
+        )
         return row("pending", "quiet_hours" if deferred else "", channel.name, due, payload)
 
-    def _resolve(self, cfg: CampaignConfig, traits: Mapping[str, Any],
-                 values: Mapping[str, Any]) -> tuple[_Channel | None, str, str]:
+    def _resolve(
+        self, cfg: CampaignConfig, traits: Mapping[str, Any], values: Mapping[str, Any]
+    ) -> tuple[_Channel | None, str, str]:
         """The channel to use, its recipient, or (None, "", reason)."""
         if cfg.channel == "preferred":
             pref = traits.get("preferred_channel")
@@ -186,7 +219,9 @@ class DispatchCore:
 
     # ------------------------------------------------------------------ goals and housekeeping
 
-    def convert(self, events: Iterable[tuple[str, str, float, int]]) -> list[tuple[str, str, str, str, float, int]]:
+    def convert(
+        self, events: Iterable[tuple[str, str, float, int]]
+    ) -> list[tuple[str, str, str, str, float, int]]:
         """Conversions ``(message, campaign, variant, user, ts, seq)`` for goal events
         ``(user, event, ts, seq)``: the goal event of a campaign whose message (or holdout)
         the user got at ``at``, with ``at <= ts <= at + within``. Each message converts once."""

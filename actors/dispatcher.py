@@ -34,11 +34,11 @@ from store.outbox import DueMessage, OutboxStore
 
 log = structlog.get_logger("segd.dispatch")
 
-BATCH = 64                 # due messages read per round, per channel
-IDLE = 0.25                # seconds a worker sleeps when nothing is due (unless woken)
-MAX_BACKOFF = 3600.0       # seconds: the longest wait between two attempts
-PRUNE_EVERY = 10_000       # triggers between two prunes of the caps and goal windows
-STOP_GRACE = 5.0           # seconds deliveries in flight may take to finish at reload or stop
+BATCH = 64  # due messages read per round, per channel
+IDLE = 0.25  # seconds a worker sleeps when nothing is due (unless woken)
+MAX_BACKOFF = 3600.0  # seconds: the longest wait between two attempts
+PRUNE_EVERY = 10_000  # triggers between two prunes of the caps and goal windows
+STOP_GRACE = 5.0  # seconds deliveries in flight may take to finish at reload or stop
 
 
 def backoff(cfg: ChannelConfig, attempts: int) -> float:
@@ -52,10 +52,16 @@ class Dispatcher:
     """Ray actor (options in segd.runtime). ``deliver=False`` (``segd replay``) records
     decisions only; the next ``segd run`` delivers them."""
 
-    def __init__(self, config: Config, segment_fingerprints: dict[str, str], start_clock: float,
-                 deliver: bool = True, shards: list | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        segment_fingerprints: dict[str, str],
+        start_clock: float,
+        deliver: bool = True,
+        shards: list | None = None,
+    ) -> None:
         self.config = config
-        self.shards = shards or []   # UserShard handles: consent is read again before a deferred send
+        self.shards = shards or []  # UserShard handles: consent is read again before a deferred send
         self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
         self.clock = start_clock
         self.core = self._load_core(config, segment_fingerprints)
@@ -68,8 +74,13 @@ class Dispatcher:
         self._stopping = False
         self._unconfirmed: list[tuple[str, str]] = []
         released = self._release_claims()
-        log.info("dispatcher_started", campaigns=len(config.campaigns), channels=len(config.channels),
-                 retried_after_crash=released, deliver=deliver)
+        log.info(
+            "dispatcher_started",
+            campaigns=len(config.campaigns),
+            channels=len(config.channels),
+            retried_after_crash=released,
+            deliver=deliver,
+        )
 
     async def reload(self, config: Config, segment_fingerprints: dict[str, str], clock: float) -> None:
         """New campaigns, channels and throttle (SIGHUP): stop the channel workers, rebuild the
@@ -80,7 +91,7 @@ class Dispatcher:
         self.clock = max(self.clock, clock)
         self.core = self._load_core(config, segment_fingerprints)
         self._wake = {c.name: asyncio.Event() for c in config.channels}
-        self._release_claims()   # deliveries cut off by the grace period
+        self._release_claims()  # deliveries cut off by the grace period
         await self.start()
         log.info("dispatcher_reloaded", campaigns=len(config.campaigns), channels=len(config.channels))
 
@@ -89,8 +100,10 @@ class Dispatcher:
         current clock; caps and goal exposures still in their windows come from the outbox."""
         keys = {c.name: campaign_key(c, segment_fingerprints.get(c.segment, "")) for c in config.campaigns}
         core = DispatchCore(config, self.store.activations(keys, self.clock))
-        core.load(self.store.capped_since(self.clock - core.caps.horizon),
-                  self.store.exposures_since(self.clock - core.goal_horizon))
+        core.load(
+            self.store.capped_since(self.clock - core.caps.horizon),
+            self.store.exposures_since(self.clock - core.goal_horizon),
+        )
         return core
 
     def _release_claims(self) -> int:
@@ -144,13 +157,15 @@ class Dispatcher:
                 self._buckets[cfg.name] = TokenBucket(cfg.rate, now=time.monotonic())
         self._confirm_unconfirmed()
         for cfg in self.config.channels:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}"))
+            self._tasks.append(
+                asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}")
+            )
 
     async def submit(self, triggers: list[tuple], goals: list[tuple], clock: float) -> int:
         """Decide and record the triggers not seen before, record conversions; advance the
         engine clock to ``clock``. Returns the number of new decisions."""
         if self.deliver and not self._tasks:
-            await self.start()   # also after Ray restarted this actor: __init__ ran, start did not
+            await self.start()  # also after Ray restarted this actor: __init__ ran, start did not
         if clock > self.clock:
             self.clock = clock
         new = []
@@ -186,7 +201,7 @@ class Dispatcher:
     async def _round(self, cfg: ChannelConfig) -> None:
         channel = self._channels[cfg.name]
         bucket = self._buckets.get(cfg.name)
-        width = 1 if cfg.kind == "file" else 4   # a file takes one writer; network channels overlap
+        width = 1 if cfg.kind == "file" else 4  # a file takes one writer; network channels overlap
         wake = self._wake[cfg.name]
         wake.clear()
         batch = self.store.due(cfg.name, self.clock, time.time(), BATCH)
@@ -200,7 +215,7 @@ class Dispatcher:
             if self._stopping:
                 return
             chunk = []
-            for m in batch[i:i + width]:
+            for m in batch[i : i + width]:
                 if self._expired(m) or await self._withdrawn(m):
                     continue
                 while bucket is not None and (delay := bucket.take(time.monotonic())) > 0:
@@ -214,9 +229,13 @@ class Dispatcher:
     def _expired(self, m: DueMessage) -> bool:
         """Suppress a due message that may no longer go out: too old, or its campaign gone."""
         c = self.core.campaigns.get(m.campaign)
-        reason = ("campaign_removed" if c is None else
-                  "stale" if c.config.stale_after is not None and self.clock - m.at > c.config.stale_after
-                  else None)
+        reason = (
+            "campaign_removed"
+            if c is None
+            else "stale"
+            if c.config.stale_after is not None and self.clock - m.at > c.config.stale_after
+            else None
+        )
         if reason is not None:
             self._suppress(m, reason)
         return reason is not None
@@ -248,10 +267,20 @@ class Dispatcher:
         """One attempt. ``(id, at)`` when delivered; otherwise the retry or dead letter is recorded."""
         p = msgpack.unpackb(m.payload, raw=False) if m.payload else {}
         at = self.clock
-        msg = Message(id=m.id, campaign=m.campaign, variant=m.variant, segment=m.segment, user=m.user,
-                      channel=m.channel, transition=m.transition, at=at, body=p.get("body", ""),
-                      subject=p.get("subject", ""), to=p.get("to", ""),
-                      fields=tuple((p.get("fields") or {}).items()))
+        msg = Message(
+            id=m.id,
+            campaign=m.campaign,
+            variant=m.variant,
+            segment=m.segment,
+            user=m.user,
+            channel=m.channel,
+            transition=m.transition,
+            at=at,
+            body=p.get("body", ""),
+            subject=p.get("subject", ""),
+            to=p.get("to", ""),
+            fields=tuple((p.get("fields") or {}).items()),
+        )
         attempts = m.attempts + 1
         try:
             await asyncio.to_thread(channel.deliver, msg)
@@ -264,8 +293,14 @@ class Dispatcher:
         if retryable and attempts < cfg.max_attempts:
             wait = backoff(cfg, attempts)
             self.store.retry(m.id, time.time() + wait, error)
-            log.warning("delivery_failed", channel=cfg.name, id=m.id, attempt=attempts, retry_in=round(wait, 3),
-                        error=error)
+            log.warning(
+                "delivery_failed",
+                channel=cfg.name,
+                id=m.id,
+                attempt=attempts,
+                retry_in=round(wait, 3),
+                error=error,
+            )
         else:
             self.store.dead(m.id, error, time.time())
             log.error("message_dead_lettered", channel=cfg.name, id=m.id, attempts=attempts, error=error)
@@ -283,9 +318,18 @@ class Dispatcher:
         conv = self.store.conversions()
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for campaign, variant, status, reason, n in self.store.report():
-            r = rows.setdefault((campaign, variant), {
-                "variant": variant, "assigned": 0, "sent": 0, "pending": 0, "holdout": 0, "dead": 0,
-                "suppressed": {}})
+            r = rows.setdefault(
+                (campaign, variant),
+                {
+                    "variant": variant,
+                    "assigned": 0,
+                    "sent": 0,
+                    "pending": 0,
+                    "holdout": 0,
+                    "dead": 0,
+                    "suppressed": {},
+                },
+            )
             r["assigned"] += n
             if status == "suppressed":
                 r["suppressed"][reason] = r["suppressed"].get(reason, 0) + n
@@ -299,15 +343,29 @@ class Dispatcher:
             names += sorted({v for (cn, v) in rows if cn == c.name} - set(names))
             variants = []
             for v in names:
-                r = rows.get((c.name, v)) or {"variant": v, "assigned": 0, "sent": 0, "pending": 0,
-                                               "holdout": 0, "dead": 0, "suppressed": {}}
+                r = rows.get((c.name, v)) or {
+                    "variant": v,
+                    "assigned": 0,
+                    "sent": 0,
+                    "pending": 0,
+                    "holdout": 0,
+                    "dead": 0,
+                    "suppressed": {},
+                }
                 r["conversions"] = conv.get((c.name, v), 0)
                 r["conversion_rate"] = round(r["conversions"] / r["assigned"], 6) if r["assigned"] else None
                 variants.append(r)
-            out.append({"campaign": c.name, "segment": c.segment, "on": c.on, "channel": c.channel,
-                        "activated": self.core.campaigns[c.name].activated,
-                        "goal": {"event": c.goal.event, "within": c.goal.within} if c.goal else None,
-                        "variants": variants})
+            out.append(
+                {
+                    "campaign": c.name,
+                    "segment": c.segment,
+                    "on": c.on,
+                    "channel": c.channel,
+                    "activated": self.core.campaigns[c.name].activated,
+                    "goal": {"event": c.goal.event, "within": c.goal.within} if c.goal else None,
+                    "variants": variants,
+                }
+            )
         return out
 
     async def forget(self, user: str) -> int:
@@ -317,7 +375,7 @@ class Dispatcher:
         self.core.forget(user)
         for channel in self._channels.values():
             await asyncio.to_thread(channel.forget, user)
-        if not self._channels:   # not delivering (replay): local files are still ours to clean
+        if not self._channels:  # not delivering (replay): local files are still ours to clean
             for cfg in self.config.channels:
                 if cfg.kind == "file":
                     ch = open_channel(cfg)
@@ -335,8 +393,14 @@ def summarize(counts: dict[tuple[str, str], int]) -> dict[str, Any]:
     """Outbox counts per (status, reason) as the ``stats`` op's ``messages`` map:
     ``sent``, ``pending`` (``deferred``: of them, waiting for quiet hours to end),
     ``holdout``, ``suppressed`` by reason, ``failed`` (``dead_letter``)."""
-    out: dict[str, Any] = {"sent": 0, "pending": 0, "deferred": 0, "holdout": 0, "suppressed": {},
-                           "failed": {"dead_letter": 0}}
+    out: dict[str, Any] = {
+        "sent": 0,
+        "pending": 0,
+        "deferred": 0,
+        "holdout": 0,
+        "suppressed": {},
+        "failed": {"dead_letter": 0},
+    }
     for (status, reason), n in counts.items():
         if status == "suppressed":
             out["suppressed"][reason] = out["suppressed"].get(reason, 0) + n

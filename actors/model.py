@@ -34,8 +34,9 @@ class AggDef:
 
     __slots__ = ("index", "name", "config", "kind", "where", "of", "reads_aggs", "seg_mask", "timed")
 
-    def __init__(self, index: int, config: AggregateConfig, kind: AggKind,
-                 where: Compiled | None, of: Compiled | None) -> None:
+    def __init__(
+        self, index: int, config: AggregateConfig, kind: AggKind, where: Compiled | None, of: Compiled | None
+    ) -> None:
         self.index = index
         self.name = config.name
         self.config = config
@@ -44,7 +45,7 @@ class AggDef:
         self.of = of.fn if of is not None else None
         self.reads_aggs = any(c is not None and bool(c.aggregates) for c in (where, of))
         self.seg_mask = 0
-        self.timed = False      # windowed and read by some segment: its changes are deadlines
+        self.timed = False  # windowed and read by some segment: its changes are deadlines
 
 
 class GroupDef:
@@ -60,15 +61,29 @@ class GroupDef:
             self.mask |= s.bit
             self.raw_mask |= s.raw_bit
         self.last = max(s.index for s in members)
-        self.ranked = tuple((s.raw_bit, s.bit)
-                            for s in sorted(members, key=lambda s: (s.config.priority, s.name)))
+        self.ranked = tuple(
+            (s.raw_bit, s.bit) for s in sorted(members, key=lambda s: (s.config.priority, s.name))
+        )
 
 
 class SegDef:
     """One compiled segment at position ``index`` of the evaluation order (bit ``1 << index``)."""
 
-    __slots__ = ("index", "name", "config", "compiled", "fn", "next_change", "bit", "raw_bit",
-                 "group", "dependants", "closed", "timed_slot", "fingerprint")
+    __slots__ = (
+        "index",
+        "name",
+        "config",
+        "compiled",
+        "fn",
+        "next_change",
+        "bit",
+        "raw_bit",
+        "group",
+        "dependants",
+        "closed",
+        "timed_slot",
+        "fingerprint",
+    )
 
     def __init__(self, index: int, config: SegmentConfig, compiled: Compiled) -> None:
         self.index = index
@@ -78,11 +93,11 @@ class SegDef:
         self.fn = compiled.fn
         self.next_change = compiled.next_change
         self.bit = 1 << index
-        self.raw_bit = 0        # bit in UserActor.raw, numbered over grouped segments only
+        self.raw_bit = 0  # bit in UserActor.raw, numbered over grouped segments only
         self.group: GroupDef | None = None
-        self.dependants = 0     # segments to re-evaluate when this one's membership changes
+        self.dependants = 0  # segments to re-evaluate when this one's membership changes
         self.closed = self.bit  # bit plus the bit that resolves its group
-        self.timed_slot = -1    # position in Model.timed_segs / UserActor.tnext
+        self.timed_slot = -1  # position in Model.timed_segs / UserActor.tnext
         self.fingerprint = ""
 
 
@@ -181,8 +196,9 @@ class Model:
     membership depends on changes (its rule, the aggregates and segments it reads, its group).
     """
 
-    def __init__(self, config: Config, aggs: list[AggDef], whens: dict[str, Compiled],
-                 order: list[str]) -> None:
+    def __init__(
+        self, config: Config, aggs: list[AggDef], whens: dict[str, Compiled], order: list[str]
+    ) -> None:
         self.config = config
         cfg_segs = {s.name: s for s in config.segments}
         self.segs: tuple[SegDef, ...] = tuple(SegDef(i, cfg_segs[n], whens[n]) for i, n in enumerate(order))
@@ -214,8 +230,10 @@ class Model:
         self.idle_windows = tuple(a for a in self.aggs if a.kind.windowed and not a.timed)
         self.window_aggs = tuple(a for a in self.aggs if a.timed)
         self.star = tuple(a for a in self.aggs if a.config.event == "*")
-        self.by_event = {e: tuple(a for a in self.aggs if a.config.event in (e, "*"))
-                         for e in {a.config.event for a in self.aggs} - {"*"}}
+        self.by_event = {
+            e: tuple(a for a in self.aggs if a.config.event in (e, "*"))
+            for e in {a.config.event for a in self.aggs} - {"*"}
+        }
         self.where_reads_aggs = any(a.reads_aggs for a in self.aggs)
 
         trait_masks: dict[str, int] = {}
@@ -225,7 +243,7 @@ class Model:
         self.trait_masks = {t: self._close(m) for t, m in trait_masks.items()}
         self.all_mask = (1 << len(self.segs)) - 1
         self.timed_segs = tuple(s for s in self.segs if s.compiled.time_dependent)
-        self.timed_mask = 0     # segments whose rule changes with time alone
+        self.timed_mask = 0  # segments whose rule changes with time alone
         for i, s in enumerate(self.timed_segs):
             self.timed_mask |= s.bit
             s.timed_slot = i
@@ -235,8 +253,14 @@ class Model:
         self.agg_values = _AggValues(self.aggs)
         self.seg_view = _Members(self.segs)
         self.traits_view = _Traits()
-        self.ctx = Context(now=0.0, aggs=self.agg_values, traits=self.traits_view, props=None,
-                           event=None, segments=self.seg_view)
+        self.ctx = Context(
+            now=0.0,
+            aggs=self.agg_values,
+            traits=self.traits_view,
+            props=None,
+            event=None,
+            segments=self.seg_view,
+        )
         self._fingerprints()
 
     def _close(self, mask: int) -> int:
@@ -249,16 +273,23 @@ class Model:
 
     def _fingerprints(self) -> None:
         cfg = self.config
-        self.fingerprint = _digest([STATE_FORMAT, [_agg_def(a) for a in cfg.aggregates],
-                                    [[s.name, s.when, s.group, s.priority] for s in cfg.segments]])
+        self.fingerprint = _digest(
+            [
+                STATE_FORMAT,
+                [_agg_def(a) for a in cfg.aggregates],
+                [[s.name, s.when, s.group, s.priority] for s in cfg.segments],
+            ]
+        )
         own: dict[str, str] = {}
         for s in self.segs:
             c = s.compiled
-            own[s.name] = _digest([
-                [s.name, s.config.when, s.config.group, s.config.priority],
-                [_agg_def(self.agg_by_name[a].config) for a in sorted(c.aggregates)],
-                [[r, self.seg_by_name[r].fingerprint] for r in sorted(c.segments)],
-            ])
+            own[s.name] = _digest(
+                [
+                    [s.name, s.config.when, s.config.group, s.config.priority],
+                    [_agg_def(self.agg_by_name[a].config) for a in sorted(c.aggregates)],
+                    [[r, self.seg_by_name[r].fingerprint] for r in sorted(c.segments)],
+                ]
+            )
             g = s.group
             if g is None:
                 s.fingerprint = own[s.name]
@@ -282,8 +313,10 @@ class Model:
         """
         label = config.label
         problems: list[tuple[str, str, str]] = []
-        names = Names(aggregates=frozenset(a.name for a in config.aggregates),
-                      segments=frozenset(s.name for s in config.segments))
+        names = Names(
+            aggregates=frozenset(a.name for a in config.aggregates),
+            segments=frozenset(s.name for s in config.segments),
+        )
 
         def comp(text: str | None, scope: Any, table: str, key: str) -> Compiled | None:
             if text is None:

@@ -155,8 +155,10 @@ class ShardCore:
         if actor is None:
             return []
         at, seq = self.clock, actor.last_seq
-        return [Transition(transition_id(name, user, "exit", seq, at, "f"), name, user, "exit", at, seq)
-                for name in self._in_order(actor.members)]
+        return [
+            Transition(transition_id(name, user, "exit", seq, at, "f"), name, user, "exit", at, seq)
+            for name in self._in_order(actor.members)
+        ]
 
     def _in_order(self, mask: int) -> list[str]:
         return [s.name for s in self.model.segs if mask & s.bit]
@@ -165,13 +167,16 @@ class ShardCore:
 
     def snapshot(self) -> bytes:
         """Everything needed to resume: applied_seq, clock, model fingerprint, all users."""
-        return msgpack.packb({
-            "format": _SNAPSHOT_FORMAT,
-            "fingerprint": self.model.fingerprint,
-            "applied_seq": self.applied_seq,
-            "clock": self.clock,
-            "users": [[u, a.to_state()] for u, a in self._users.items()],
-        }, use_bin_type=True)
+        return msgpack.packb(
+            {
+                "format": _SNAPSHOT_FORMAT,
+                "fingerprint": self.model.fingerprint,
+                "applied_seq": self.applied_seq,
+                "clock": self.clock,
+                "users": [[u, a.to_state()] for u, a in self._users.items()],
+            },
+            use_bin_type=True,
+        )
 
     @classmethod
     def restore(cls, model: Model, blob: bytes, notify: frozenset[str] = frozenset()) -> ShardCore:
@@ -189,7 +194,8 @@ class ShardCore:
         if doc.get("fingerprint") != model.fingerprint:
             raise SnapshotMismatch(
                 f"snapshot model fingerprint {doc.get('fingerprint')!r} differs from the config's "
-                f"{model.fingerprint!r} (aggregates or segments changed): rebuild from the log")
+                f"{model.fingerprint!r} (aggregates or segments changed): rebuild from the log"
+            )
         shard = cls(model, notify)
         shard.applied_seq = doc["applied_seq"]
         shard.clock = doc["clock"]
@@ -255,8 +261,9 @@ class UserShard:
         ``notify`` replaces the constructor's (a restarted shard gets the reloaded one)."""
         if notify is not None:
             self.notify = frozenset(notify)
-        self.core = (ShardCore.restore(self.model, state, self.notify) if state
-                     else ShardCore(self.model, self.notify))
+        self.core = (
+            ShardCore.restore(self.model, state, self.notify) if state else ShardCore(self.model, self.notify)
+        )
         return self.core.applied_seq
 
     def snapshot(self, expect: int) -> tuple[int, bytes] | None:

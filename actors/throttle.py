@@ -63,7 +63,7 @@ class Caps:
             del self._times[user]
         for ts in self._times.values():
             if ts[0] <= cut:
-                del ts[:bisect.bisect_right(ts, cut)]
+                del ts[: bisect.bisect_right(ts, cut)]
 
     def __len__(self) -> int:
         return len(self._times)

@@ -50,14 +50,20 @@ class Transition(NamedTuple):
     id: str
     segment: str
     user: str
-    kind: str       # "enter" | "exit"
-    at: float       # logical time of the change: the event clock, or the exact deadline
-    seq: int        # log position that caused it (time-caused: the last one applied before)
+    kind: str  # "enter" | "exit"
+    at: float  # logical time of the change: the event clock, or the exact deadline
+    seq: int  # log position that caused it (time-caused: the last one applied before)
 
     def to_map(self) -> dict[str, Any]:
         """The msgpack/JSON map of SPEC section 2."""
-        return {"id": self.id, "segment": self.segment, "user": self.user, "kind": self.kind,
-                "at": self.at, "seq": self.seq}
+        return {
+            "id": self.id,
+            "segment": self.segment,
+            "user": self.user,
+            "kind": self.kind,
+            "at": self.at,
+            "seq": self.seq,
+        }
 
 
 def _intern(s: Any) -> Any:
@@ -106,8 +112,15 @@ class UserActor:
 
     # ------------------------------------------------------------------ the fold
 
-    def apply(self, seq: int, type: str, event: str | None, ts: float | None, clock: float,
-              data: Mapping[str, Any] | None) -> list[Transition]:
+    def apply(
+        self,
+        seq: int,
+        type: str,
+        event: str | None,
+        ts: float | None,
+        clock: float,
+        data: Mapping[str, Any] | None,
+    ) -> list[Transition]:
         """Apply one log row: advance to ``clock``, then fold the event; return transitions.
 
         ``type`` is ``"track"`` (``event`` = name, ``data`` = props) or ``"identify"``
@@ -143,8 +156,15 @@ class UserActor:
             self._reschedule(clock, folded, 0)
         return out
 
-    def _fold(self, aggs: tuple, event: str | None, ts: float, clock: float,
-              data: Mapping[str, Any] | None, folded: list) -> int:
+    def _fold(
+        self,
+        aggs: tuple,
+        event: str | None,
+        ts: float,
+        clock: float,
+        data: Mapping[str, Any] | None,
+        folded: list,
+    ) -> int:
         """Fold a track event into the matching aggregates; return the segments to evaluate."""
         m = self.model
         ctx = self._context(clock)
@@ -185,7 +205,9 @@ class UserActor:
                     continue
                 del traits[key]
             elif old is _MISSING or old.__class__ is not value.__class__ or old != value:
-                traits[_intern(key)] = _intern(value) if value.__class__ is str and len(value) <= 16 else value
+                traits[_intern(key)] = (
+                    _intern(value) if value.__class__ is str and len(value) <= 16 else value
+                )
             else:
                 continue
             changed = True
@@ -240,8 +262,10 @@ class UserActor:
         self.deadline = best
         self._reschedule(t, due, evaluated & m.timed_mask, full=True)
         if self.deadline is not None and self.deadline <= t:
-            raise RuntimeError(f"deadline {self.deadline!r} does not move past {t!r} "
-                               f"for user {self.user!r}: a next_change bug")
+            raise RuntimeError(
+                f"deadline {self.deadline!r} does not move past {t!r} "
+                f"for user {self.user!r}: a next_change bug"
+            )
 
     def _reschedule(self, now: float, aggs: Any, timed: int, full: bool = False) -> None:
         """Update the deadline after an evaluation at ``now``.
@@ -302,8 +326,7 @@ class UserActor:
         m.seg_view.mask = self.members
         return ctx
 
-    def _evaluate(self, dirty: int, now: float, seq: int | None, cause: str,
-                  out: list[Transition]) -> int:
+    def _evaluate(self, dirty: int, now: float, seq: int | None, cause: str, out: list[Transition]) -> int:
         """Evaluate the segments in ``dirty`` (and dependants whose input changed) in
         evaluation order at ``now``; append transitions; return the mask evaluated."""
         m = self.model
@@ -386,9 +409,17 @@ class UserActor:
     def to_state(self) -> list[Any]:
         """Msgpack-able state (valid only with a model of the same fingerprint)."""
         aggs = self.model.aggs
-        return [STATE_FORMAT, self.trait_map() or None, [a.kind.to_msgpack(s) for a, s in zip(aggs, self.aggs, strict=True)],
-                self.members, self.raw, self.last_seq, self.deadline, self.now,
-                list(self.tnext) if self.tnext is not None else None]
+        return [
+            STATE_FORMAT,
+            self.trait_map() or None,
+            [a.kind.to_msgpack(s) for a, s in zip(aggs, self.aggs, strict=True)],
+            self.members,
+            self.raw,
+            self.last_seq,
+            self.deadline,
+            self.now,
+            list(self.tnext) if self.tnext is not None else None,
+        ]
 
     @classmethod
     def from_state(cls, model: Model, user: str, obj: list[Any]) -> UserActor:
@@ -397,11 +428,20 @@ class UserActor:
             raise ValueError(f"user {user!r}: not a user state of format {STATE_FORMAT}")
         _, traits, aggs, members, raw, last_seq, deadline, now, tnext = obj
         if len(aggs) != len(model.aggs):
-            raise ValueError(f"user {user!r}: {len(aggs)} aggregates in the snapshot, "
-                             f"{len(model.aggs)} in the model")
+            raise ValueError(
+                f"user {user!r}: {len(aggs)} aggregates in the snapshot, {len(model.aggs)} in the model"
+            )
         self = cls(model, user)
-        self.traits = _flat({_intern(k): _intern(v) if v.__class__ is str and len(v) <= 16 else v
-                             for k, v in traits.items()}) if traits else None
+        self.traits = (
+            _flat(
+                {
+                    _intern(k): _intern(v) if v.__class__ is str and len(v) <= 16 else v
+                    for k, v in traits.items()
+                }
+            )
+            if traits
+            else None
+        )
         self.aggs = [a.kind.from_msgpack(s) for a, s in zip(model.aggs, aggs, strict=True)]
         self.members = members
         self.raw = raw

@@ -62,12 +62,28 @@ from segd.workload import stream, workload  # noqa: E402
 
 #: Sizes per mode. Full mode takes several minutes on 2 cores; quick stays under 2.
 PLANS = {
-    "quick": {"events": 40_000, "users": 20_000, "fresh_seconds": 2.5, "calm_seconds": 2.0,
-              "memory_sizes": (10_000, 100_000), "memory_base": (1_000, 12_000),
-              "scale_shards": (1, 2), "cluster_shards": (2,), "cluster_events": 20_000},
-    "full": {"events": 300_000, "users": 100_000, "fresh_seconds": 20.0, "calm_seconds": 10.0,
-             "memory_sizes": (100_000, 1_000_000), "memory_base": (10_000, 150_000),
-             "scale_shards": (1, 2, 4), "cluster_shards": (2, 4), "cluster_events": 300_000},
+    "quick": {
+        "events": 40_000,
+        "users": 20_000,
+        "fresh_seconds": 2.5,
+        "calm_seconds": 2.0,
+        "memory_sizes": (10_000, 100_000),
+        "memory_base": (1_000, 12_000),
+        "scale_shards": (1, 2),
+        "cluster_shards": (2,),
+        "cluster_events": 20_000,
+    },
+    "full": {
+        "events": 300_000,
+        "users": 100_000,
+        "fresh_seconds": 20.0,
+        "calm_seconds": 10.0,
+        "memory_sizes": (100_000, 1_000_000),
+        "memory_base": (10_000, 150_000),
+        "scale_shards": (1, 2, 4),
+        "cluster_shards": (2, 4),
+        "cluster_events": 300_000,
+    },
 }
 
 
@@ -90,11 +106,22 @@ async def _send_and_sync(sock: Path, items: list[dict], args: argparse.Namespace
         applied = time.perf_counter() - started
         stats = await c.stats()
     if st.errors or st.sent != len(items):
-        raise RuntimeError(f"ingest: {st.sent} of {len(items)} acknowledged, {st.errors} refused: {st.first_error}")
-    return {"events": st.sent, "ack_seconds": st.seconds, "ack_eps": st.eps, "overloaded": st.overloaded,
-            "applied_seconds": applied, "applied_eps": st.sent / applied, "commits": stats["commits"],
-            "commit_ms_avg": stats["commit_ms_avg"], "events_per_commit": st.sent / max(stats["commits"], 1),
-            "users": stats["users"], "segments": stats["segments"]}
+        raise RuntimeError(
+            f"ingest: {st.sent} of {len(items)} acknowledged, {st.errors} refused: {st.first_error}"
+        )
+    return {
+        "events": st.sent,
+        "ack_seconds": st.seconds,
+        "ack_eps": st.eps,
+        "overloaded": st.overloaded,
+        "applied_seconds": applied,
+        "applied_eps": st.sent / applied,
+        "commits": stats["commits"],
+        "commit_ms_avg": stats["commit_ms_avg"],
+        "events_per_commit": st.sent / max(stats["commits"], 1),
+        "users": stats["users"],
+        "segments": stats["segments"],
+    }
 
 
 class Subscriber(threading.Thread):
@@ -104,8 +131,8 @@ class Subscriber(threading.Thread):
     def __init__(self, sock: Path) -> None:
         super().__init__(name="bench-subscriber", daemon=True)
         self.client = Client(sock, timeout=30)
-        self.ready = threading.Event()      # the daemon acknowledged the subscription
-        self.received: list[tuple[int, str, float]] = []   # (seq, kind, monotonic receive time)
+        self.ready = threading.Event()  # the daemon acknowledged the subscription
+        self.received: list[tuple[int, str, float]] = []  # (seq, kind, monotonic receive time)
 
     def run(self) -> None:
         now = time.monotonic
@@ -144,21 +171,37 @@ async def _freshness(sock: Path, items: list[dict], rate: float, args: argparse.
             if "seq" in r:
                 sent_at[r["seq"]] = at
 
-    st = await stream(sock, items, connections=args.connections, rate=rate, batch=args.batch,
-                      window=args.window, on_ack=on_ack)
+    st = await stream(
+        sock,
+        items,
+        connections=args.connections,
+        rate=rate,
+        batch=args.batch,
+        window=args.window,
+        on_ack=on_ack,
+    )
     async with await AsyncClient.connect(sock) as c:
         await c.sync()
     await asyncio.sleep(0.5)  # the last frames are on their way to the subscriber
     sub.close()
     lat = sorted((recv - sent_at[seq]) * 1000 for seq, _, recv in sub.received if seq in sent_at)
     enters = sum(1 for seq, kind, _ in sub.received if seq in sent_at and kind == "enter")
-    return {"offered_eps": rate, "achieved_eps": st.eps, "events": st.sent, "samples": len(lat),
-            "enters": enters, "p50_ms": benchlib.percentile(lat, 50), "p95_ms": benchlib.percentile(lat, 95),
-            "p99_ms": benchlib.percentile(lat, 99), "max_ms": lat[-1] if lat else float("nan")}
+    return {
+        "offered_eps": rate,
+        "achieved_eps": st.eps,
+        "events": st.sent,
+        "samples": len(lat),
+        "enters": enters,
+        "p50_ms": benchlib.percentile(lat, 50),
+        "p95_ms": benchlib.percentile(lat, 95),
+        "p99_ms": benchlib.percentile(lat, 99),
+        "max_ms": lat[-1] if lat else float("nan"),
+    }
 
 
-def main_daemon(tmp: Path, address: str, items: list[dict], plan: dict, args: argparse.Namespace,
-                out: dict) -> None:
+def main_daemon(
+    tmp: Path, address: str, items: list[dict], plan: dict, args: argparse.Namespace, out: dict
+) -> None:
     """Ingest, then freshness, on one daemon; then replay its log."""
     say(f"raw append limit: {len(items)} rows, {args.batch} per transaction")
     n, seconds = benchlib.raw_append(tmp / "raw" / "events.db", items, args.batch)
@@ -166,8 +209,10 @@ def main_daemon(tmp: Path, address: str, items: list[dict], plan: dict, args: ar
     # Freshness floor: the commit of what one connection sends per 10 ms flush at --rate.
     txn = max(1, int(args.rate * 0.01 / args.connections))
     commits = benchlib.raw_commit_latency(tmp / "raw" / "latency.db", items, txn)
-    out["freshness_limit"] = {"rows_per_commit": txn, **{f"p{q}_ms": benchlib.percentile(commits, q)
-                                                         for q in (50, 95, 99)}}
+    out["freshness_limit"] = {
+        "rows_per_commit": txn,
+        **{f"p{q}_ms": benchlib.percentile(commits, q) for q in (50, 95, 99)},
+    }
 
     config, sock = benchlib.write_config(tmp / "main", shards=args.shards, address=address)
     fresh = list(workload(12, plan["users"], int(args.rate * plan["fresh_seconds"]), None, user_prefix="f"))
@@ -194,14 +239,20 @@ def main_daemon(tmp: Path, address: str, items: list[dict], plan: dict, args: ar
     summary = benchlib.run_replay(config, tmp / "main" / "replay.log")
     rebuild = summary.get("rebuild_seconds", summary["seconds"])
     out["replay_eps"] = summary["replayed"] / rebuild
-    out["replay"] = {"events": summary["replayed"], "log_rows": rows, "rebuild_seconds": rebuild,
-                     "command_seconds": summary["seconds"], "process_seconds": summary["process_seconds"],
-                     "command_eps": summary["replayed"] / summary["seconds"],
-                     "segments_match_live": summary["segments"] == live_sizes}
+    out["replay"] = {
+        "events": summary["replayed"],
+        "log_rows": rows,
+        "rebuild_seconds": rebuild,
+        "command_seconds": summary["seconds"],
+        "process_seconds": summary["process_seconds"],
+        "command_eps": summary["replayed"] / summary["seconds"],
+        "segments_match_live": summary["segments"] == live_sizes,
+    }
 
 
-def scale_run(tmp: Path, name: str, address: str, shards: int, items: list[dict],
-              args: argparse.Namespace) -> float:
+def scale_run(
+    tmp: Path, name: str, address: str, shards: int, items: list[dict], args: argparse.Namespace
+) -> float:
     """Ingest + apply events/s (first send to ``sync``) of a fresh daemon with ``shards``."""
     config, sock = benchlib.write_config(tmp / name, shards=shards, address=address)
     with benchlib.DaemonProcess(config, sock, tmp / name / "daemon.log"):
@@ -210,7 +261,11 @@ def scale_run(tmp: Path, name: str, address: str, shards: int, items: list[dict]
 
 def run(args: argparse.Namespace, tmp: Path) -> dict:
     plan = PLANS["quick" if args.quick else "full"]
-    out: dict = {"mode": "quick" if args.quick else "full", "machine": benchlib.machine(), "shards": args.shards}
+    out: dict = {
+        "mode": "quick" if args.quick else "full",
+        "machine": benchlib.machine(),
+        "shards": args.shards,
+    }
     started = time.perf_counter()
 
     # The memory probe is deterministic (tracemalloc counts bytes, not time), so it runs in
@@ -218,9 +273,20 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     base_users, base_events = plan["memory_base"]
     say(f"memory: shard core, {base_events} events for {base_users} users, then {plan['memory_sizes']} users")
     config, _ = benchlib.write_config(tmp / "model", shards=1, address="")
-    probe = subprocess.Popen([sys.executable, str(HERE / "benchlib.py"), "memory", str(config),
-                              *map(str, plan["memory_sizes"]), "--base", str(base_users), str(base_events)],
-                             stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "benchlib.py"),
+            "memory",
+            str(config),
+            *map(str, plan["memory_sizes"]),
+            "--base",
+            str(base_users),
+            str(base_events),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     cluster = None
     try:
         say("starting a private Ray cluster")
@@ -242,13 +308,17 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                 out["scale_out"][str(shards)] = out["ingest_applied_eps"]
                 continue
             say(f"scale-out: {shards} shard(s), {len(items)} events")
-            out["scale_out"][str(shards)] = scale_run(tmp, f"scale{shards}", cluster.address, shards, items, args)
+            out["scale_out"][str(shards)] = scale_run(
+                tmp, f"scale{shards}", cluster.address, shards, items, args
+            )
         cluster.add_node(num_cpus=1)
         out["cluster"] = {"nodes": cluster.nodes}
-        some = items[:plan["cluster_events"]]
+        some = items[: plan["cluster_events"]]
         for shards in plan["cluster_shards"]:
             say(f"cluster: {cluster.nodes} nodes, {shards} shards, {len(some)} events")
-            out["cluster"][str(shards)] = scale_run(tmp, f"cluster{shards}", cluster.address, shards, some, args)
+            out["cluster"][str(shards)] = scale_run(
+                tmp, f"cluster{shards}", cluster.address, shards, some, args
+            )
     finally:
         if probe.poll() is None:
             probe.kill()
@@ -281,44 +351,100 @@ def print_table(r: dict) -> None:
 
     m = r["machine"]
     console = Console(width=None if sys.stdout.isatty() else 132)
-    console.print(f"[bold]segd bench ({r['mode']}, {r['seconds']:.0f} s)[/bold]: {m['cores']} cores ({m['cpu']}), "
-                  f"{m['ram_gib']} GiB RAM, Python {m['python']}, Ray {m['ray']}, SQLite {m['sqlite']}, {m['os']}")
+    console.print(
+        f"[bold]segd bench ({r['mode']}, {r['seconds']:.0f} s)[/bold]: {m['cores']} cores ({m['cpu']}), "
+        f"{m['ram_gib']} GiB RAM, Python {m['python']}, Ray {m['ray']}, SQLite {m['sqlite']}, {m['os']}"
+    )
     t = Table()
-    for col, just in (("measure", "left"), ("result", "right"), ("physical limit", "right"),
-                      ("ratio", "right"), ("goal", "left")):
+    for col, just in (
+        ("measure", "left"),
+        ("result", "right"),
+        ("physical limit", "right"),
+        ("ratio", "right"),
+        ("goal", "left"),
+    ):
         t.add_column(col, justify=just, no_wrap=col != "goal")
     ing, fr, low, lim = r["ingest"], r["freshness"], r["freshness_low"], r["freshness_limit"]
     rp, mem = r["replay"], r["memory"]
-    t.add_row(f"ingest -> durable ack, {r['shards']} shards", _eps(r["ingest_eps"]),
-              f"{_eps(r['ingest_limit_eps'])} append", f"{r['ingest_ratio']:.2f}", ">= 50,000/s and 0.70")
-    t.add_row(f"  + apply (to sync); {ing['events_per_commit']:,.0f} ev/commit", _eps(r["ingest_applied_eps"]),
-              "", f"{r['ingest_applied_eps'] / r['ingest_limit_eps']:.2f}", "")
-    t.add_row(f"freshness p50/95/99 @ {fr['achieved_eps']:,.0f} ev/s", _ms(fr),
-              f"{_ms(lim)} commit", f"{r['p50_ms'] / lim['p50_ms']:.0f}x", "p50 <= 5, p99 <= 50")
-    t.add_row(f"  @ {low['achieved_eps']:,.0f} ev/s (unloaded)", _ms(low), "",
-              f"{low['p50_ms'] / lim['p50_ms']:.0f}x", "")
-    t.add_row(f"replay rebuild, {rp['events']:,} events", _eps(r["replay_eps"]),
-              f"{_eps(r['replay_limit_eps'])} scan", f"{r['replay_ratio']:.2f}", ">= 0.70")
-    t.add_row(f"  whole segd replay, {rp['command_seconds']:.1f} s", _eps(rp["command_eps"]), "",
-              f"{rp['command_eps'] / r['replay_limit_eps']:.2f}", "")
-    t.add_row(f"memory, live shard, {mem['base_users']:,} users", f"{mem['live_bytes_per_user']:,} B/user",
-              f"{mem['live_snapshot_bytes_per_user']:,} B snapshot", "", "<= 1,024 B")
+    t.add_row(
+        f"ingest -> durable ack, {r['shards']} shards",
+        _eps(r["ingest_eps"]),
+        f"{_eps(r['ingest_limit_eps'])} append",
+        f"{r['ingest_ratio']:.2f}",
+        ">= 50,000/s and 0.70",
+    )
+    t.add_row(
+        f"  + apply (to sync); {ing['events_per_commit']:,.0f} ev/commit",
+        _eps(r["ingest_applied_eps"]),
+        "",
+        f"{r['ingest_applied_eps'] / r['ingest_limit_eps']:.2f}",
+        "",
+    )
+    t.add_row(
+        f"freshness p50/95/99 @ {fr['achieved_eps']:,.0f} ev/s",
+        _ms(fr),
+        f"{_ms(lim)} commit",
+        f"{r['p50_ms'] / lim['p50_ms']:.0f}x",
+        "p50 <= 5, p99 <= 50",
+    )
+    t.add_row(
+        f"  @ {low['achieved_eps']:,.0f} ev/s (unloaded)",
+        _ms(low),
+        "",
+        f"{low['p50_ms'] / lim['p50_ms']:.0f}x",
+        "",
+    )
+    t.add_row(
+        f"replay rebuild, {rp['events']:,} events",
+        _eps(r["replay_eps"]),
+        f"{_eps(r['replay_limit_eps'])} scan",
+        f"{r['replay_ratio']:.2f}",
+        ">= 0.70",
+    )
+    t.add_row(
+        f"  whole segd replay, {rp['command_seconds']:.1f} s",
+        _eps(rp["command_eps"]),
+        "",
+        f"{rp['command_eps'] / r['replay_limit_eps']:.2f}",
+        "",
+    )
+    t.add_row(
+        f"memory, live shard, {mem['base_users']:,} users",
+        f"{mem['live_bytes_per_user']:,} B/user",
+        f"{mem['live_snapshot_bytes_per_user']:,} B snapshot",
+        "",
+        "<= 1,024 B",
+    )
     for size, v in mem["sizes"].items():
-        t.add_row(f"memory, restored, {int(size):,} users", f"{v['bytes_per_user']:,} B/user",
-                  f"{v['snapshot_bytes_per_user']:,} B snapshot", "", "<= 1,024 B")
+        t.add_row(
+            f"memory, restored, {int(size):,} users",
+            f"{v['bytes_per_user']:,} B/user",
+            f"{v['snapshot_bytes_per_user']:,} B snapshot",
+            "",
+            "<= 1,024 B",
+        )
     one = r["scale_out"].get("1")
     for shards, eps in r["scale_out"].items():
-        t.add_row(f"scale-out, {shards} shard(s), 1 node", _eps(eps), "", f"{eps / one:.2f}x" if one else "", "")
+        t.add_row(
+            f"scale-out, {shards} shard(s), 1 node", _eps(eps), "", f"{eps / one:.2f}x" if one else "", ""
+        )
     for shards, eps in r["cluster"].items():
         if shards != "nodes":
-            t.add_row(f"scale-out, {shards} shards, {r['cluster']['nodes']} nodes", _eps(eps), "",
-                      f"{eps / one:.2f}x" if one else "", "")
+            t.add_row(
+                f"scale-out, {shards} shards, {r['cluster']['nodes']} nodes",
+                _eps(eps),
+                "",
+                f"{eps / one:.2f}x" if one else "",
+                "",
+            )
     console.print(t)
-    console.print(f"Limits are measured in this run: a raw SQLite append ({r['ingest']['events']:,} rows, same "
-                  "schema, WAL, synchronous=FULL, --batch rows per transaction), the durable commit of "
-                  f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
-                  "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
-                  "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard.")
+    console.print(
+        f"Limits are measured in this run: a raw SQLite append ({r['ingest']['events']:,} rows, same "
+        "schema, WAL, synchronous=FULL, --batch rows per transaction), the durable commit of "
+        f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
+        "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
+        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,8 +60,9 @@ def build_model(config_path: Path) -> Model:
     """The config's model, with synthetic segments added up to TARGET_SEGMENTS."""
     config = load_config(config_path)
     missing = max(0, TARGET_SEGMENTS - len(config.segments))
-    extra = tuple(SegmentConfig(name=f"bench_{i}", when=EXTRA_SEGMENTS[i % len(EXTRA_SEGMENTS)])
-                  for i in range(missing))
+    extra = tuple(
+        SegmentConfig(name=f"bench_{i}", when=EXTRA_SEGMENTS[i % len(EXTRA_SEGMENTS)]) for i in range(missing)
+    )
     return Model.compile(dataclasses.replace(config, segments=config.segments + extra))
 
 
@@ -82,13 +83,19 @@ def make_rows(n: int, users: int, days: float, seed: int) -> Iterator[tuple]:
             body = {"category": rng.choice(CATEGORIES), "price": round(rng.uniform(5, 400), 2), "qty": 1}
             yield (seq, user, "track", "add_to_cart", ts, clock, msgpack.packb(body))
         elif r < 0.90:
-            body = {"price": round(rng.uniform(10, 600), 2),
-                    "discount": rng.choice([0, 0, 0, 5, 10, 20]), "order_id": f"o{seq}"}
+            body = {
+                "price": round(rng.uniform(10, 600), 2),
+                "discount": rng.choice([0, 0, 0, 5, 10, 20]),
+                "order_id": f"o{seq}",
+            }
             yield (seq, user, "track", "purchase", ts, clock, msgpack.packb(body))
         else:
-            body = {"first_name": rng.choice(["Ann", "Bob", "Cyd", "Dee"]),
-                    "email": f"{user}@example.com", "plan": rng.choice(["free", "pro", None]),
-                    "country": rng.choice(["DE", "FR", "US"])}
+            body = {
+                "first_name": rng.choice(["Ann", "Bob", "Cyd", "Dee"]),
+                "email": f"{user}@example.com",
+                "plan": rng.choice(["free", "pro", None]),
+                "country": rng.choice(["DE", "FR", "US"]),
+            }
             yield (seq, user, "identify", None, ts, clock, msgpack.packb(body))
 
 
@@ -135,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    mem_shard, _ = feed(model, batches(make_rows(args.events, args.users, args.days, args.seed),
-                                       args.batch))
+    mem_shard, _ = feed(model, batches(make_rows(args.events, args.users, args.days, args.seed), args.batch))
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
@@ -160,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         width = max(map(len, result))
         for key, value in result.items():
-            print(f"{key:<{width}}  {value:>12,}" if isinstance(value, int) else f"{key:<{width}}  {value:>12}")
+            print(
+                f"{key:<{width}}  {value:>12,}" if isinstance(value, int) else f"{key:<{width}}  {value:>12}"
+            )
     return 0
 
 

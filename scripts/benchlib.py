@@ -41,11 +41,15 @@ from segd.workload import DAY, workload  # noqa: E402
 from store import schema  # noqa: E402
 
 T0 = 1_700_000_000.0
-_INSERT = ("INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = (
+    "INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # The query EventLog.scan runs (store/eventlog.py), paged the same way.
-_SCAN = ("SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events "
-         "WHERE seq > ? ORDER BY seq LIMIT ?")
+_SCAN = (
+    "SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events "
+    "WHERE seq > ? ORDER BY seq LIMIT ?"
+)
 
 
 # ---------------------------------------------------------------------- the machine
@@ -64,27 +68,45 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cores": os.cpu_count(), "ram_gib": round(ram / 2**30, 1), "cpu": cpu,
-            "python": platform.python_version(), "ray": ray.__version__, "sqlite": sqlite3.sqlite_version,
-            "os": f"{platform.system()} {platform.release()}"}
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(ram / 2**30, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "os": f"{platform.system()} {platform.release()}",
+    }
 
 
 # ---------------------------------------------------------------------- the bench config
 
 
-def config_text(data_dir: Path, socket: Path, *, shards: int, address: str, clock: str = "wall",
-                base: Path = ROOT / "config.toml") -> str:
+def config_text(
+    data_dir: Path,
+    socket: Path,
+    *,
+    shards: int,
+    address: str,
+    clock: str = "wall",
+    base: Path = ROOT / "config.toml",
+) -> str:
     """``base`` (the default config.toml: 10 aggregates, its segments, channels, campaigns)
     with our ``[daemon]`` and ``[ray]`` tables, topped up to TARGET_SEGMENTS segments with
     realistic rules over the same aggregates (scripts/bench_core.py's EXTRA_SEGMENTS)."""
     blocks = re.split(r"(?m)^(?=\[)", base.read_text())
     kept = [b for b in blocks if not re.match(r"\[(daemon|ray)\]", b)]
     existing = len(re.findall(r"(?m)^\[segments\.", base.read_text()))
-    extra = [f'[segments.bench_{i}]\ndescription = "bench rule {i}"\nwhen = "{rule}"\n'
-             for i, rule in enumerate(itertools.islice(itertools.cycle(EXTRA_SEGMENTS),
-                                                       max(0, TARGET_SEGMENTS - existing)))]
-    head = (f'[daemon]\ndata_dir = "{data_dir}"\nsocket = "{socket}"\nclock = "{clock}"\ntick = "1s"\n\n'
-            f'[ray]\naddress = "{address}"\nshards = {shards}\n\n')
+    extra = [
+        f'[segments.bench_{i}]\ndescription = "bench rule {i}"\nwhen = "{rule}"\n'
+        for i, rule in enumerate(
+            itertools.islice(itertools.cycle(EXTRA_SEGMENTS), max(0, TARGET_SEGMENTS - existing))
+        )
+    ]
+    head = (
+        f'[daemon]\ndata_dir = "{data_dir}"\nsocket = "{socket}"\nclock = "{clock}"\ntick = "1s"\n\n'
+        f'[ray]\naddress = "{address}"\nshards = {shards}\n\n'
+    )
     return head + "".join(kept).rstrip() + "\n\n" + "\n".join(extra)
 
 
@@ -113,13 +135,19 @@ class DaemonProcess:
 
     def start(self, timeout: float = 180) -> DaemonProcess:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "segd", "run", "--config", str(self.config)],
-                                         stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "segd", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"segd run exited with {self.proc.returncode}; its log ({self.log}) ends:\n"
-                                   + self.log.read_text()[-3000:])
+                raise RuntimeError(
+                    f"segd run exited with {self.proc.returncode}; its log ({self.log}) ends:\n"
+                    + self.log.read_text()[-3000:]
+                )
             try:
                 with Client(self.socket, timeout=10) as c:
                     c.ping()
@@ -162,8 +190,9 @@ class PrivateCluster:
             raise RuntimeError("set RAY_TMPDIR to a private directory before starting the bench cluster")
         from ray.cluster_utils import Cluster
 
-        self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": num_cpus,
-                                                                     "include_dashboard": False})
+        self.cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": num_cpus, "include_dashboard": False}
+        )
 
     @property
     def address(self) -> str:
@@ -191,8 +220,13 @@ def run_replay(config: Path, log: Path, timeout: float = 1800) -> dict:
     from datetime import datetime
 
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "segd", "replay", "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "segd", "replay", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     elapsed = time.perf_counter() - started
     log.write_text(done.stderr)
     if done.returncode != 0:
@@ -226,8 +260,19 @@ def _log_rows(path: Path, items: list[dict]) -> tuple[sqlite3.Connection, list[t
     for seq, it in enumerate(items, 1):
         track = it["type"] == "track"
         body = msgpack.packb(it.get("props" if track else "traits") or {}, use_bin_type=True)
-        params.append((seq, it["user"], it["type"], it.get("event"), it.get("ts", now), now,
-                       body if track else None, None if track else body, it.get("msg_id")))
+        params.append(
+            (
+                seq,
+                it["user"],
+                it["type"],
+                it.get("event"),
+                it.get("ts", now),
+                now,
+                body if track else None,
+                None if track else body,
+                it.get("msg_id"),
+            )
+        )
     return db.conn, params
 
 
@@ -244,7 +289,7 @@ def raw_append(path: Path, items: list[dict], txn: int) -> tuple[int, float]:
     conn, params = _log_rows(path, items)
     started = time.perf_counter()
     for i in range(0, len(params), txn):
-        _commit(conn, params[i:i + txn])
+        _commit(conn, params[i : i + txn])
     seconds = time.perf_counter() - started
     conn.close()
     return len(params), seconds
@@ -253,11 +298,11 @@ def raw_append(path: Path, items: list[dict], txn: int) -> tuple[int, float]:
 def raw_commit_latency(path: Path, items: list[dict], txn: int, commits: int = 200) -> list[float]:
     """Milliseconds of each of ``commits`` durable transactions of ``txn`` rows, one after
     the other into a fresh log file: the floor under any event -> transition latency."""
-    conn, params = _log_rows(path, items[:txn * commits])
+    conn, params = _log_rows(path, items[: txn * commits])
     out = []
     for i in range(0, len(params), txn):
         started = time.perf_counter()
-        _commit(conn, params[i:i + txn])
+        _commit(conn, params[i : i + txn])
         out.append((time.perf_counter() - started) * 1000)
     conn.close()
     return sorted(out)
@@ -307,8 +352,9 @@ def _traced(fn) -> tuple[object, int]:
         tracemalloc.stop()
 
 
-def shard_memory(config: Path, sizes: Iterable[int], *, base_users: int, base_events: int,
-                 seed: int = 7, batch: int = 2000) -> dict:
+def shard_memory(
+    config: Path, sizes: Iterable[int], *, base_users: int, base_events: int, seed: int = 7, batch: int = 2000
+) -> dict:
     """Bytes per user held by one ShardCore with the bench model, measured with tracemalloc.
 
     A base population (``base_events`` loadgen events over 30 days for up to ``base_users``
@@ -326,15 +372,19 @@ def shard_memory(config: Path, sizes: Iterable[int], *, base_users: int, base_ev
         for i in range(0, len(rows), batch):
             # A fresh str per row, as after Ray's deserialization: the shard keeps the first
             # one per user as its key, which must be counted.
-            shard.apply_batch([(r[0], r[1].encode().decode(), *r[2:]) for r in rows[i:i + batch]])
+            shard.apply_batch([(r[0], r[1].encode().decode(), *r[2:]) for r in rows[i : i + batch]])
         return shard
 
     shard, live_bytes = _traced(functools.partial(feed, rows))
     blob = shard.snapshot()
     base = msgpack.unpackb(blob, raw=False)
-    out = {"base_users": shard.users, "base_events": base_events,
-           "live_bytes_per_user": round(live_bytes / shard.users),
-           "live_snapshot_bytes_per_user": round(len(blob) / shard.users), "sizes": {}}
+    out = {
+        "base_users": shard.users,
+        "base_events": base_events,
+        "live_bytes_per_user": round(live_bytes / shard.users),
+        "live_snapshot_bytes_per_user": round(len(blob) / shard.users),
+        "sizes": {},
+    }
     del shard, rows
     states = [state for _, state in base["users"]]
     for size in sizes:
@@ -344,8 +394,10 @@ def shard_memory(config: Path, sizes: Iterable[int], *, base_users: int, base_ev
         del doc
         restored, used = _traced(lambda b=blob: ShardCore.restore(model, b))
         assert restored.users == size
-        out["sizes"][size] = {"bytes_per_user": round(used / size),
-                              "snapshot_bytes_per_user": round(len(blob) / size)}
+        out["sizes"][size] = {
+            "bytes_per_user": round(used / size),
+            "snapshot_bytes_per_user": round(len(blob) / size),
+        }
         del restored, blob
         gc.collect()
     return out
@@ -371,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sizes", type=int, nargs="+")
     p.add_argument("--base", type=int, nargs=2, metavar=("USERS", "EVENTS"), default=(2_000, 30_000))
     args = p.parse_args(argv)
-    print(json.dumps(shard_memory(args.config, args.sizes, base_users=args.base[0], base_events=args.base[1])))
+    print(
+        json.dumps(shard_memory(args.config, args.sizes, base_users=args.base[0], base_events=args.base[1]))
+    )
     return 0
 
 

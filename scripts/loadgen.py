@@ -38,16 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1000, help="items per batch request (at most 10,000)")
     p.add_argument("--window", type=int, default=8, help="batches in flight per connection")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--start-ts", default="live", metavar="TS|live",
-                   help="event time of the first event (seconds since the epoch), or 'live' (default): "
-                        "no ts, the daemon stamps its receive time")
-    p.add_argument("--span", type=float, default=30 * DAY, help="seconds of event time the workload covers "
-                   "when --start-ts is a time (default 30 days)")
+    p.add_argument(
+        "--start-ts",
+        default="live",
+        metavar="TS|live",
+        help="event time of the first event (seconds since the epoch), or 'live' (default): "
+        "no ts, the daemon stamps its receive time",
+    )
+    p.add_argument(
+        "--span",
+        type=float,
+        default=30 * DAY,
+        help="seconds of event time the workload covers when --start-ts is a time (default 30 days)",
+    )
     p.add_argument("--user-prefix", default="u", help="user ids are PREFIX0000042 (default 'u')")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--out", type=Path, help="write the workload to FILE (JSON lines) instead of sending it")
-    group.add_argument("--from", dest="source", type=Path, metavar="FILE",
-                       help="send the items of FILE (written by --out) instead of generating them")
+    group.add_argument(
+        "--out", type=Path, help="write the workload to FILE (JSON lines) instead of sending it"
+    )
+    group.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="FILE",
+        help="send the items of FILE (written by --out) instead of generating them",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
@@ -55,8 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start_ts = None if args.start_ts == "live" else float(args.start_ts)
-    items = (read_items(args.source) if args.source else
-             workload(args.seed, args.users, args.events, start_ts, span=args.span, user_prefix=args.user_prefix))
+    items = (
+        read_items(args.source)
+        if args.source
+        else workload(
+            args.seed, args.users, args.events, start_ts, span=args.span, user_prefix=args.user_prefix
+        )
+    )
     if args.out:
         started = time.monotonic()
         n = write_items(args.out, items)
@@ -67,8 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     from segd.errors import ConnectError
 
     try:
-        stats = asyncio.run(stream(args.socket, items, connections=args.connections, rate=args.rate,
-                                   batch=args.batch, window=args.window))
+        stats = asyncio.run(
+            stream(
+                args.socket,
+                items,
+                connections=args.connections,
+                rate=args.rate,
+                batch=args.batch,
+                window=args.window,
+            )
+        )
     except ConnectError as exc:
         print(f"loadgen: {exc}", file=sys.stderr)
         return 2
@@ -78,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = f"; {stats.duplicates} duplicates" if stats.duplicates else ""
         extra += f"; {stats.errors} refused ({stats.first_error})" if stats.errors else ""
         extra += f"; {stats.overloaded} overloaded retries" if stats.overloaded else ""
-        print(f"sent {stats.sent} events in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s "
-              f"over {args.connections} connections{extra}")
+        print(
+            f"sent {stats.sent} events in {stats.seconds:.2f} s: {stats.eps:,.0f} events/s "
+            f"over {args.connections} connections{extra}"
+        )
     return 1 if stats.errors else 0
 
 

@@ -29,8 +29,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--config", type=Path, default=None,
-                        help="config file (default ./config.toml; embedded defaults if absent)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default ./config.toml; embedded defaults if absent)",
+    )
     client = _Parser(add_help=False)
     client.add_argument("--socket", type=Path, default=None, help="daemon socket (default: from config)")
     client.add_argument("--json", action="store_true", help="print JSON")
@@ -45,23 +49,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("send", parents=[common, client], help="send one track event")
     p.add_argument("event")
     p.add_argument("--user", required=True)
-    p.add_argument("--prop", action="append", default=[], metavar="K=V",
-                   help="an event property; V is parsed as JSON when it can be (42, true, \"x\")")
+    p.add_argument(
+        "--prop",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help='an event property; V is parsed as JSON when it can be (42, true, "x")',
+    )
     p.add_argument("--ts", type=float, default=None, help="event time, seconds since the epoch")
     p.add_argument("--msg-id", default=None, help="idempotency key")
 
     p = sub.add_parser("identify", parents=[common, client], help="set traits of a user")
     p.add_argument("--user", required=True)
-    p.add_argument("traits", nargs="+", metavar="K=V", help="V parsed as JSON when it can be; 'k=null' removes k")
+    p.add_argument(
+        "traits", nargs="+", metavar="K=V", help="V parsed as JSON when it can be; 'k=null' removes k"
+    )
     p.add_argument("--ts", type=float, default=None)
     p.add_argument("--msg-id", default=None)
 
     sub.add_parser("stats", parents=[common, client], help="daemon statistics")
-    p = sub.add_parser("forget", parents=[common, client],
-                       help="erase a user: events, state, history, messages (no message is sent)")
+    p = sub.add_parser(
+        "forget",
+        parents=[common, client],
+        help="erase a user: events, state, history, messages (no message is sent)",
+    )
     p.add_argument("user")
-    sub.add_parser("campaigns", parents=[common, client],
-                   help="per campaign and variant: sent, suppressed, conversions, conversion rate")
+    sub.add_parser(
+        "campaigns",
+        parents=[common, client],
+        help="per campaign and variant: sent, suppressed, conversions, conversion rate",
+    )
 
     p = sub.add_parser("user", parents=[common, client], help="a user's traits, aggregates and segments")
     p.add_argument("user")
@@ -75,14 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", parents=[common], help="rebuild every derived store from the log, offline")
     p.add_argument("--until", type=int, default=None, metavar="SEQ", help="stop at this log position")
-    p.add_argument("--no-dispatch", action="store_true", help="send no messages (dispatch is never "
-                   "repeated by a replay either way: the outbox remembers every message id)")
-    p = sub.add_parser("demo", parents=[common], help="run segd on a temporary data dir with a live shop "
-                       "workload: segments filling, messages going out")
+    p.add_argument(
+        "--no-dispatch",
+        action="store_true",
+        help="send no messages (dispatch is never "
+        "repeated by a replay either way: the outbox remembers every message id)",
+    )
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run segd on a temporary data dir with a live shop "
+        "workload: segments filling, messages going out",
+    )
     p.add_argument("--seconds", type=float, default=None, help="stop after this long and print a summary")
     p.add_argument("--rate", type=float, default=1000.0, help="events per second (default 1000)")
     p.add_argument("--users", type=int, default=5000, help="distinct users in the workload (default 5000)")
-    p.add_argument("--ray-address", default=None, help=argparse.SUPPRESS)   # tests: join their Ray
+    p.add_argument("--ray-address", default=None, help=argparse.SUPPRESS)  # tests: join their Ray
     return parser
 
 
@@ -148,8 +173,10 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from actors.model import Model
 
     Model.compile(config)  # raises ConfigError naming each bad expression
-    print(f"{config.label}: ok: {len(config.aggregates)} aggregates, {len(config.segments)} segments, "
-          f"{len(config.channels)} channels, {len(config.campaigns)} campaigns")
+    print(
+        f"{config.label}: ok: {len(config.aggregates)} aggregates, {len(config.segments)} segments, "
+        f"{len(config.channels)} channels, {len(config.campaigns)} campaigns"
+    )
     return EXIT_OK
 
 
@@ -178,7 +205,9 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
 
     table = Table("metric", "value", title="segd stats", show_lines=False)
     for key, value in _flatten(r):
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        table.add_row(
+            key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        )
     Console().print(table)
     return EXIT_OK
 
@@ -199,18 +228,26 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     from segd.demo import run_demo
 
     if config.path is None:
-        print("segd demo: needs a config with segments and campaigns: run it where config.toml is, "
-              "or pass --config", file=sys.stderr)
+        print(
+            "segd demo: needs a config with segments and campaigns: run it where config.toml is, "
+            "or pass --config",
+            file=sys.stderr,
+        )
         return EXIT_USER
-    os.environ.setdefault("SEGD_LOG_LEVEL", "warning")   # the live view is the output; Ray workers inherit
+    os.environ.setdefault("SEGD_LOG_LEVEL", "warning")  # the live view is the output; Ray workers inherit
     logs.configure(os.environ["SEGD_LOG_LEVEL"])
-    summary = asyncio.run(run_demo(config.path, seconds=args.seconds, rate=args.rate, users=args.users,
-                                   ray_address=args.ray_address))
+    summary = asyncio.run(
+        run_demo(
+            config.path, seconds=args.seconds, rate=args.rate, users=args.users, ray_address=args.ray_address
+        )
+    )
     m = summary["messages"]
-    print(f"\n{summary['events']:,} events from {summary['users']:,} users, "
-          f"{summary['transitions']:,} transitions; messages: {m['sent']:,} sent, {m['pending']:,} pending "
-          f"({m['deferred']:,} deferred by quiet hours), {sum(m['suppressed'].values()):,} suppressed "
-          f"{json.dumps(m['suppressed'], sort_keys=True)}, {m['holdout']:,} held out")
+    print(
+        f"\n{summary['events']:,} events from {summary['users']:,} users, "
+        f"{summary['transitions']:,} transitions; messages: {m['sent']:,} sent, {m['pending']:,} pending "
+        f"({m['deferred']:,} deferred by quiet hours), {sum(m['suppressed'].values()):,} suppressed "
+        f"{json.dumps(m['suppressed'], sort_keys=True)}, {m['holdout']:,} held out"
+    )
     for name, size in sorted(summary["segments"].items()):
         print(f"  {name:<24} {size:>7,}")
     return EXIT_OK
@@ -226,15 +263,19 @@ def cmd_forget(args: argparse.Namespace, config: Config) -> int:
 def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
     with _client(args, config) as c:
         r = c.campaigns()
-    head = f"{'campaign':<20} {'variant':<10} {'assigned':>8} {'sent':>7} {'pending':>7} {'suppressed':>10} " \
-           f"{'dead':>5} {'conv':>6} {'rate':>7}"
+    head = (
+        f"{'campaign':<20} {'variant':<10} {'assigned':>8} {'sent':>7} {'pending':>7} {'suppressed':>10} "
+        f"{'dead':>5} {'conv':>6} {'rate':>7}"
+    )
     lines = [head]
     for camp in r["campaigns"]:
         for v in camp["variants"]:
             rate = "-" if v["conversion_rate"] is None else f"{v['conversion_rate']:.2%}"
-            lines.append(f"{camp['campaign']:<20} {v['variant'] or '-':<10} {v['assigned']:>8} {v['sent']:>7} "
-                         f"{v['pending']:>7} {sum(v['suppressed'].values()):>10} {v['dead']:>5} "
-                         f"{v['conversions']:>6} {rate:>7}")
+            lines.append(
+                f"{camp['campaign']:<20} {v['variant'] or '-':<10} {v['assigned']:>8} {v['sent']:>7} "
+                f"{v['pending']:>7} {sum(v['suppressed'].values()):>10} {v['dead']:>5} "
+                f"{v['conversions']:>6} {rate:>7}"
+            )
     _show(args, r, "\n".join(lines))
     return EXIT_OK
 
@@ -242,10 +283,16 @@ def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
 def cmd_user(args: argparse.Namespace, config: Config) -> int:
     with _client(args, config) as c:
         r = c.user(args.user)
-    text = [f"user      {r['user']}  (last seq {r['last_seq']})",
+    text = (
+        [
+            f"user      {r['user']}  (last seq {r['last_seq']})",
             f"segments  {', '.join(r['segments']) or '-'}",
-            "traits"] + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["traits"].items())] + \
-        ["aggregates"] + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["aggregates"].items())]
+            "traits",
+        ]
+        + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["traits"].items())]
+        + ["aggregates"]
+        + [f"  {k} = {json.dumps(v)}" for k, v in sorted(r["aggregates"].items())]
+    )
     _show(args, r, "\n".join(text))
     return EXIT_OK
 
@@ -255,8 +302,14 @@ def cmd_segments(args: argparse.Namespace, config: Config) -> int:
         r = c.segments()
     rows = r["segments"]
     width = max((len(s["name"]) for s in rows), default=4)
-    _show(args, r, "\n".join([f"{'name':<{width}}  {'size':>9}  description"]
-                             + [f"{s['name']:<{width}}  {s['size']:>9}  {s['description']}" for s in rows]))
+    _show(
+        args,
+        r,
+        "\n".join(
+            [f"{'name':<{width}}  {'size':>9}  description"]
+            + [f"{s['name']:<{width}}  {s['size']:>9}  {s['description']}" for s in rows]
+        ),
+    )
     return EXIT_OK
 
 
@@ -309,8 +362,17 @@ class _ProgressBar:
 
 
 _COMMANDS = {
-    "run": cmd_run, "check": cmd_check, "send": cmd_send, "identify": cmd_identify, "stats": cmd_stats,
-    "campaigns": cmd_campaigns, "forget": cmd_forget, "demo": cmd_demo,
-    "user": cmd_user, "segments": cmd_segments, "segment": cmd_segment, "subscribe": cmd_subscribe,
+    "run": cmd_run,
+    "check": cmd_check,
+    "send": cmd_send,
+    "identify": cmd_identify,
+    "stats": cmd_stats,
+    "campaigns": cmd_campaigns,
+    "forget": cmd_forget,
+    "demo": cmd_demo,
+    "user": cmd_user,
+    "segments": cmd_segments,
+    "segment": cmd_segment,
+    "subscribe": cmd_subscribe,
     "replay": cmd_replay,
 }

@@ -18,7 +18,7 @@ from typing import Any
 from segd import protocol
 from segd.errors import ConnectError, RemoteError
 
-DEFAULT_MAX_FRAME = 64 << 20   # what a client accepts; the server enforces its own limit
+DEFAULT_MAX_FRAME = 64 << 20  # what a client accepts; the server enforces its own limit
 
 
 class _Ops:
@@ -30,8 +30,15 @@ class _Ops:
     def ping(self) -> Any:
         return self.call("ping")
 
-    def track(self, user: str, event: str, props: dict | None = None, *, ts: float | None = None,
-              msg_id: str | None = None) -> Any:
+    def track(
+        self,
+        user: str,
+        event: str,
+        props: dict | None = None,
+        *,
+        ts: float | None = None,
+        msg_id: str | None = None,
+    ) -> Any:
         return self.call("track", **_drop_none(user=user, event=event, props=props, ts=ts, msg_id=msg_id))
 
     def identify(self, user: str, traits: dict, *, ts: float | None = None, msg_id: str | None = None) -> Any:
@@ -86,8 +93,14 @@ def _chunks(events: Iterable[dict], size: int) -> Iterator[list[dict]]:
 class Client(_Ops):
     """A blocking client. One request at a time unless ``pipeline``/``send_events`` is used."""
 
-    def __init__(self, socket_path: str | Path | None = None, *, tcp: str | None = None,
-                 token: str | None = None, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        socket_path: str | Path | None = None,
+        *,
+        tcp: str | None = None,
+        token: str | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
         try:
             if tcp:
                 host, _, port = tcp.rpartition(":")
@@ -183,8 +196,9 @@ class AsyncClient(_Ops):
         self._pump = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, socket_path: str | Path | None = None, *, tcp: str | None = None,
-                      token: str | None = None) -> AsyncClient:
+    async def connect(
+        cls, socket_path: str | Path | None = None, *, tcp: str | None = None, token: str | None = None
+    ) -> AsyncClient:
         try:
             if tcp:
                 host, _, port = tcp.rpartition(":")

@@ -41,42 +41,68 @@ from segd.config_values import (  # noqa: F401  (parse_* are part of this module
 from segd.errors import ConfigError
 
 AGGREGATE_KINDS = (
-    "count", "sum", "min", "max", "avg", "first", "last", "first_time", "last_time", "distinct",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "first",
+    "last",
+    "first_time",
+    "last_time",
+    "distinct",
 )
 #: Kinds that aggregate a value and so need ``of``; the others only look at event times.
 VALUE_KINDS = frozenset({"sum", "min", "max", "avg", "first", "last", "distinct"})
 #: Words of the rule language that cannot name an aggregate.
-RESERVED_NAMES = frozenset({
-    "and", "or", "not", "in", "true", "false", "null", "traits", "props", "event",
-    "now", "days_since", "hours_since", "exists", "segment",
-})
+RESERVED_NAMES = frozenset(
+    {
+        "and",
+        "or",
+        "not",
+        "in",
+        "true",
+        "false",
+        "null",
+        "traits",
+        "props",
+        "event",
+        "now",
+        "days_since",
+        "hours_since",
+        "exists",
+        "segment",
+    }
+)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """``[daemon]``: where the daemon keeps its data and how it listens."""
 
     data_dir: Path = Path("var")
     socket: Path = Path("var/segd.sock")
-    tcp: str = ""                   # "host:port"; empty = TCP off
-    token: str = ""                 # shared secret, required when tcp is set
-    clock: str = "wall"             # "wall" | "event"
-    tick: float = 1.0               # seconds between timer advances in wall mode
-    max_frame: int = 4 << 20        # bytes
-    synchronous: str = "full"       # SQLite synchronous for the log: "full" | "normal"
-    max_pending: int = 200_000      # events waiting for a commit before `overloaded`
+    tcp: str = ""  # "host:port"; empty = TCP off
+    token: str = ""  # shared secret, required when tcp is set
+    clock: str = "wall"  # "wall" | "event"
+    tick: float = 1.0  # seconds between timer advances in wall mode
+    max_frame: int = 4 << 20  # bytes
+    synchronous: str = "full"  # SQLite synchronous for the log: "full" | "normal"
+    max_pending: int = 200_000  # events waiting for a commit before `overloaded`
     max_connections: int = 1024
-    snapshot_every: int = 100_000   # events a shard applies between snapshots
-    metrics: str = ""               # "host:port" of the Prometheus endpoint; empty = off
+    snapshot_every: int = 100_000  # events a shard applies between snapshots
+    metrics: str = ""  # "host:port" of the Prometheus endpoint; empty = off
 
 
 @dataclass(frozen=True)
 class RayConfig:
     """``[ray]``: the Ray cluster to start or join and the size of the actor pools."""
 
-    address: str = ""               # "" start a local Ray; "auto" or "host:port" join
+    address: str = ""  # "" start a local Ray; "auto" or "host:port" join
     shards: int = 2
-    num_cpus: int = 0               # for a local Ray; 0 = Ray's own default
+    num_cpus: int = 0  # for a local Ray; 0 = Ray's own default
 
 
 @dataclass(frozen=True)
@@ -86,9 +112,9 @@ class AggregateConfig:
     name: str
     kind: str
     event: str = "*"
-    of: str | None = None           # expression over the event (props.NAME...)
-    where: str | None = None        # filter expression over the event
-    within: float | None = None     # sliding window in seconds; None = lifetime
+    of: str | None = None  # expression over the event (props.NAME...)
+    where: str | None = None  # filter expression over the event
+    within: float | None = None  # sliding window in seconds; None = lifetime
 
 
 @dataclass(frozen=True)
@@ -141,8 +167,9 @@ def load_config(path: str | Path | None) -> Config:
     return parse_config(raw, label=label, base=path.parent, path=path)
 
 
-def parse_config(raw: dict[str, Any], *, label: str = "<config>", base: Path = Path("."),
-                 path: Path | None = None) -> Config:
+def parse_config(
+    raw: dict[str, Any], *, label: str = "<config>", base: Path = Path("."), path: Path | None = None
+) -> Config:
     """Validate an already-parsed TOML document; see ``load_config``."""
     p = _Parser(label, base)
     cfg = p.config(raw, path)
@@ -164,8 +191,16 @@ class _Parser(DispatchSections):
 
     # --- typed getters: each records a problem and returns the default on failure ---
 
-    def take(self, table: str, raw: dict, key: str, kind: type | tuple, default: Any,
-             what: str, required: bool = False) -> Any:
+    def take(
+        self,
+        table: str,
+        raw: dict,
+        key: str,
+        kind: type | tuple,
+        default: Any,
+        what: str,
+        required: bool = False,
+    ) -> Any:
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
@@ -177,8 +212,9 @@ class _Parser(DispatchSections):
             return default
         return value
 
-    def convert(self, table: str, raw: dict, key: str, parse, default: Any,
-                required: bool = False, what: str = "") -> Any:
+    def convert(
+        self, table: str, raw: dict, key: str, parse, default: Any, required: bool = False, what: str = ""
+    ) -> Any:
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
@@ -193,8 +229,12 @@ class _Parser(DispatchSections):
         for key in raw:
             if key not in allowed:
                 hint = _closest(key, allowed)
-                self.error(table, f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else "")
-                           + f"; allowed: {', '.join(sorted(allowed))}")
+                self.error(
+                    table,
+                    f"unknown key '{key}'"
+                    + (f" (did you mean '{hint}'?)" if hint else "")
+                    + f"; allowed: {', '.join(sorted(allowed))}",
+                )
 
     def tables(self, raw: dict, key: str) -> list[tuple[str, str, dict]]:
         section = raw.get(key, {})
@@ -217,8 +257,9 @@ class _Parser(DispatchSections):
     # --- sections ---
 
     def config(self, raw: dict, path: Path | None) -> Config:
-        self.unknown("-", raw, {"daemon", "ray", "aggregates", "segments", "channels",
-                                "campaigns", "throttle"})
+        self.unknown(
+            "-", raw, {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
+        )
         daemon = self.daemon(_section(self, raw, "daemon"))
         ray = self.ray(_section(self, raw, "ray"))
         aggregates = tuple(a for a in (self.aggregate(*t) for t in self.tables(raw, "aggregates")) if a)
@@ -227,8 +268,16 @@ class _Parser(DispatchSections):
         campaigns = tuple(c for c in (self.campaign(*t) for t in self.tables(raw, "campaigns")) if c)
         throttle = self.throttle(_section(self, raw, "throttle"))
         self.cross_check(aggregates, segments, channels, campaigns)
-        return Config(path=path, daemon=daemon, ray=ray, aggregates=aggregates, segments=segments,
-                      channels=channels, campaigns=campaigns, throttle=throttle)
+        return Config(
+            path=path,
+            daemon=daemon,
+            ray=ray,
+            aggregates=aggregates,
+            segments=segments,
+            channels=channels,
+            campaigns=campaigns,
+            throttle=throttle,
+        )
 
     def daemon(self, raw: dict) -> DaemonConfig:
         t, d = "daemon", DaemonConfig()
@@ -257,7 +306,9 @@ class _Parser(DispatchSections):
         return DaemonConfig(
             data_dir=self.path(data_dir) if data_dir else self.base / d.data_dir,
             socket=self.path(socket) if socket else self.base / d.socket,
-            tcp=tcp, token=token, clock=clock,
+            tcp=tcp,
+            token=token,
+            clock=clock,
             tick=self.convert(t, raw, "tick", parse_duration, d.tick),
             max_frame=self.convert(t, raw, "max_frame", parse_size, d.max_frame),
             synchronous=synchronous,
@@ -292,8 +343,11 @@ class _Parser(DispatchSections):
         kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(AGGREGATE_KINDS)}", required=True)
         if kind is not None and kind not in AGGREGATE_KINDS:
             hint = _closest(kind, set(AGGREGATE_KINDS))
-            self.error(t, f"'kind' must be one of {', '.join(AGGREGATE_KINDS)}, got {kind!r}"
-                       + (f" (did you mean '{hint}'?)" if hint else ""))
+            self.error(
+                t,
+                f"'kind' must be one of {', '.join(AGGREGATE_KINDS)}, got {kind!r}"
+                + (f" (did you mean '{hint}'?)" if hint else ""),
+            )
             kind = None
         event = self.take(t, raw, "event", str, "*", "an event name or '*'")
         if not event:
@@ -302,7 +356,9 @@ class _Parser(DispatchSections):
         where = self.take(t, raw, "where", str, None, "an expression")
         within = self.convert(t, raw, "within", parse_duration, None)
         if kind in VALUE_KINDS and of is None:
-            self.error(t, f"missing required key 'of' (kind '{kind}' aggregates a value, e.g. of = 'props.price')")
+            self.error(
+                t, f"missing required key 'of' (kind '{kind}' aggregates a value, e.g. of = 'props.price')"
+            )
         if kind is not None and kind not in VALUE_KINDS and of is not None:
             self.error(t, f"'of' is not used by kind '{kind}' (it only counts or times events)")
         if kind is None:
@@ -314,7 +370,8 @@ class _Parser(DispatchSections):
         self.check_name(t, name, "a segment")
         when = self.take(t, raw, "when", str, None, "an expression", required=True)
         seg = SegmentConfig(
-            name=name, when=when or "false",
+            name=name,
+            when=when or "false",
             description=self.take(t, raw, "description", str, "", "a string"),
             group=self.take(t, raw, "group", str, "", "a group name or ''"),
             priority=self.take(t, raw, "priority", int, 0, "an integer"),
@@ -323,8 +380,11 @@ class _Parser(DispatchSections):
 
     def check_name(self, table: str, name: str, what: str) -> None:
         if not _NAME.match(name):
-            self.error(table, f"{what} name must be letters, digits and '_' not starting with a digit "
-                              f"(it is used in expressions), got {name!r}")
+            self.error(
+                table,
+                f"{what} name must be letters, digits and '_' not starting with a digit "
+                f"(it is used in expressions), got {name!r}",
+            )
         elif name in RESERVED_NAMES:
             self.error(table, f"{name!r} is a reserved word of the rule language and cannot name {what}")
 
@@ -335,6 +395,7 @@ class _Parser(DispatchSections):
             for name in sorted(overlap):
                 self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
         self.check_dispatch(agg_names, seg_names, channels, campaigns)
+
 
 def _section(p: _Parser, raw: dict, key: str) -> dict:
     value = raw.get(key, {})

@@ -22,23 +22,23 @@ class ChannelConfig:
 
     name: str
     kind: str
-    rate: float | None = None       # messages per second; None = unlimited
-    timeout: float = 10.0           # seconds per delivery attempt
-    path: Path | None = None        # file
-    url: str = ""                   # webhook, http
-    method: str = "POST"            # http
-    headers: tuple[tuple[str, str], ...] = ()   # webhook, http
-    body: tuple[tuple[str, str], ...] = ()      # http: provider field -> template
-    host: str = ""                  # smtp
-    port: int = 25                  # smtp
-    username: str = ""              # smtp
-    password: str = ""              # smtp
-    starttls: bool = False          # smtp
-    ssl: bool = False               # smtp (implicit TLS)
-    sender: str = ""                # smtp: From address
-    to: str = ""                    # recipient template; default by kind (see DEFAULT_TO)
-    max_attempts: int = 8           # delivery attempts before a message is dead-lettered
-    backoff: float = 1.0            # seconds before the first retry; doubles per attempt
+    rate: float | None = None  # messages per second; None = unlimited
+    timeout: float = 10.0  # seconds per delivery attempt
+    path: Path | None = None  # file
+    url: str = ""  # webhook, http
+    method: str = "POST"  # http
+    headers: tuple[tuple[str, str], ...] = ()  # webhook, http
+    body: tuple[tuple[str, str], ...] = ()  # http: provider field -> template
+    host: str = ""  # smtp
+    port: int = 25  # smtp
+    username: str = ""  # smtp
+    password: str = ""  # smtp
+    starttls: bool = False  # smtp
+    ssl: bool = False  # smtp (implicit TLS)
+    sender: str = ""  # smtp: From address
+    to: str = ""  # recipient template; default by kind (see DEFAULT_TO)
+    max_attempts: int = 8  # delivery attempts before a message is dead-lettered
+    backoff: float = 1.0  # seconds before the first retry; doubles per attempt
 
 
 @dataclass(frozen=True)
@@ -105,12 +105,15 @@ class DispatchSections:
         if kind is None:
             return None
         common = {"kind", "rate", "timeout", "to", "max_attempts", "backoff"}
-        allowed = common | {
-            "file": {"path"},
-            "webhook": {"url", "headers"},
-            "http": {"url", "method", "headers", "body"},
-            "smtp": {"host", "port", "username", "password", "starttls", "ssl", "sender"},
-        }[kind]
+        allowed = (
+            common
+            | {
+                "file": {"path"},
+                "webhook": {"url", "headers"},
+                "http": {"url", "method", "headers", "body"},
+                "smtp": {"host", "port", "username", "password", "starttls", "ssl", "sender"},
+            }[kind]
+        )
         self.unknown(t, raw, allowed)
         rate = self.take(t, raw, "rate", (int, float), None, "messages per second (a positive number)")
         if rate is not None and rate <= 0:
@@ -118,17 +121,24 @@ class DispatchSections:
             rate = None
         d = ChannelConfig(name=name, kind=kind)
         path = self.take(t, raw, "path", str, None, "a file path", required=kind == "file")
-        url = self.take(t, raw, "url", str, "", "an http:// or https:// URL", required=kind in ("webhook", "http"))
+        url = self.take(
+            t, raw, "url", str, "", "an http:// or https:// URL", required=kind in ("webhook", "http")
+        )
         if url and not url.startswith(("http://", "https://")):
             self.error(t, f"'url' must start with http:// or https://, got {url!r}")
         host = self.take(t, raw, "host", str, "", "an SMTP host name", required=kind == "smtp")
         return ChannelConfig(
-            name=name, kind=kind, rate=float(rate) if rate else None,
+            name=name,
+            kind=kind,
+            rate=float(rate) if rate else None,
             timeout=self.convert(t, raw, "timeout", parse_duration, d.timeout),
-            path=self.path(path) if path else None, url=url,
+            path=self.path(path) if path else None,
+            url=url,
             method=self.take(t, raw, "method", str, d.method, "an HTTP method").upper(),
-            headers=self.str_map(t, raw, "headers"), body=self.str_map(t, raw, "body"),
-            host=host, port=self.take(t, raw, "port", int, 25, "a port number"),
+            headers=self.str_map(t, raw, "headers"),
+            body=self.str_map(t, raw, "body"),
+            host=host,
+            port=self.take(t, raw, "port", int, 25, "a port number"),
             username=self.take(t, raw, "username", str, "", "a string"),
             password=self.take(t, raw, "password", str, "", "a string"),
             starttls=self.take(t, raw, "starttls", bool, False, "true or false"),
@@ -148,8 +158,23 @@ class DispatchSections:
         return tuple(value.items())
 
     def campaign(self, name: str, t: str, raw: dict) -> CampaignConfig | None:
-        self.unknown(t, raw, {"segment", "on", "channel", "template", "priority", "stale_after",
-                              "subject", "fallback", "variants", "holdout", "goal"})
+        self.unknown(
+            t,
+            raw,
+            {
+                "segment",
+                "on",
+                "channel",
+                "template",
+                "priority",
+                "stale_after",
+                "subject",
+                "fallback",
+                "variants",
+                "holdout",
+                "goal",
+            },
+        )
         segment = self.take(t, raw, "segment", str, None, "a segment name", required=True)
         channel = self.take(t, raw, "channel", str, None, "a channel name or 'preferred'", required=True)
         template = self.take(t, raw, "template", str, None, "a message template", required=True)
@@ -174,10 +199,14 @@ class DispatchSections:
             weight = self.take(vt, v, "weight", (int, float), 1.0, "a positive number")
             if weight <= 0:
                 self.error(vt, f"'weight' must be positive, got {weight}")
-            variants.append(VariantConfig(
-                name=self.take(vt, v, "name", str, f"v{i}", "a variant name", required=True),
-                weight=float(weight), template=self.take(vt, v, "template", str, None, "a template"),
-                subject=self.take(vt, v, "subject", str, None, "a subject template")))
+            variants.append(
+                VariantConfig(
+                    name=self.take(vt, v, "name", str, f"v{i}", "a variant name", required=True),
+                    weight=float(weight),
+                    template=self.take(vt, v, "template", str, None, "a template"),
+                    subject=self.take(vt, v, "subject", str, None, "a subject template"),
+                )
+            )
         if len({v.name for v in variants}) != len(variants):
             self.error(t, "variant names must be unique")
         if any(v.name == "holdout" for v in variants):
@@ -194,11 +223,18 @@ class DispatchSections:
         if segment is None or channel is None or template is None:
             return None
         return CampaignConfig(
-            name=name, segment=segment, channel=channel, template=template, on=on,
+            name=name,
+            segment=segment,
+            channel=channel,
+            template=template,
+            on=on,
             priority=self.take(t, raw, "priority", int, 0, "an integer"),
             stale_after=self.convert(t, raw, "stale_after", parse_duration, None),
             subject=self.take(t, raw, "subject", str, "", "a subject template"),
-            fallback=tuple(fallback), variants=tuple(variants), holdout=float(holdout), goal=goal,
+            fallback=tuple(fallback),
+            variants=tuple(variants),
+            holdout=float(holdout),
+            goal=goal,
         )
 
     def throttle(self, raw: dict) -> ThrottleConfig:
@@ -235,17 +271,23 @@ class DispatchSections:
         for c in campaigns:
             t = f"campaigns.{c.name}"
             if c.segment not in seg_names:
-                self.error(t, f"'segment' names an unknown segment {c.segment!r}"
-                              + _known(seg_names))
+                self.error(t, f"'segment' names an unknown segment {c.segment!r}" + _known(seg_names))
             if c.channel != "preferred" and c.channel not in chan_names:
-                self.error(t, f"'channel' names an unknown channel {c.channel!r} "
-                              f"(expected 'preferred' or one of: {', '.join(sorted(chan_names)) or 'none defined'})")
+                self.error(
+                    t,
+                    f"'channel' names an unknown channel {c.channel!r} "
+                    f"(expected 'preferred' or one of: {', '.join(sorted(chan_names)) or 'none defined'})",
+                )
             for f in c.fallback:
                 if f not in chan_names:
                     self.error(t, f"'fallback' names an unknown channel {f!r}" + _known(chan_names))
             texts = [("template", c.template), ("subject", c.subject)]
-            texts += [(f"variants.{v.name}.{k}", x) for v in c.variants
-                      for k, x in (("template", v.template), ("subject", v.subject)) if x is not None]
+            texts += [
+                (f"variants.{v.name}.{k}", x)
+                for v in c.variants
+                for k, x in (("template", v.template), ("subject", v.subject))
+                if x is not None
+            ]
             for key, text in texts:
                 for problem in templates.check(text, agg_names):
                     self.error(t, f"'{key}': {problem}")

@@ -53,7 +53,9 @@ class DataDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
-            raise SegdError(f"{self.path.parent} is in use by another segd (lock {self.path} is held)") from exc
+            raise SegdError(
+                f"{self.path.parent} is in use by another segd (lock {self.path} is held)"
+            ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -116,31 +118,53 @@ class Daemon:
         self.clock = Clock(cfg.clock, start=self.eventlog.last_clock)
         self.snapshots = SnapshotStore(cfg.data_dir)
         self._ray_started = await asyncio.to_thread(runtime.init_ray, self.config)
-        self.runtime = runtime.Runtime(self.config, {
-            s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments},
-            start_clock=self.clock.now(time.time()))
+        self.runtime = runtime.Runtime(
+            self.config,
+            {s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments},
+            start_clock=self.clock.now(time.time()),
+        )
         rebuilt = [name for m in range(runtime.MANAGERS) for name in await self.runtime.reset_segments(m)]
         if rebuilt:
             log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
-        self.router = Router(self.runtime, self.eventlog, self.snapshots, self.clock,
-                             fingerprint=self.model.fingerprint, snapshot_every=cfg.snapshot_every,
-                             on_transitions=self.hub.publish)
+        self.router = Router(
+            self.runtime,
+            self.eventlog,
+            self.snapshots,
+            self.clock,
+            fingerprint=self.model.fingerprint,
+            snapshot_every=cfg.snapshot_every,
+            on_transitions=self.hub.publish,
+        )
         await self.router.recover()
         self.router.start()
-        self.committer = Committer(self.eventlog, self.clock, max_pending=cfg.max_pending,
-                                   on_commit=self.router.submit_rows)
+        self.committer = Committer(
+            self.eventlog, self.clock, max_pending=cfg.max_pending, on_commit=self.router.submit_rows
+        )
         self.committer.start()
         if cfg.clock == "wall":
             self._ticker = asyncio.get_running_loop().create_task(self._tick(cfg.tick), name="segd-tick")
-        self.server = Server(self, socket_path=cfg.socket, tcp=cfg.tcp, token=cfg.token,
-                             max_frame=cfg.max_frame, max_connections=cfg.max_connections)
+        self.server = Server(
+            self,
+            socket_path=cfg.socket,
+            tcp=cfg.tcp,
+            token=cfg.token,
+            max_frame=cfg.max_frame,
+            max_connections=cfg.max_connections,
+        )
         await self.server.start()
         if cfg.metrics:
             self.metrics = MetricsServer(cfg.metrics, self.stats)
             self.metrics.start()
-        log.info("daemon_started", version=__version__, data_dir=str(cfg.data_dir),
-                 events=self.eventlog.count, last_seq=self.eventlog.last_seq, clock=cfg.clock,
-                 shards=self.runtime.n, segments=len(self.config.segments))
+        log.info(
+            "daemon_started",
+            version=__version__,
+            data_dir=str(cfg.data_dir),
+            events=self.eventlog.count,
+            last_seq=self.eventlog.last_seq,
+            clock=cfg.clock,
+            shards=self.runtime.n,
+            segments=len(self.config.segments),
+        )
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file and apply ``[campaigns]``, ``[channels]`` and
@@ -154,15 +178,23 @@ class Daemon:
             log.error("reload_refused", path=str(self.config.path), problems=exc.problems)
             return False
         old = self.config
-        needs_restart = [name for name in ("daemon", "ray", "aggregates", "segments")
-                         if getattr(new, name) != getattr(old, name)]
+        needs_restart = [
+            name
+            for name in ("daemon", "ray", "aggregates", "segments")
+            if getattr(new, name) != getattr(old, name)
+        ]
         if needs_restart:
-            log.warning("reload_needs_restart", sections=needs_restart,
-                        action="kept the running ones; restart segd to apply them")
+            log.warning(
+                "reload_needs_restart",
+                sections=needs_restart,
+                action="kept the running ones; restart segd to apply them",
+            )
         if (new.campaigns, new.channels, new.throttle) == (old.campaigns, old.channels, old.throttle):
             log.info("reload_nothing_to_apply")
             return False
-        config = dataclasses.replace(old, campaigns=new.campaigns, channels=new.channels, throttle=new.throttle)
+        config = dataclasses.replace(
+            old, campaigns=new.campaigns, channels=new.channels, throttle=new.throttle
+        )
         fingerprints = dict(self.model.segment_fingerprints)
         clock = self.clock.now(time.time())
         await self.router.between_batches(lambda: self.runtime.reload_campaigns(config, fingerprints, clock))
@@ -288,8 +320,12 @@ class Daemon:
 
     async def op_segments(self, req: Request, conn: Connection) -> dict[str, Any]:
         sizes = await self._sizes()
-        return {"segments": [{"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
-                             for s in sorted(self.config.segments, key=lambda s: s.name)]}
+        return {
+            "segments": [
+                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
+                for s in sorted(self.config.segments, key=lambda s: s.name)
+            ]
+        }
 
     async def op_segment(self, req: Request, conn: Connection) -> dict[str, Any]:
         a = req.args
@@ -331,7 +367,9 @@ class Daemon:
     async def stats(self) -> dict[str, Any]:
         """The ``stats`` op's answer; also what the Prometheus endpoint exports."""
         el, cm, rt = self.eventlog, self.committer, self.router
-        shards = await self._ask(asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n))))
+        shards = await self._ask(
+            asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n)))
+        )
         return {
             "events": el.count,
             "last_seq": el.last_seq,
@@ -359,8 +397,9 @@ _TRANSITION = ("id", "segment", "user", "kind", "at", "seq")
 
 
 def _new_event(ev: EventIn, wall: float) -> NewEvent:
-    return NewEvent(ev.user, ev.type, ev.event, ev.ts, msgpack.packb(ev.data, use_bin_type=True),
-                    ev.msg_id, wall)
+    return NewEvent(
+        ev.user, ev.type, ev.event, ev.ts, msgpack.packb(ev.data, use_bin_type=True), ev.msg_id, wall
+    )
 
 
 def run_daemon(config: Config) -> int:

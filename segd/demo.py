@@ -78,23 +78,36 @@ class View:
             return Group("starting segd (local Ray, temporary data dir)...")
         head = Table.grid(padding=(0, 3))
         m = s["messages"]
-        head.add_row(f"[bold]{self.rate:,.0f}[/] events/s", f"events {s['events']:,}", f"users {s['users']:,}",
-                     f"lag {s['lag']:,}", f"transitions {s['transitions']:,}")
-        head.add_row(f"messages sent [green]{m['sent']:,}[/]", f"deferred {m['deferred']:,}",
-                     f"suppressed {sum(m['suppressed'].values()):,}", f"holdout {m['holdout']:,}",
-                     f"dead {m['failed']['dead_letter']:,}")
+        head.add_row(
+            f"[bold]{self.rate:,.0f}[/] events/s",
+            f"events {s['events']:,}",
+            f"users {s['users']:,}",
+            f"lag {s['lag']:,}",
+            f"transitions {s['transitions']:,}",
+        )
+        head.add_row(
+            f"messages sent [green]{m['sent']:,}[/]",
+            f"deferred {m['deferred']:,}",
+            f"suppressed {sum(m['suppressed'].values()):,}",
+            f"holdout {m['holdout']:,}",
+            f"dead {m['failed']['dead_letter']:,}",
+        )
         segs = Table(title="segments", expand=True)
         segs.add_column("segment")
         segs.add_column("size", justify="right")
         segs.add_column("change", justify="right")
         for name, size in sorted(s["segments"].items()):
             delta = size - self.previous.get(name, size)
-            segs.add_row(name, f"{size:,}", f"[green]+{delta}[/]" if delta > 0 else f"[red]{delta}[/]" if delta else "")
+            segs.add_row(
+                name, f"{size:,}", f"[green]+{delta}[/]" if delta > 0 else f"[red]{delta}[/]" if delta else ""
+            )
         trans = Table(title="latest transitions", expand=True)
         for col in ("kind", "segment", "user"):
             trans.add_column(col)
         for t in self.transitions:
-            trans.add_row("[green]enter[/]" if t["kind"] == "enter" else "[red]exit[/]", t["segment"], t["user"])
+            trans.add_row(
+                "[green]enter[/]" if t["kind"] == "enter" else "[red]exit[/]", t["segment"], t["user"]
+            )
         msgs = Table(title="latest messages", expand=True)
         for col in ("campaign", "user", "body"):
             msgs.add_column(col, overflow="ellipsis", no_wrap=True)
@@ -103,8 +116,15 @@ class View:
         return Group(Panel(head, title="segd demo"), segs, trans, msgs)
 
 
-async def run_demo(config_path: Path, *, seconds: float | None, rate: float, users: int,
-                   ray_address: str | None = None, console: Console | None = None) -> dict[str, Any]:
+async def run_demo(
+    config_path: Path,
+    *,
+    seconds: float | None,
+    rate: float,
+    users: int,
+    ray_address: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
     """Run the demo; returns the summary (the last ``stats`` plus what was streamed)."""
     console = console or Console()
     data = Path(tempfile.mkdtemp(prefix="segd-demo-"))
@@ -115,8 +135,9 @@ async def run_demo(config_path: Path, *, seconds: float | None, rate: float, use
             client = await AsyncClient.connect(config.daemon.socket)
             sub = await AsyncClient.connect(config.daemon.socket)
             total = int(rate * seconds) if seconds else 10**9
-            feeder = asyncio.create_task(stream(config.daemon.socket, workload(7, users, total),
-                                                connections=2, rate=rate))
+            feeder = asyncio.create_task(
+                stream(config.daemon.socket, workload(7, users, total), connections=2, rate=rate)
+            )
             follower = asyncio.create_task(_follow(sub, view))
             stop = time.monotonic() + seconds if seconds else float("inf")
             try:
@@ -132,7 +153,7 @@ async def run_demo(config_path: Path, *, seconds: float | None, rate: float, use
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
             await client.sync()
-            await asyncio.sleep(1.0)   # let the channel workers deliver what just became due
+            await asyncio.sleep(1.0)  # let the channel workers deliver what just became due
             view.update(await client.stats())
             summary = {k: view.stats[k] for k in ("events", "users", "transitions", "segments", "messages")}
             summary["campaigns"] = (await client.campaigns())["campaigns"]

@@ -29,15 +29,21 @@ T = TypeVar("T")
 class Committer:
     """The single writer of the event log, driven from the event loop."""
 
-    def __init__(self, eventlog: EventLog, clock: Clock, *, max_pending: int,
-                 on_commit: Callable[[list[Row]], None] | None = None) -> None:
+    def __init__(
+        self,
+        eventlog: EventLog,
+        clock: Clock,
+        *,
+        max_pending: int,
+        on_commit: Callable[[list[Row]], None] | None = None,
+    ) -> None:
         self.eventlog = eventlog
         self.clock = clock
         self.max_pending = max_pending
         self.on_commit = on_commit
-        self.pending = 0               # events submitted and not yet committed
+        self.pending = 0  # events submitted and not yet committed
         self.commits = 0
-        self.commit_seconds = 0.0      # total time spent in commits, for stats
+        self.commit_seconds = 0.0  # total time spent in commits, for stats
         self._queue: list[tuple[list[NewEvent], asyncio.Future]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -56,8 +62,10 @@ class Committer:
         if self._closing:
             raise ProtocolError("unavailable", "segd is shutting down; retry on the next daemon")
         if self.pending + len(events) > self.max_pending:
-            raise ProtocolError("overloaded", f"{self.pending} events are waiting for the disk; "
-                                              "nothing was logged, retry later")
+            raise ProtocolError(
+                "overloaded",
+                f"{self.pending} events are waiting for the disk; nothing was logged, retry later",
+            )
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((events, fut))
         self.pending += len(events)
@@ -123,8 +131,11 @@ class Committer:
             log.error("commit_failed", n=len(flat), error=str(exc))
             for _, fut in groups:
                 if not fut.done():
-                    fut.set_exception(ProtocolError("internal", "the event log could not commit; "
-                                                                "nothing of this request was logged"))
+                    fut.set_exception(
+                        ProtocolError(
+                            "internal", "the event log could not commit; nothing of this request was logged"
+                        )
+                    )
             return
         finally:
             self.pending -= len(flat)
@@ -136,7 +147,7 @@ class Committer:
         i = 0
         for events, fut in groups:
             if not fut.done():
-                fut.set_result(results[i:i + len(events)])
+                fut.set_result(results[i : i + len(events)])
             i += len(events)
         if self.on_commit is not None and appended.rows:
             self.on_commit(appended.rows)

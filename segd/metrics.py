@@ -30,7 +30,9 @@ SCRAPE_TIMEOUT = 5.0
 class StatsCollector:
     """A prometheus_client collector over the daemon's ``stats``."""
 
-    def __init__(self, stats: Callable[[], Awaitable[dict[str, Any]]], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, stats: Callable[[], Awaitable[dict[str, Any]]], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.stats = stats
         self.loop = loop
 
@@ -41,21 +43,32 @@ class StatsCollector:
 
 def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
     """The metric families for one ``stats`` answer."""
-    yield CounterMetricFamily("segd_events_ingested", "Events appended to the log (log position)", value=s["last_seq"])
+    yield CounterMetricFamily(
+        "segd_events_ingested", "Events appended to the log (log position)", value=s["last_seq"]
+    )
     yield GaugeMetricFamily("segd_events_stored", "Events in the log (after forget)", value=s["events"])
-    yield SummaryMetricFamily("segd_commit_seconds", "Group commits of the event log and their duration",
-                              count_value=s["commits"], sum_value=s["commit_seconds"])
+    yield SummaryMetricFamily(
+        "segd_commit_seconds",
+        "Group commits of the event log and their duration",
+        count_value=s["commits"],
+        sum_value=s["commit_seconds"],
+    )
     yield GaugeMetricFamily("segd_pending_events", "Events waiting for the disk", value=s["pending"])
-    yield GaugeMetricFamily("segd_lag_events", "Events logged but not yet applied by the user actors", value=s["lag"])
+    yield GaugeMetricFamily(
+        "segd_lag_events", "Events logged but not yet applied by the user actors", value=s["lag"]
+    )
     yield GaugeMetricFamily("segd_applied_seq", "Log position applied by every shard", value=s["applied_seq"])
     yield GaugeMetricFamily("segd_users", "Users hosted by the shards", value=s["users"])
     sizes = GaugeMetricFamily("segd_segment_size", "Members per segment", labels=["segment"])
     for name, size in sorted(s["segments"].items()):
         sizes.add_metric([name], size)
     yield sizes
-    yield CounterMetricFamily("segd_transitions", "Segment transitions recorded since start", value=s["transitions"])
-    msgs = GaugeMetricFamily("segd_messages", "Messages in the outbox by outcome and reason",
-                             labels=["outcome", "reason"])
+    yield CounterMetricFamily(
+        "segd_transitions", "Segment transitions recorded since start", value=s["transitions"]
+    )
+    msgs = GaugeMetricFamily(
+        "segd_messages", "Messages in the outbox by outcome and reason", labels=["outcome", "reason"]
+    )
     m = s["messages"]
     for outcome in ("sent", "pending", "holdout"):
         msgs.add_metric([outcome, ""], m.get(outcome, 0))
@@ -65,8 +78,12 @@ def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
     for reason, n in sorted(m.get("failed", {}).items()):
         msgs.add_metric(["failed", reason], n)
     yield msgs
-    yield CounterMetricFamily("segd_actor_recoveries", "Shard actors restored after a restart", value=s["recoveries"])
-    yield CounterMetricFamily("segd_catch_ups", "Times the router read rows back from the log", value=s["catch_ups"])
+    yield CounterMetricFamily(
+        "segd_actor_recoveries", "Shard actors restored after a restart", value=s["recoveries"]
+    )
+    yield CounterMetricFamily(
+        "segd_catch_ups", "Times the router read rows back from the log", value=s["catch_ups"]
+    )
     yield GaugeMetricFamily("segd_connections", "Open client connections", value=s["connections"])
     yield GaugeMetricFamily("segd_subscribers", "Transition subscribers", value=s["subscribers"])
     yield GaugeMetricFamily("segd_clock_seconds", "The engine clock", value=s["clock"])

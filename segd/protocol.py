@@ -22,19 +22,42 @@ MAX_BATCH = 10_000
 MAX_USER = 256
 MAX_EVENT = 128
 MAX_MSG_ID = 128
-MAX_DEPTH = 8          # nesting of maps/lists inside props and traits
-MAX_KEY = 256          # characters in a prop or trait name
-MAX_STRING = 65_536    # characters in a prop or trait string value
+MAX_DEPTH = 8  # nesting of maps/lists inside props and traits
+MAX_KEY = 256  # characters in a prop or trait name
+MAX_STRING = 65_536  # characters in a prop or trait string value
 MAX_SEGMENT_PAGE = 100_000
 
-ERROR_CODES = frozenset({
-    "bad_frame", "frame_too_large", "bad_request", "unknown_op", "unauthorized", "not_found",
-    "overloaded", "unavailable", "internal",
-})
-OPS = frozenset({
-    "ping", "auth", "track", "identify", "batch", "sync", "user", "segments", "segment",
-    "history", "subscribe", "forget", "stats", "campaigns",
-})
+ERROR_CODES = frozenset(
+    {
+        "bad_frame",
+        "frame_too_large",
+        "bad_request",
+        "unknown_op",
+        "unauthorized",
+        "not_found",
+        "overloaded",
+        "unavailable",
+        "internal",
+    }
+)
+OPS = frozenset(
+    {
+        "ping",
+        "auth",
+        "track",
+        "identify",
+        "batch",
+        "sync",
+        "user",
+        "segments",
+        "segment",
+        "history",
+        "subscribe",
+        "forget",
+        "stats",
+        "campaigns",
+    }
+)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -70,11 +93,12 @@ class FrameDecoder:
             (n,) = HEADER.unpack_from(buf, pos)
             if n > self.max_frame:
                 del buf[:pos]
-                raise ProtocolError("frame_too_large",
-                                    f"frame of {n} bytes exceeds max_frame ({self.max_frame} bytes)")
+                raise ProtocolError(
+                    "frame_too_large", f"frame of {n} bytes exceeds max_frame ({self.max_frame} bytes)"
+                )
             if len(buf) - pos - 4 < n:
                 break
-            body = bytes(buf[pos + 4:pos + 4 + n])
+            body = bytes(buf[pos + 4 : pos + 4 + n])
             pos += 4 + n
             out.append(_decode_body(body))
         del buf[:pos]
@@ -131,11 +155,15 @@ def parse_request(frame: dict[str, Any]) -> Request:
     """
     rid = frame.get("id")
     if not isinstance(rid, _SCALARS):
-        raise ProtocolError("bad_request", f"'id' must be a scalar (string, number, boolean, nil), got {_kind(rid)}")
+        raise ProtocolError(
+            "bad_request", f"'id' must be a scalar (string, number, boolean, nil), got {_kind(rid)}"
+        )
     op = frame.get("op")
     if not isinstance(op, str):
-        raise ProtocolError("bad_request", f"'op' must be a string, got {_kind(op)}" if "op" in frame
-                            else "missing field 'op'")
+        raise ProtocolError(
+            "bad_request",
+            f"'op' must be a string, got {_kind(op)}" if "op" in frame else "missing field 'op'",
+        )
     schema = _SCHEMAS.get(op)
     if schema is None:
         raise ProtocolError("unknown_op", f"unknown op {op!r}; known ops: {', '.join(sorted(OPS))}")
@@ -151,8 +179,10 @@ def parse_event(fields: dict[str, Any], type_: str, where: str = "") -> EventIn:
     ts = fields.get("ts")
     if ts is not None:
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-            raise ProtocolError("bad_request",
-                                f"'{where}ts' must be a finite number of seconds since the epoch, got {_kind(ts)}")
+            raise ProtocolError(
+                "bad_request",
+                f"'{where}ts' must be a finite number of seconds since the epoch, got {_kind(ts)}",
+            )
         ts = float(ts)
     msg_id = _string(fields, "msg_id", where, 1, MAX_MSG_ID)
     if type_ == "track":
@@ -226,9 +256,14 @@ def _segment(f: dict) -> dict:
     _only(f, frozenset({"name", "limit", "after"}))
     limit = f.get("limit", 1000)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SEGMENT_PAGE:
-        raise ProtocolError("bad_request", f"'limit' must be an integer from 1 to {MAX_SEGMENT_PAGE}, got {limit!r}")
-    return {"name": _string(f, "name", "", 1, 256, required=True), "limit": limit,
-            "after": _string(f, "after", "", 0, MAX_USER)}
+        raise ProtocolError(
+            "bad_request", f"'limit' must be an integer from 1 to {MAX_SEGMENT_PAGE}, got {limit!r}"
+        )
+    return {
+        "name": _string(f, "name", "", 1, 256, required=True),
+        "limit": limit,
+        "after": _string(f, "after", "", 0, MAX_USER),
+    }
 
 
 def _history(f: dict) -> dict:
@@ -237,7 +272,9 @@ def _history(f: dict) -> dict:
     for key in ("since", "until"):
         v = f.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ProtocolError("bad_request", f"'{key}' must be a time in seconds since the epoch, got {_kind(v)}")
+            raise ProtocolError(
+                "bad_request", f"'{key}' must be a time in seconds since the epoch, got {_kind(v)}"
+            )
         out[key] = None if v is None else float(v)
     if out["since"] is None:
         raise ProtocolError("bad_request", "missing field 'since' (seconds since the epoch)")
@@ -248,14 +285,27 @@ def _subscribe(f: dict) -> dict:
     _only(f, frozenset({"segments"}))
     segs = f.get("segments", "*")
     if segs != "*" and not (isinstance(segs, list) and all(isinstance(s, str) for s in segs)):
-        raise ProtocolError("bad_request", f"'segments' must be a list of segment names or '*', got {_kind(segs)}")
+        raise ProtocolError(
+            "bad_request", f"'segments' must be a list of segment names or '*', got {_kind(segs)}"
+        )
     return {"segments": segs}
 
 
 _SCHEMAS = {
-    "ping": _none, "auth": _auth, "track": _track, "identify": _identify, "batch": _batch,
-    "sync": _none, "user": _user, "segments": _none, "segment": _segment, "history": _history,
-    "subscribe": _subscribe, "forget": _user, "stats": _none, "campaigns": _none,
+    "ping": _none,
+    "auth": _auth,
+    "track": _track,
+    "identify": _identify,
+    "batch": _batch,
+    "sync": _none,
+    "user": _user,
+    "segments": _none,
+    "segment": _segment,
+    "history": _history,
+    "subscribe": _subscribe,
+    "forget": _user,
+    "stats": _none,
+    "campaigns": _none,
 }
 
 
@@ -273,7 +323,9 @@ def _string(fields: dict, key: str, where: str, lo: int, hi: int, required: bool
     value = fields.get(key)
     if value is None:
         if required:
-            raise ProtocolError("bad_request", f"missing field '{where}{key}' (a string of {lo}-{hi} characters)")
+            raise ProtocolError(
+                "bad_request", f"missing field '{where}{key}' (a string of {lo}-{hi} characters)"
+            )
         return None
     if not isinstance(value, str):
         raise ProtocolError("bad_request", f"'{where}{key}' must be a string, got {_kind(value)}")
@@ -303,7 +355,9 @@ def _check_value(value: Any, path: str, depth: int) -> None:
             if not isinstance(k, str):
                 raise ProtocolError("bad_request", f"'{path}' has a non-string key {k!r}")
             if len(k) > MAX_KEY:
-                raise ProtocolError("bad_request", f"'{path}' has a key of {len(k)} characters; at most {MAX_KEY}")
+                raise ProtocolError(
+                    "bad_request", f"'{path}' has a key of {len(k)} characters; at most {MAX_KEY}"
+                )
             _check_value(v, f"{path}.{k}", depth + 1)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
@@ -312,16 +366,28 @@ def _check_value(value: Any, path: str, depth: int) -> None:
             _check_value(v, f"{path}[{i}]", depth + 1)
     elif isinstance(value, str):
         if len(value) > MAX_STRING:
-            raise ProtocolError("bad_request", f"'{path}' is a string of {len(value)} characters; "
-                                               f"at most {MAX_STRING}")
+            raise ProtocolError(
+                "bad_request", f"'{path}' is a string of {len(value)} characters; at most {MAX_STRING}"
+            )
     elif not isinstance(value, (int, float, bool, type(None))):
-        raise ProtocolError("bad_request", f"'{path}' has a value of unsupported type {_kind(value)} "
-                                           "(expected string, number, boolean, nil, list or map)")
+        raise ProtocolError(
+            "bad_request",
+            f"'{path}' has a value of unsupported type {_kind(value)} "
+            "(expected string, number, boolean, nil, list or map)",
+        )
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "boolean", int: "integer", float: "float", str: "string", bytes: "binary",
-             list: "list", dict: "map", type(None): "nil"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        bytes: "binary",
+        list: "list",
+        dict: "map",
+        type(None): "nil",
+    }
     return names.get(type(value), type(value).__name__)
 
 

@@ -26,8 +26,13 @@ from store.snapshots import SnapshotStore
 log = structlog.get_logger("segd.replay")
 
 
-def replay(config: Config, *, until: int | None = None,
-           progress: Callable[[int, int], None] | None = None, dispatch: bool = True) -> dict:
+def replay(
+    config: Config,
+    *,
+    until: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    dispatch: bool = True,
+) -> dict:
     """Rebuild from the log; returns a summary (events replayed, segment sizes, seconds).
 
     With ``dispatch``, campaign triggers go to the dispatcher as in a live run, which records
@@ -37,8 +42,9 @@ def replay(config: Config, *, until: int | None = None,
     return asyncio.run(_replay(config, until, progress, dispatch))
 
 
-async def _replay(config: Config, until: int | None, progress: Callable[[int, int], None] | None,
-                  dispatch: bool) -> dict:
+async def _replay(
+    config: Config, until: int | None, progress: Callable[[int, int], None] | None, dispatch: bool
+) -> dict:
     started = time.monotonic()
     model = Model.compile(config)
     cfg = config.daemon
@@ -48,12 +54,18 @@ async def _replay(config: Config, until: int | None, progress: Callable[[int, in
         snapshots.clear()
         ray_started = await asyncio.to_thread(runtime.init_ray, config)
         clock = Clock(cfg.clock, start=eventlog.last_clock)
-        rt = runtime.Runtime(config, {s.name: (s.description, model.segment_fingerprints[s.name])
-                                      for s in config.segments}, rebuild=True,
-                             dispatch=dispatch, deliver=False, start_clock=clock.value)
+        rt = runtime.Runtime(
+            config,
+            {s.name: (s.description, model.segment_fingerprints[s.name]) for s in config.segments},
+            rebuild=True,
+            dispatch=dispatch,
+            deliver=False,
+            start_clock=clock.value,
+        )
         try:
-            router = Router(rt, eventlog, snapshots, clock, fingerprint=model.fingerprint,
-                            snapshot_every=1 << 62)
+            router = Router(
+                rt, eventlog, snapshots, clock, fingerprint=model.fingerprint, snapshot_every=1 << 62
+            )
             await router.recover(until=until, progress=progress)
             await router.close()
             await rt.close_dispatcher()
@@ -65,7 +77,11 @@ async def _replay(config: Config, until: int | None, progress: Callable[[int, in
             runtime.shutdown_ray(ray_started)
             eventlog.close()
             snapshots.close()
-    summary = {"replayed": router.routed_seq, "transitions": router.transitions, "segments": sizes,
-               "seconds": round(time.monotonic() - started, 3)}
+    summary = {
+        "replayed": router.routed_seq,
+        "transitions": router.transitions,
+        "segments": sizes,
+        "seconds": round(time.monotonic() - started, 3),
+    }
     log.info("replay_done", **summary)
     return summary

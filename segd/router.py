@@ -31,9 +31,9 @@ from store.snapshots import Snapshot, SnapshotStore
 
 log = structlog.get_logger("segd.router")
 
-MAX_BATCH = 20_000          # rows per routed batch
-MAX_QUEUED = 200_000        # rows held in memory; past this the router reads them back from the log
-RECOVERY_TIMEOUT = 120.0    # seconds to wait for Ray to bring a shard back
+MAX_BATCH = 20_000  # rows per routed batch
+MAX_QUEUED = 200_000  # rows held in memory; past this the router reads them back from the log
+RECOVERY_TIMEOUT = 120.0  # seconds to wait for Ray to bring a shard back
 _SYNC, _TICK, _FORGET, _CALL = "sync", "tick", "forget", "call"
 
 
@@ -44,9 +44,18 @@ class RouterFailed(Exception):
 class Router:
     """Feeds committed rows to the shards and their transitions to the segment managers."""
 
-    def __init__(self, runtime: Runtime, eventlog: EventLog, snapshots: SnapshotStore, clock: Clock, *,
-                 fingerprint: str, snapshot_every: int, max_queued: int = MAX_QUEUED,
-                 on_transitions: Callable[[list[tuple]], None] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        eventlog: EventLog,
+        snapshots: SnapshotStore,
+        clock: Clock,
+        *,
+        fingerprint: str,
+        snapshot_every: int,
+        max_queued: int = MAX_QUEUED,
+        on_transitions: Callable[[list[tuple]], None] | None = None,
+    ) -> None:
         self.runtime = runtime
         self.eventlog = eventlog
         self.snapshots = snapshots
@@ -56,18 +65,18 @@ class Router:
         self.max_queued = max_queued
         self.on_transitions = on_transitions
         self.n = runtime.n
-        self.applied = [0] * self.n          # each shard's applied seq, as it last reported
-        self.since_snapshot = [0] * self.n   # rows applied by each shard since its snapshot
+        self.applied = [0] * self.n  # each shard's applied seq, as it last reported
+        self.since_snapshot = [0] * self.n  # rows applied by each shard since its snapshot
         self.routed_seq = 0
-        self.advanced = float("-inf")        # the last clock every shard was advanced to
+        self.advanced = float("-inf")  # the last clock every shard was advanced to
         self.dispatched_clock = float("-inf")  # the last clock passed to the dispatcher
-        self.transitions = 0                 # new transitions recorded
+        self.transitions = 0  # new transitions recorded
         self.recoveries = 0
-        self.catch_ups = 0                   # times rows were read back from the log
+        self.catch_ups = 0  # times rows were read back from the log
         self.failed: BaseException | None = None
         self._queue: deque = deque()
-        self._queued = 0                     # rows in _queue
-        self._behind = False                 # rows were left in the log: catch up from disk
+        self._queued = 0  # rows in _queue
+        self._behind = False  # rows were left in the log: catch up from disk
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._tick_pending = False
@@ -136,8 +145,9 @@ class Router:
 
     # ------------------------------------------------------------------ start-up and shutdown
 
-    async def recover(self, until: int | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> None:
+    async def recover(
+        self, until: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         """Start-up: restore every shard from its snapshot, replay the log after it to each.
 
         ``until`` stops the replay at that log position (default: the end of the log), and
@@ -150,10 +160,16 @@ class Router:
         until = self.eventlog.last_seq if until is None else min(until, self.eventlog.last_seq)
         log.info("recovery_started", snapshots=self.applied, replay_from=self.routed_seq, until=until)
         replayed, clock = await self._route_from_log(until, progress)
-        await self._advance_all(max(clock, self.advanced) if until < self.eventlog.last_seq else self.clock.value)
+        await self._advance_all(
+            max(clock, self.advanced) if until < self.eventlog.last_seq else self.clock.value
+        )
         self.routed_seq = max(until, self.routed_seq)
-        log.info("recovery_done", replayed=replayed, seconds=round(time.monotonic() - started, 3),
-                 routed_seq=self.routed_seq)
+        log.info(
+            "recovery_done",
+            replayed=replayed,
+            seconds=round(time.monotonic() - started, 3),
+            routed_seq=self.routed_seq,
+        )
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-router")
@@ -227,8 +243,9 @@ class Router:
         await self._route_from_log(self.eventlog.last_seq)
         log.info("routing_caught_up", routed_seq=self.routed_seq)
 
-    async def _route_from_log(self, until: int, progress: Callable[[int, int], None] | None = None
-                              ) -> tuple[int, float]:
+    async def _route_from_log(
+        self, until: int, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[int, float]:
         """Route the log after ``routed_seq`` up to ``until``, read back from disk.
 
         Returns the rows read and the clock of the last one (-inf if none).
@@ -257,8 +274,11 @@ class Router:
         upto = rows[-1].seq
         results = await asyncio.gather(*(self._apply(i, slices[i], clock, upto) for i in range(n)))
         goals = self.runtime.goal_events
-        await self._record([t for ts in results for t in ts], clock,
-                           [(r.user, r.event, r.ts, r.seq) for r in rows if r.event in goals] if goals else [])
+        await self._record(
+            [t for ts in results for t in ts],
+            clock,
+            [(r.user, r.event, r.ts, r.seq) for r in rows if r.event in goals] if goals else [],
+        )
         if clock > self.advanced:
             self.advanced = clock
         for i, s in enumerate(slices):
@@ -308,7 +328,7 @@ class Router:
                 ok = False
             if ok:
                 break
-            await self._recover(i, self.routed_seq, self.advanced)   # transitions were recorded before
+            await self._recover(i, self.routed_seq, self.advanced)  # transitions were recorded before
         # The old snapshot holds the user's state: drop it before anything else can read it.
         await asyncio.to_thread(self.snapshots.delete, i)
         for m in range(MANAGERS):
@@ -346,7 +366,10 @@ class Router:
                 log.info("shard_recovered", shard=i, applied_seq=self.applied[i])
                 return out + ts
             except Exception as exc:
-                if not (is_actor_failure(exc) or isinstance(exc, RuntimeError)) or time.monotonic() > deadline:
+                if (
+                    not (is_actor_failure(exc) or isinstance(exc, RuntimeError))
+                    or time.monotonic() > deadline
+                ):
                     raise
                 log.info("shard_recovery_retry", shard=i, error=type(exc).__name__)
                 await asyncio.sleep(0.2)

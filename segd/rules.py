@@ -53,9 +53,28 @@ from segd.rules_time import Part
 
 # the syntax half lives in segd.rules_parse; its public names are part of this module's API
 __all__ = [
-    "FUNCTIONS", "KEYWORDS", "MAX_DEPTH", "MAX_NESTING", "WHEN", "WHERE", "Aggregate", "Binary", "Call",
-    "Compiled", "Context", "EventName", "ListExpr", "Literal", "Names", "Node", "Path", "RuleError",
-    "Unary", "compile_expr", "parse", "segment_order",
+    "FUNCTIONS",
+    "KEYWORDS",
+    "MAX_DEPTH",
+    "MAX_NESTING",
+    "WHEN",
+    "WHERE",
+    "Aggregate",
+    "Binary",
+    "Call",
+    "Compiled",
+    "Context",
+    "EventName",
+    "ListExpr",
+    "Literal",
+    "Names",
+    "Node",
+    "Path",
+    "RuleError",
+    "Unary",
+    "compile_expr",
+    "parse",
+    "segment_order",
 ]
 
 WHEN = "when"
@@ -89,9 +108,15 @@ class Context:
 
     __slots__ = ("now", "aggs", "traits", "props", "event", "segments")
 
-    def __init__(self, now: float = 0.0, aggs: Mapping[str, Any] = _EMPTY,
-                 traits: Mapping[str, Any] = _EMPTY, props: Mapping[str, Any] | None = None,
-                 event: str | None = None, segments: Container[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        now: float = 0.0,
+        aggs: Mapping[str, Any] = _EMPTY,
+        traits: Mapping[str, Any] = _EMPTY,
+        props: Mapping[str, Any] | None = None,
+        event: str | None = None,
+        segments: Container[str] = frozenset(),
+    ) -> None:
         self.now = now
         self.aggs = aggs
         self.traits = traits
@@ -129,6 +154,7 @@ class Compiled:
 
 # ----------------------------------------------------------------------------- semantics
 
+
 def _eq(a: Any, b: Any) -> bool:
     """The language's ``==`` (see the module docstring)."""
     ta, tb = type(a), type(b)
@@ -164,8 +190,9 @@ _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator
 _NOCONST = object()
 
 
-def _compare_fn(op: str, fa: Callable, fb: Callable, k: Any = _NOCONST,
-                agg: str | None = None) -> Callable[[Context], bool]:
+def _compare_fn(
+    op: str, fa: Callable, fb: Callable, k: Any = _NOCONST, agg: str | None = None
+) -> Callable[[Context], bool]:
     """Closure for ``a op b`` (op one of == != < <= > >=); ``k`` is b's value if constant,
     ``agg`` names a if it is an aggregate."""
     if type(k) in _NUMS or type(k) is str:  # the common `count >= 3`, `traits.plan == 'pro'`
@@ -189,6 +216,7 @@ def _compare_fn(op: str, fa: Callable, fb: Callable, k: Any = _NOCONST,
         a, b = fa(c), fb(c)
         ta, tb = type(a), type(b)
         return ((ta in _NUMS and tb in _NUMS) or (ta is str and tb is str)) and cmp(a, b)
+
     return order
 
 
@@ -208,6 +236,7 @@ def _arith_fn(op: str, fa: Callable, fb: Callable) -> Callable[[Context], Any]:
         if op == "+" and ta is str and tb is str:
             return a + b
         return None
+
     return arith
 
 
@@ -228,11 +257,14 @@ def _in_fn(negate: bool, fx: Callable, fl: Callable, k: Any = _NOCONST) -> Calla
 def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
     first, rest = path[0], path[1:]
     if root == "traits":
+
         def get(c: Context) -> Any:
             return c.traits.get(first)
     else:
+
         def get(c: Context) -> Any:
             return None if (p := c.props) is None else p.get(first)
+
     if not rest:
         return get
 
@@ -243,12 +275,14 @@ def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
                 return None
             v = v.get(k)
         return v
+
     return nested
 
 
 def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Context], Any]:
     """``(now - x) / unit``; ``agg`` names x if it is an aggregate (read inline: one call less)."""
     if agg is not None:
+
         def since_agg(c: Context) -> Any:
             t = c.aggs[agg]
             if type(t) in _NUMS:
@@ -257,6 +291,7 @@ def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Co
                 except OverflowError:
                     return None
             return None
+
         return since_agg
 
     def since(c: Context) -> Any:
@@ -267,10 +302,12 @@ def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Co
             except OverflowError:
                 return None
         return None
+
     return since
 
 
 # ----------------------------------------------------------------------------- compiler
+
 
 class _Compiler:
     """Checks names and scope while building closures bottom-up (constants folded)."""
@@ -303,7 +340,9 @@ class _Compiler:
                 return Part(fn, td=td, kind="list", nc=rt.generic_nc(fn, kids) if td else None, items=kids)
             case Aggregate(name=name):
                 if name not in self.names.aggregates:
-                    raise self.fail(node, f"unknown aggregate '{name}'{known_names(name, self.names.aggregates)}")
+                    raise self.fail(
+                        node, f"unknown aggregate '{name}'{known_names(name, self.names.aggregates)}"
+                    )
                 self.aggregates.add(name)
                 part = Part(lambda c: c.aggs[name])
                 part.agg = name
@@ -329,8 +368,11 @@ class _Compiler:
 
     def need_where(self, node: Node, what: str) -> None:
         if self.scope != WHERE:
-            raise self.fail(node, f"{what} is only allowed in 'where' and 'of' expressions "
-                                  f"(found in a '{self.scope}' expression)")
+            raise self.fail(
+                node,
+                f"{what} is only allowed in 'where' and 'of' expressions "
+                f"(found in a '{self.scope}' expression)",
+            )
 
     def call(self, node: Call, d: int) -> Part:
         name, args = node.name, node.args
@@ -338,15 +380,19 @@ class _Compiler:
             raise self.fail(node, f"unknown function '{name}' (known: {', '.join(sorted(FUNCTIONS))})")
         want = FUNCTIONS[name]
         if len(args) != want:
-            raise self.fail(node, f"expected {want} argument{'s' * (want != 1)} for {name}() "
-                                  f"but found {len(args)}")
+            raise self.fail(
+                node, f"expected {want} argument{'s' * (want != 1)} for {name}() but found {len(args)}"
+            )
         if name == "segment":
             if self.scope != WHEN:
                 raise self.fail(node, "segment() is only allowed in 'when' expressions")
             arg = args[0]
             if not (isinstance(arg, Literal) and type(arg.value) is str):
-                raise self.fail(arg, "expected a string literal naming a segment, such as segment('vip'), "
-                                     f"but found {describe_node(arg)}")
+                raise self.fail(
+                    arg,
+                    "expected a string literal naming a segment, such as segment('vip'), "
+                    f"but found {describe_node(arg)}",
+                )
             seg = arg.value
             if seg not in self.names.segments:
                 raise self.fail(arg, f"unknown segment '{seg}'{known_names(seg, self.names.segments)}")
@@ -389,8 +435,11 @@ class _Compiler:
     def binary(self, op: str, a: Part, b: Part) -> Part:
         fa, fb = a.fn, b.fn
         if op in ("and", "or"):
-            fn = ((lambda c: True if fa(c) and fb(c) else False) if op == "and"  # noqa: SIM210
-                  else (lambda c: True if fa(c) or fb(c) else False))  # noqa: SIM210
+            # `True if x else False` is one call cheaper than `bool(x)` on this hot path
+            if op == "and":
+                fn = lambda c: True if fa(c) and fb(c) else False  # noqa: E731, SIM210
+            else:
+                fn = lambda c: True if fa(c) or fb(c) else False  # noqa: E731, SIM210
             return self.fold(fn, a, b, "bool", lambda: rt.bool_nc(fn, op, a, b))
         if op in _MIRROR:
             if a.const and not b.const:  # put the constant on the right for the fast paths
@@ -409,8 +458,15 @@ class _Compiler:
         return slope if self.fast else None
 
     @staticmethod
-    def fold(fn: Callable, a: Part, b: Part, kind: str, make_nc: Callable, form: Callable | None = None,
-             slope: float | None = None) -> Part:
+    def fold(
+        fn: Callable,
+        a: Part,
+        b: Part,
+        kind: str,
+        make_nc: Callable,
+        form: Callable | None = None,
+        slope: float | None = None,
+    ) -> Part:
         if a.const and b.const:
             return rt.const_part(fn(Context()))
         if not (a.td or b.td):
@@ -422,8 +478,9 @@ def _eq_fn(fa: Callable, fb: Callable | None, k: Any = _NOCONST) -> Callable[[Co
     return _compare_fn("==", fa, fb, k)  # type: ignore[arg-type]
 
 
-def compile_expr(text: str, *, scope: str, names: Names, table: str = "<expr>",
-                 key: str = "when", fast: bool = True) -> Compiled:
+def compile_expr(
+    text: str, *, scope: str, names: Names, table: str = "<expr>", key: str = "when", fast: bool = True
+) -> Compiled:
     """Parse, check and compile an expression for ``scope`` (WHEN, or WHERE for where/of).
 
     Raises RuleError (with ``table``, ``key`` and the 1-based column) for bad syntax, unknown
@@ -437,8 +494,13 @@ def compile_expr(text: str, *, scope: str, names: Names, table: str = "<expr>",
     comp = _Compiler(text, scope, names, table, key, fast)
     root = comp.compile(node)
     return Compiled(
-        text=text, fn=root.fn, aggregates=frozenset(comp.aggregates), traits=frozenset(comp.traits),
-        segments=frozenset(comp.segments), uses_props=comp.uses_props, time_dependent=root.td,
+        text=text,
+        fn=root.fn,
+        aggregates=frozenset(comp.aggregates),
+        traits=frozenset(comp.traits),
+        segments=frozenset(comp.segments),
+        uses_props=comp.uses_props,
+        time_dependent=root.td,
         next_change=(root.nc or rt.never) if root.td else rt.never,
     )
 
@@ -484,7 +546,7 @@ def segment_order(refs: Mapping[str, Iterable[str]], groups: Mapping[str, str]) 
     while path[-1] not in seen:
         seen[path[-1]] = len(path) - 1
         path.append(min(deps[path[-1]] & left))
-    cycle = path[seen[path[-1]]:-1]
+    cycle = path[seen[path[-1]] : -1]
     start = cycle.index(min(cycle))
     cycle = cycle[start:] + cycle[:start]
     steps, notes = [cycle[0]], []

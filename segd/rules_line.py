@@ -48,10 +48,22 @@ def line_slope(op: str, a: Part, b: Part) -> float | None:
 
 
 #: A comparison's value by the sign of ``left - right`` (-1, 0, 1), for two non-NaN numbers.
-_BY_SIGN = {"<": (True, False, False), "<=": (True, True, False), ">": (False, False, True),
-            ">=": (False, True, True), "==": (False, True, False), "!=": (True, False, True)}
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
-        "!=": operator.ne}
+_BY_SIGN = {
+    "<": (True, False, False),
+    "<=": (True, True, False),
+    ">": (False, False, True),
+    ">=": (False, True, True),
+    "==": (False, True, False),
+    "!=": (True, False, True),
+}
+_OPS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _BIG = math.nextafter(_INF, 0.0)
 _WALK = range(_MAX_WALK)
@@ -163,6 +175,7 @@ def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:
         finally:
             c.now = now
         return generic(c)
+
     return nc
 
 

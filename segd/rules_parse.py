@@ -37,8 +37,8 @@ class RuleError(SegdError):
         return f"{self.table}: '{self.key}' at column {self.column}: {self.message}"
 
 
-
 # ----------------------------------------------------------------------------- AST
+
 
 @dataclass(frozen=True, slots=True)
 class Node:
@@ -94,6 +94,7 @@ class Binary(Node):
 
 # ----------------------------------------------------------------------------- tokens
 
+
 @dataclass(frozen=True, slots=True)
 class _Tok:
     kind: str  # num | str | name | op | end
@@ -102,13 +103,16 @@ class _Tok:
     text: str
 
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<space>\s+)
   | (?P<num>[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?)
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<op>==|!=|<=|>=|[-<>+*/()\[\],.])
-""", re.VERBOSE | re.DOTALL)
+""",
+    re.VERBOSE | re.DOTALL,
+)
 _ESCAPES = {"\\": "\\", "'": "'", '"': '"', "n": "\n", "t": "\t"}
 _CMP = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not"})
 
@@ -142,8 +146,10 @@ def _tokenize(text: str, fail: Callable[[int, str], RuleError]) -> list[_Tok]:
         elif kind == "str":
             for e in re.finditer(r"\\(.?)", s[1:-1], re.DOTALL):
                 if e.group(1) not in _ESCAPES:
-                    raise fail(m.start() + 1 + e.start(), f"unknown escape '{e.group()}' in string "
-                                                          "(expected one of \\\\ \\' \\\" \\n \\t)")
+                    raise fail(
+                        m.start() + 1 + e.start(),
+                        f"unknown escape '{e.group()}' in string (expected one of \\\\ \\' \\\" \\n \\t)",
+                    )
             value = re.sub(r"\\(.)", lambda e: _ESCAPES[e.group(1)], s[1:-1], flags=re.DOTALL)
         elif kind == "space":
             continue
@@ -155,6 +161,7 @@ def _tokenize(text: str, fail: Callable[[int, str], RuleError]) -> list[_Tok]:
 
 
 # ----------------------------------------------------------------------------- parser
+
 
 class _Parser:
     """Recursive descent, one method per precedence level (SPEC section 4)."""
@@ -196,7 +203,9 @@ class _Parser:
     def parse(self) -> Node:
         node = self.expr()
         if self.tok.kind != "end":
-            raise self.fail(self.tok.pos, f"expected an operator or end of expression but found {_describe(self.tok)}")
+            raise self.fail(
+                self.tok.pos, f"expected an operator or end of expression but found {_describe(self.tok)}"
+            )
         return node
 
     def left_assoc(self, ops: tuple[str, ...], operand: Callable[[], Node]) -> Node:
@@ -232,8 +241,11 @@ class _Parser:
             return left
         node = Binary(op.pos, op.value, left, self.additive())
         if (again := self.cmp_op()) is not None:
-            raise self.fail(again.pos, f"comparisons do not chain: found a second '{again.value}' after a "
-                                       f"'{op.value}' comparison (expected 'and' between two comparisons)")
+            raise self.fail(
+                again.pos,
+                f"comparisons do not chain: found a second '{again.value}' after a "
+                f"'{op.value}' comparison (expected 'and' between two comparisons)",
+            )
         return node
 
     def additive(self) -> Node:
@@ -278,7 +290,9 @@ class _Parser:
         if self.at("("):
             return Call(t.pos, word, self.items(self.take(), ")", f"call to {word}() opened"))
         if word in FUNCTIONS:
-            raise self.fail(self.tok.pos, f"expected '(' after function '{word}' but found {_describe(self.tok)}")
+            raise self.fail(
+                self.tok.pos, f"expected '(' after function '{word}' but found {_describe(self.tok)}"
+            )
         if word == "event":
             return EventName(t.pos)
         if word not in ("traits", "props"):

@@ -198,8 +198,9 @@ def next_value_change(value_at: Callable[[float], Any], now: float) -> float:
     return end if t is None else t
 
 
-def pair_next_change(d: Poly, now: float, sign_at: Callable[[float], int],
-                     value_at: Callable[[float], Any]) -> float | None:
+def pair_next_change(
+    d: Poly, now: float, sign_at: Callable[[float], int], value_at: Callable[[float], Any]
+) -> float | None:
     """Next change of a comparison whose sides differ by the form ``d`` (left - right).
 
     ``sign_at(t)`` is the sign of ``left - right`` as the closures compute the sides at t
@@ -257,6 +258,7 @@ def pair_next_change(d: Poly, now: float, sign_at: Callable[[float], int],
 
 # ----------------------------------------------------------------------------- per-node analysis
 
+
 def never(c: Ctx) -> None:
     """The next_change of anything that cannot change with time alone."""
     return None
@@ -281,10 +283,19 @@ class Part:
 
     __slots__ = ("fn", "const", "value", "td", "kind", "form", "nc", "items", "slope", "agg")
 
-    def __init__(self, fn: Callable[[Ctx], Any], *, const: bool = False, value: Any = None,
-                 td: bool = False, kind: str = "", form: Callable | None = None,
-                 nc: NextChange | None = None, items: list[Part] | None = None,
-                 slope: float | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Ctx], Any],
+        *,
+        const: bool = False,
+        value: Any = None,
+        td: bool = False,
+        kind: str = "",
+        form: Callable | None = None,
+        nc: NextChange | None = None,
+        items: list[Part] | None = None,
+        slope: float | None = None,
+    ) -> None:
         self.fn, self.const, self.value, self.td, self.kind = fn, const, value, td, kind
         self.form, self.nc, self.items, self.slope, self.agg = form, nc, items, slope, None
 
@@ -311,6 +322,7 @@ def form_of(x: Part) -> Callable[[Ctx], Any]:
 
 def since_form(formx: Callable, fn: Callable, unit: float) -> Callable[[Ctx], Any]:
     """Form of ``(now - x) / unit`` (days_since, hours_since); ``fn`` is its closure."""
+
     def form(c: Ctx) -> Any:
         f = formx(c)
         if f is None or f is UNKNOWN:
@@ -320,19 +332,23 @@ def since_form(formx: Callable, fn: Callable, unit: float) -> Callable[[Ctx], An
             return None
         f = f + (0.0, 0.0)
         return trim((v, (1.0 - f[1]) / unit, -f[2] / unit))
+
     return form
 
 
 def neg_form(formx: Callable) -> Callable[[Ctx], Any]:
     """Form of ``-x``."""
+
     def form(c: Ctx) -> Any:
         f = formx(c)
         return f if f is None or f is UNKNOWN else neg(f)
+
     return form
 
 
 def arith_form(op: str, forma: Callable, formb: Callable) -> Callable[[Ctx], Any]:
     """Form of ``a op b`` for ``+ - * /``."""
+
     def form(c: Ctx) -> Any:
         x, y = forma(c), formb(c)
         if x is None or y is None:
@@ -343,6 +359,7 @@ def arith_form(op: str, forma: Callable, formb: Callable) -> Callable[[Ctx], Any
             return combine(op, x, y)
         except OverflowError:
             return UNKNOWN
+
     return form
 
 
@@ -362,6 +379,7 @@ def earliest(fn: Callable[[Ctx], Any], ncs: list[NextChange]) -> NextChange:
     to the next and stopping at the first where ``fn`` differs is exact whenever the parts'
     answers are. After ``_MAX_SETTLE`` steps the last one is returned (the caller re-asks).
     """
+
     def nc(c: Ctx) -> float | None:
         v0, cur, t = fn(c), c, None
         for _ in range(_MAX_SETTLE):
@@ -372,16 +390,19 @@ def earliest(fn: Callable[[Ctx], Any], ncs: list[NextChange]) -> NextChange:
             if not same(fn(cur), v0):
                 return t
         return t
+
     return nc
 
 
 def value_nc(fn: Callable, form: Callable) -> NextChange:
     """next_change of a number-valued td part: the first float where the number differs."""
+
     def nc(c: Ctx) -> float | None:
         f = form(c)
         if f is None or (f is not UNKNOWN and len(f) == 1):
             return None
         return next_value_change(lambda t: fn(at(c, t)), c.now)
+
     return nc
 
 
@@ -396,6 +417,7 @@ def pair_nc(x: Part, y: Part, value_fn: Callable[[Ctx], Any]) -> NextChange:
 
         def value_at(t: float) -> Any:
             return value_fn(at(c, t))
+
         try:
             d = None if a is UNKNOWN or b is UNKNOWN else combine("-", a, b)
         except OverflowError:
@@ -407,7 +429,9 @@ def pair_nc(x: Part, y: Part, value_fn: Callable[[Ctx], Any]) -> NextChange:
             ct = at(c, t)
             u, v = fx(ct), fy(ct)
             return (u > v) - (u < v) if type(u) in NUMS and type(v) in NUMS else 2
+
         return pair_next_change(d, c.now, sign_at, value_at)
+
     return nc
 
 
@@ -474,5 +498,6 @@ def in_nc(fn: Callable, x: Part, seq: Part, eq: Callable[..., Callable]) -> Next
                 return None  # a number is never a substring, and never in a non-list
             ncs = [pair_nc(x, const_part(e), eq(fx, None, e)) for e in elems if type(e) in NUMS]
             return earliest(fn, ncs)(c)
+
         return nc
     return generic_nc(fn, (x, seq))

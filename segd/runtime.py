@@ -82,8 +82,16 @@ def init_ray(config: Config) -> bool:
 class Runtime:
     """Handles on the actor pools; every method returns an awaitable of the remote result."""
 
-    def __init__(self, config: Config, fingerprints: dict[str, tuple[str, str]], *, rebuild: bool = False,
-                 dispatch: bool = True, deliver: bool = True, start_clock: float = float("-inf")) -> None:
+    def __init__(
+        self,
+        config: Config,
+        fingerprints: dict[str, tuple[str, str]],
+        *,
+        rebuild: bool = False,
+        dispatch: bool = True,
+        deliver: bool = True,
+        start_clock: float = float("-inf"),
+    ) -> None:
         """``dispatch`` False: no dispatcher (``segd replay --no-dispatch``); ``deliver`` False:
         decide and record messages but send none (``segd replay``). ``start_clock`` is the
         engine clock now: campaigns new in this config fire from it on."""
@@ -93,8 +101,8 @@ class Runtime:
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
         self.managers = [
             _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
-                config.daemon.data_dir,
-                {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild)
+                config.daemon.data_dir, {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild
+            )
             for i in range(MANAGERS)
         ]
         self._dispatch = dispatch
@@ -107,7 +115,8 @@ class Runtime:
         self.shards = [
             _RemoteShard.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True),
-                **SHARD_OPTIONS).remote(config, i, self.n)
+                **SHARD_OPTIONS,
+            ).remote(config, i, self.n)
             for i in range(self.n)
         ]
         # No campaigns and no outbox yet (no message was ever decided here): no dispatcher.
@@ -177,8 +186,9 @@ class Runtime:
         self.notify = frozenset(c.segment for c in config.campaigns) if on else frozenset()
 
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
-        self.dispatcher = _RemoteDispatcher.options(scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS).remote(
-            config, fingerprints, clock, self._deliver, self.shards)
+        self.dispatcher = _RemoteDispatcher.options(
+            scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
+        ).remote(config, fingerprints, clock, self._deliver, self.shards)
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:

@@ -27,7 +27,7 @@ from segd.protocol import Request
 log = structlog.get_logger("segd.server")
 
 READ_CHUNK = 256 * 1024
-PIPELINE_DEPTH = 1024     # responses a connection may owe before we stop reading from it
+PIPELINE_DEPTH = 1024  # responses a connection may owe before we stop reading from it
 WRITE_BUFFER = 256 * 1024  # bytes handed to the transport before we wait for the socket
 _CLOSE = object()
 
@@ -40,10 +40,10 @@ class Connection:
     def __init__(self, peer: str, tcp: bool) -> None:
         self.peer = peer
         self.tcp = tcp
-        self.authed = not tcp      # the Unix socket is protected by its file mode
+        self.authed = not tcp  # the Unix socket is protected by its file mode
         self.outbox: asyncio.Queue = asyncio.Queue(PIPELINE_DEPTH)
         self.closing = False
-        self.streaming = False     # after `subscribe`: output is a stream of transitions
+        self.streaming = False  # after `subscribe`: output is a stream of transitions
         self.reading: asyncio.Task | None = None
 
 
@@ -67,8 +67,16 @@ class Handler(Protocol):
 class Server:
     """Listens on the Unix socket (always, mode 0600) and on TCP when configured."""
 
-    def __init__(self, handler: Handler, *, socket_path: Path, tcp: str = "", token: str = "",
-                 max_frame: int, max_connections: int) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        socket_path: Path,
+        tcp: str = "",
+        token: str = "",
+        max_frame: int,
+        max_connections: int,
+    ) -> None:
         self.handler = handler
         self.socket_path = Path(socket_path)
         self.tcp = tcp
@@ -81,13 +89,19 @@ class Server:
 
     async def start(self) -> None:
         """Bind the listeners. Raises SegdError if the socket is in use by a live daemon."""
-        self._servers.append(await asyncio.start_unix_server(
-            lambda r, w: self._accept(r, w, authed=True), sock=self._bind_unix()))
+        self._servers.append(
+            await asyncio.start_unix_server(
+                lambda r, w: self._accept(r, w, authed=True), sock=self._bind_unix()
+            )
+        )
         log.info("listening", socket=str(self.socket_path))
         if self.tcp:
             host, _, port = self.tcp.rpartition(":")
-            self._servers.append(await asyncio.start_server(
-                lambda r, w: self._accept(r, w, authed=False), host.strip("[]"), int(port)))
+            self._servers.append(
+                await asyncio.start_server(
+                    lambda r, w: self._accept(r, w, authed=False), host.strip("[]"), int(port)
+                )
+            )
             log.info("listening", tcp=self.tcp)
 
     def _bind_unix(self) -> socket.socket:

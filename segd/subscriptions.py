@@ -16,7 +16,7 @@ from segd import protocol
 
 log = structlog.get_logger("segd.subscriptions")
 
-QUEUE_FRAMES = 10_000   # frames a subscriber may fall behind before it is dropped
+QUEUE_FRAMES = 10_000  # frames a subscriber may fall behind before it is dropped
 WRITE_BUFFER = 64 * 1024  # bytes handed to the transport before we wait for the socket
 _FIELDS = ("id", "segment", "user", "kind", "at", "seq")
 
@@ -25,7 +25,7 @@ class Subscriber:
     """One subscribe connection: a filter and a queue; ``run`` writes the stream."""
 
     def __init__(self, segments: frozenset[str] | None, peer: str, hub: Hub) -> None:
-        self.segments = segments            # None: every segment
+        self.segments = segments  # None: every segment
         self.peer = peer
         self.hub = hub
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
@@ -69,7 +69,9 @@ class Hub:
         """Queue each transition for every subscriber whose filter takes it."""
         if not self.subscribers:
             return
-        frames = [(t[1], protocol.encode({"transition": dict(zip(_FIELDS, t, strict=False))})) for t in transitions]
+        frames = [
+            (t[1], protocol.encode({"transition": dict(zip(_FIELDS, t, strict=False))})) for t in transitions
+        ]
         for sub in list(self.subscribers):
             try:
                 for segment, frame in frames:
@@ -78,6 +80,7 @@ class Hub:
             except asyncio.QueueFull:
                 self.subscribers.discard(sub)
                 self.dropped += 1
-                log.warning("subscriber_dropped", peer=sub.peer, reason="not reading fast enough",
-                            queued=QUEUE_FRAMES)
+                log.warning(
+                    "subscriber_dropped", peer=sub.peer, reason="not reading fast enough", queued=QUEUE_FRAMES
+                )
                 sub.drop()

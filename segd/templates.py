@@ -42,18 +42,21 @@ class Template:
         pos = 0
         for m in _TOKEN.finditer(text):
             if m.start() > pos:
-                parts.append(text[pos:m.start()])
+                parts.append(text[pos : m.start()])
             token = m.group(0)
             if token in ("{{", "}}"):
                 parts.append(token[0])
             elif token in ("{", "}"):
-                raise TemplateError(f"position {m.start() + 1}: unmatched {token!r} "
-                                    "(write {{ or }} for a literal brace)")
+                raise TemplateError(
+                    f"position {m.start() + 1}: unmatched {token!r} (write {{{{ or }}}} for a literal brace)"
+                )
             else:
                 name = m.group(1).strip()
                 if not _PATH.fullmatch(name):
-                    raise TemplateError(f"position {m.start() + 1}: {{{m.group(1)}}} is not a name "
-                                        "(expected e.g. {traits.first_name} or {an_aggregate})")
+                    raise TemplateError(
+                        f"position {m.start() + 1}: {{{m.group(1)}}} is not a name "
+                        "(expected e.g. {traits.first_name} or {an_aggregate})"
+                    )
                 parts.append(tuple(name.split(".")))
             pos = m.end()
         if pos < len(text):
@@ -117,6 +120,8 @@ def check(text: str, aggregates: Iterable[str], names: frozenset[str] = MESSAGE_
             continue
         if not rest and (head in names or head in aggs):
             continue
-        problems.append(f"{{{path}}} names nothing (expected traits.NAME, an aggregate "
-                        f"({', '.join(sorted(aggs)) or 'none defined'}) or one of {', '.join(sorted(names))})")
+        problems.append(
+            f"{{{path}}} names nothing (expected traits.NAME, an aggregate "
+            f"({', '.join(sorted(aggs)) or 'none defined'}) or one of {', '.join(sorted(names))})"
+        )
     return problems

@@ -50,31 +50,73 @@ DAY = 86400.0
 EVENTS = ("session_start", "view", "search", "add_to_cart", "purchase")
 #: category -> (median price, log-normal sigma)
 CATEGORIES = {
-    "electronics": (120.0, 0.9), "books": (15.0, 0.5), "fashion": (45.0, 0.6), "home": (60.0, 0.7),
-    "garden": (35.0, 0.7), "toys": (25.0, 0.6), "sports": (50.0, 0.7), "beauty": (20.0, 0.5),
+    "electronics": (120.0, 0.9),
+    "books": (15.0, 0.5),
+    "fashion": (45.0, 0.6),
+    "home": (60.0, 0.7),
+    "garden": (35.0, 0.7),
+    "toys": (25.0, 0.6),
+    "sports": (50.0, 0.7),
+    "beauty": (20.0, 0.5),
     "food": (12.0, 0.4),
 }
 _CATEGORY_NAMES = tuple(CATEGORIES)
 #: country -> (weight, IANA timezones, currency)
 COUNTRIES = {
     "US": (30, ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"), "USD"),
-    "DE": (12, ("Europe/Berlin",), "EUR"), "FR": (10, ("Europe/Paris",), "EUR"),
-    "GB": (10, ("Europe/London",), "GBP"), "ES": (5, ("Europe/Madrid",), "EUR"),
-    "IT": (5, ("Europe/Rome",), "EUR"), "NL": (4, ("Europe/Amsterdam",), "EUR"),
-    "BR": (6, ("America/Sao_Paulo",), "BRL"), "IN": (7, ("Asia/Kolkata",), "INR"),
-    "JP": (5, ("Asia/Tokyo",), "JPY"), "AU": (3, ("Australia/Sydney",), "AUD"),
+    "DE": (12, ("Europe/Berlin",), "EUR"),
+    "FR": (10, ("Europe/Paris",), "EUR"),
+    "GB": (10, ("Europe/London",), "GBP"),
+    "ES": (5, ("Europe/Madrid",), "EUR"),
+    "IT": (5, ("Europe/Rome",), "EUR"),
+    "NL": (4, ("Europe/Amsterdam",), "EUR"),
+    "BR": (6, ("America/Sao_Paulo",), "BRL"),
+    "IN": (7, ("Asia/Kolkata",), "INR"),
+    "JP": (5, ("Asia/Tokyo",), "JPY"),
+    "AU": (3, ("Australia/Sydney",), "AUD"),
     "CA": (3, ("America/Toronto", "America/Vancouver"), "CAD"),
 }
 _COUNTRY_NAMES = tuple(COUNTRIES)
 _COUNTRY_WEIGHTS = tuple(itertools.accumulate(c[0] for c in COUNTRIES.values()))
 DEVICES = (("ios", 35), ("android", 35), ("web", 30))
 PLANS = (("free", 70), ("plus", 20), ("pro", 10))
-FIRST_NAMES = ("Ada", "Alice", "Amir", "Ana", "Ben", "Carla", "Chen", "Chloe", "David", "Elena", "Emma",
-               "Farid", "Grace", "Hana", "Hugo", "Ines", "Ivan", "Jonas", "Julia", "Kenji", "Lea", "Liam",
-               "Lucas", "Maria", "Mateo", "Mia", "Noah", "Olga", "Omar", "Priya", "Sofia", "Yuki")
+FIRST_NAMES = (
+    "Ada",
+    "Alice",
+    "Amir",
+    "Ana",
+    "Ben",
+    "Carla",
+    "Chen",
+    "Chloe",
+    "David",
+    "Elena",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hana",
+    "Hugo",
+    "Ines",
+    "Ivan",
+    "Jonas",
+    "Julia",
+    "Kenji",
+    "Lea",
+    "Liam",
+    "Lucas",
+    "Maria",
+    "Mateo",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Omar",
+    "Priya",
+    "Sofia",
+    "Yuki",
+)
 DISCOUNTS = (0, 0, 0, 5, 10, 20)
-PARETO_ALPHA = 1.2      # 80/20-like activity
-PARETO_CAP = 200.0      # the most active user is at most 200x the least: heavy users, no single bot
+PARETO_ALPHA = 1.2  # 80/20-like activity
+PARETO_CAP = 200.0  # the most active user is at most 200x the least: heavy users, no single bot
 
 
 def _pick(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
@@ -87,19 +129,29 @@ def profile(seed: int, index: int) -> dict:
     country = _COUNTRY_NAMES[bisect.bisect_right(_COUNTRY_WEIGHTS, rng.random() * _COUNTRY_WEIGHTS[-1])]
     _, zones, currency = COUNTRIES[country]
     name = rng.choice(FIRST_NAMES)
-    return {"country": country, "timezone": rng.choice(zones), "device": _pick(rng, DEVICES),
-            "first_name": name, "email": f"{name.lower()}.{index}@example.com", "plan": _pick(rng, PLANS),
-            "currency": currency}
+    return {
+        "country": country,
+        "timezone": rng.choice(zones),
+        "device": _pick(rng, DEVICES),
+        "first_name": name,
+        "email": f"{name.lower()}.{index}@example.com",
+        "plan": _pick(rng, PLANS),
+        "currency": currency,
+    }
 
 
-def _session(rng: random.Random, prof: dict, favorites: tuple[str, ...], new: bool,
-             seq: Iterator[int]) -> Iterator[tuple[str, str | None, dict]]:
+def _session(
+    rng: random.Random, prof: dict, favorites: tuple[str, ...], new: bool, seq: Iterator[int]
+) -> Iterator[tuple[str, str | None, dict]]:
     """One visit: ``(type, event, props_or_traits)`` tuples."""
     if new:
         yield "identify", None, {k: v for k, v in prof.items() if k != "currency"}
     elif rng.random() < 0.03:  # a profile update: plan change or a new device
-        yield "identify", None, ({"plan": _pick(rng, PLANS)} if rng.random() < 0.5
-                                 else {"device": _pick(rng, DEVICES)})
+        yield (
+            "identify",
+            None,
+            ({"plan": _pick(rng, PLANS)} if rng.random() < 0.5 else {"device": _pick(rng, DEVICES)}),
+        )
     yield "track", "session_start", {"device": prof["device"], "country": prof["country"]}
     cart: list[float] = []
     for _ in range(1 + min(int(rng.expovariate(1 / 4)), 40)):
@@ -112,17 +164,36 @@ def _session(rng: random.Random, prof: dict, favorites: tuple[str, ...], new: bo
         yield "track", "view", {"category": category, "price": price, "product_id": product}
         if rng.random() < 0.18:
             cart.append(price)
-            yield "track", "add_to_cart", {"category": category, "price": price, "product_id": product,
-                                           "qty": 1}
+            yield (
+                "track",
+                "add_to_cart",
+                {"category": category, "price": price, "product_id": product, "qty": 1},
+            )
     if cart and rng.random() < 0.4:
         discount = rng.choice(DISCOUNTS)
-        yield "track", "purchase", {"price": round(sum(cart) * (100 - discount) / 100, 2),
-                                    "discount": discount, "items": len(cart),
-                                    "currency": prof["currency"], "order_id": f"o{next(seq)}"}
+        yield (
+            "track",
+            "purchase",
+            {
+                "price": round(sum(cart) * (100 - discount) / 100, 2),
+                "discount": discount,
+                "items": len(cart),
+                "currency": prof["currency"],
+                "order_id": f"o{next(seq)}",
+            },
+        )
 
 
-def workload(seed: int = 1, users: int = 10_000, events: int = 100_000, start_ts: float | None = None, *,
-             span: float = 30 * DAY, user_prefix: str = "u", msg_ids: bool = True) -> Iterator[dict]:
+def workload(
+    seed: int = 1,
+    users: int = 10_000,
+    events: int = 100_000,
+    start_ts: float | None = None,
+    *,
+    span: float = 30 * DAY,
+    user_prefix: str = "u",
+    msg_ids: bool = True,
+) -> Iterator[dict]:
     """Exactly ``events`` batch items over up to ``users`` users (ids ``{user_prefix}0000042``).
 
     Deterministic: the same arguments give the same items. Sessions of different users
@@ -205,10 +276,10 @@ def read_items(path: str | Path) -> Iterator[dict]:
 class StreamStats:
     """What ``stream`` did. ``seconds``: from the first send to the last acknowledgement."""
 
-    sent: int = 0            # items acknowledged (logged, duplicate or refused)
-    duplicates: int = 0      # acknowledged as already logged (same msg_id)
-    errors: int = 0          # items refused (bad_request...)
-    overloaded: int = 0      # whole batches refused with `overloaded`, then retried
+    sent: int = 0  # items acknowledged (logged, duplicate or refused)
+    duplicates: int = 0  # acknowledged as already logged (same msg_id)
+    errors: int = 0  # items refused (bad_request...)
+    overloaded: int = 0  # whole batches refused with `overloaded`, then retried
     batches: int = 0
     seconds: float = 0.0
     first_error: str | None = None
@@ -223,9 +294,19 @@ class StreamStats:
 OnAck = Callable[[list[dict], list[dict], float], None]
 
 
-async def stream(socket: str | Path, items: Iterable[dict], *, connections: int = 4, rate: float = 0.0,
-                 batch: int = 1000, window: int = 8, flush: float = 0.01, on_ack: OnAck | None = None,
-                 tcp: str | None = None, token: str | None = None) -> StreamStats:
+async def stream(
+    socket: str | Path,
+    items: Iterable[dict],
+    *,
+    connections: int = 4,
+    rate: float = 0.0,
+    batch: int = 1000,
+    window: int = 8,
+    flush: float = 0.01,
+    on_ack: OnAck | None = None,
+    tcp: str | None = None,
+    token: str | None = None,
+) -> StreamStats:
     """Send ``items`` as ``batch`` requests over ``connections`` connections; wait for every ack.
 
     A user's items always go over the same connection, in order. Each connection keeps at
@@ -239,7 +320,10 @@ async def stream(socket: str | Path, items: Iterable[dict], *, connections: int 
     stats = StreamStats()
     clients = [await AsyncClient.connect(socket, tcp=tcp, token=token) for _ in range(connections)]
     queues: list[asyncio.Queue] = [asyncio.Queue(maxsize=window) for _ in clients]
-    tasks = [asyncio.create_task(_sender(c, q, window, stats, on_ack)) for c, q in zip(clients, queues, strict=True)]
+    tasks = [
+        asyncio.create_task(_sender(c, q, window, stats, on_ack))
+        for c, q in zip(clients, queues, strict=True)
+    ]
     started = time.monotonic()
     try:
         tasks.append(asyncio.create_task(_produce(items, queues, rate, batch, flush)))
@@ -253,8 +337,9 @@ async def stream(socket: str | Path, items: Iterable[dict], *, connections: int 
     return stats
 
 
-async def _produce(items: Iterable[dict], queues: list[asyncio.Queue], rate: float, batch: int,
-                   flush: float) -> None:
+async def _produce(
+    items: Iterable[dict], queues: list[asyncio.Queue], rate: float, batch: int, flush: float
+) -> None:
     n = len(queues)
     bufs: list[list[dict]] = [[] for _ in range(n)]
     loop = asyncio.get_running_loop()
@@ -282,8 +367,9 @@ async def _produce(items: Iterable[dict], queues: list[asyncio.Queue], rate: flo
         await queues[j].put(None)
 
 
-async def _sender(client: AsyncClient, queue: asyncio.Queue, window: int, stats: StreamStats,
-                  on_ack: OnAck | None) -> None:
+async def _sender(
+    client: AsyncClient, queue: asyncio.Queue, window: int, stats: StreamStats, on_ack: OnAck | None
+) -> None:
     slots = asyncio.Semaphore(window)
     pending: set[asyncio.Task] = set()
     failed: list[BaseException] = []

@@ -24,12 +24,12 @@ class NewEvent(NamedTuple):
     """An event validated by the server, not yet in the log. ``body`` is msgpack bytes."""
 
     user: str
-    type: str               # "track" | "identify"
-    event: str | None       # None for identify
-    ts: float | None        # None: the receive time, decided at append (see Clock.stamp)
-    body: bytes             # props (track) or traits (identify), msgpack map
+    type: str  # "track" | "identify"
+    event: str | None  # None for identify
+    ts: float | None  # None: the receive time, decided at append (see Clock.stamp)
+    body: bytes  # props (track) or traits (identify), msgpack map
     msg_id: str | None
-    wall: float             # receive time (wall clock)
+    wall: float  # receive time (wall clock)
 
 
 class Row(NamedTuple):
@@ -51,8 +51,10 @@ class Appended(NamedTuple):
     rows: list[Row]
 
 
-_INSERT = ("INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = (
+    "INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events"
 _LOOKUP_CHUNK = 500
 
@@ -68,12 +70,13 @@ class EventLog:
             schema.create_events(self.db)
         self.conn = self.db.conn
         seq, clock = self.conn.execute(
-            "SELECT seq, clock FROM events ORDER BY seq DESC LIMIT 1").fetchone() or (0, 0.0)
+            "SELECT seq, clock FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone() or (0, 0.0)
         self.last_seq: int = seq
         self.last_clock: float = clock
         forgotten = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten'").fetchone()
         self.forgotten = int(forgotten[0]) if forgotten else 0
-        self._staged: tuple[int, float] | None = None   # (seq, clock) of a staged transaction
+        self._staged: tuple[int, float] | None = None  # (seq, clock) of a staged transaction
 
     @property
     def count(self) -> int:
@@ -110,8 +113,19 @@ class EventLog:
                 seq += 1
                 ts, at = stamp(e.ts, e.wall)
                 track = e.type == "track"
-                params.append((seq, e.user, e.type, e.event, ts, at,
-                               e.body if track else None, None if track else e.body, e.msg_id))
+                params.append(
+                    (
+                        seq,
+                        e.user,
+                        e.type,
+                        e.event,
+                        ts,
+                        at,
+                        e.body if track else None,
+                        None if track else e.body,
+                        e.msg_id,
+                    )
+                )
                 rows.append(Row(seq, e.user, e.type, e.event, ts, at, e.body))
                 results.append((seq, False))
                 if e.msg_id is not None:
@@ -153,8 +167,9 @@ class EventLog:
             self.conn.execute("BEGIN")
             n = self.conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
             self.forgotten += n
-            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)",
-                              (str(self.forgotten),))
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)", (str(self.forgotten),)
+            )
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.conn.in_transaction:
@@ -166,10 +181,13 @@ class EventLog:
     def _known_msg_ids(self, ids: list[str]) -> dict[str, int]:
         known: dict[str, int] = {}
         for i in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[i:i + _LOOKUP_CHUNK]
+            chunk = ids[i : i + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            known.update(self.conn.execute(
-                f"SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", chunk).fetchall())
+            known.update(
+                self.conn.execute(
+                    f"SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", chunk
+                ).fetchall()
+            )
         return known
 
     def scan(self, after: int = 0, until: int | None = None, *, batch: int = 10_000) -> Iterator[list[Row]]:
@@ -182,8 +200,9 @@ class EventLog:
         try:
             limit = until if until is not None else (1 << 62)
             while after < limit:
-                chunk = conn.execute(f"{_SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                                     (after, limit, batch)).fetchall()
+                chunk = conn.execute(
+                    f"{_SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, limit, batch)
+                ).fetchall()
                 if not chunk:
                     return
                 yield [Row(*r) for r in chunk]

@@ -61,12 +61,14 @@ class DueMessage(NamedTuple):
     channel: str
     attempts: int
     payload: bytes | None
-    reason: str = ""        # "quiet_hours" for a deferred message
+    reason: str = ""  # "quiet_hours" for a deferred message
 
 
 _COLUMNS = ", ".join(MessageRow._fields)
-_INSERT = (f"INSERT INTO messages ({_COLUMNS}, attempts) VALUES ({', '.join('?' * len(MessageRow._fields))}, 0) "
-           "ON CONFLICT (id) DO NOTHING")
+_INSERT = (
+    f"INSERT INTO messages ({_COLUMNS}, attempts) VALUES ({', '.join('?' * len(MessageRow._fields))}, 0) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 
 
 class OutboxStore:
@@ -114,8 +116,10 @@ class OutboxStore:
                     out[name] = old[name][1]
                 else:
                     out[name] = now
-                    conn.execute("INSERT OR REPLACE INTO campaigns (name, key, activated) VALUES (?, ?, ?)",
-                                 (name, key, now))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO campaigns (name, key, activated) VALUES (?, ?, ?)",
+                        (name, key, now),
+                    )
             for name in set(old) - set(keys):
                 conn.execute("DELETE FROM campaigns WHERE name = ?", (name,))
         return out
@@ -131,21 +135,29 @@ class OutboxStore:
         """Which of ``ids`` are already recorded."""
         found: set[str] = set()
         for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            found.update(r[0] for r in self._read(
-                f"SELECT id FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+            chunk = ids[i : i + 500]
+            found.update(
+                r[0]
+                for r in self._read(
+                    f"SELECT id FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                )
+            )
         return found
 
     def capped_since(self, since: float) -> list[tuple[str, float]]:
         """``(user, due)`` of messages holding a cap place with ``due > since`` (start-up)."""
-        return self._read(f"SELECT user, due FROM messages WHERE due > ? AND status IN {CAPPED} "
-                          "ORDER BY due", (since,))
+        return self._read(
+            f"SELECT user, due FROM messages WHERE due > ? AND status IN {CAPPED} ORDER BY due", (since,)
+        )
 
     def exposures_since(self, since: float) -> list[tuple[str, str, str, str, float]]:
         """``(user, campaign, message id, variant, at)`` of sent, pending or holdout messages
         with ``at > since``: the ones a goal event may still convert (start-up)."""
-        return self._read("SELECT user, campaign, id, variant, at FROM messages WHERE at > ? AND status IN "
-                          "('pending', 'claimed', 'sent', 'holdout') ORDER BY at", (since,))
+        return self._read(
+            "SELECT user, campaign, id, variant, at FROM messages WHERE at > ? AND status IN "
+            "('pending', 'claimed', 'sent', 'holdout') ORDER BY at",
+            (since,),
+        )
 
     # ------------------------------------------------------------------ delivery
 
@@ -164,28 +176,41 @@ class OutboxStore:
             "SELECT id, campaign, variant, segment, user, transition, at, channel, attempts, payload, "
             "coalesce(reason, '') "
             "FROM messages WHERE status = 'pending' AND channel = ? AND due <= ? AND coalesce(next_try, 0) <= ? "
-            "ORDER BY due, priority, id LIMIT ?", (channel, clock, wall, limit))
+            "ORDER BY due, priority, id LIMIT ?",
+            (channel, clock, wall, limit),
+        )
         return [DueMessage(*r) for r in rows]
 
     def next_retry(self, channel: str, clock: float) -> float | None:
         """The earliest wall time at which a due pending message of ``channel`` may be retried."""
-        row = self._read("SELECT min(next_try) FROM messages WHERE status = 'pending' AND channel = ? "
-                         "AND due <= ?", (channel, clock))
+        row = self._read(
+            "SELECT min(next_try) FROM messages WHERE status = 'pending' AND channel = ? AND due <= ?",
+            (channel, clock),
+        )
         return row[0][0] if row else None
 
     def claim(self, ids: list[str]) -> None:
         """Durably mark messages as being delivered (before any channel sees them)."""
-        self._write("UPDATE messages SET status = 'claimed', attempts = attempts + 1 "
-                    "WHERE id = ? AND status = 'pending'", [(i,) for i in ids], many=True)
+        self._write(
+            "UPDATE messages SET status = 'claimed', attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'pending'",
+            [(i,) for i in ids],
+            many=True,
+        )
 
     def sent(self, ids: list[tuple[str, float]]) -> None:
         """``(id, engine clock)`` of delivered messages."""
-        self._write("UPDATE messages SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
-                    [(at, i) for i, at in ids], many=True)
+        self._write(
+            "UPDATE messages SET status = 'sent', sent_at = ?, last_error = NULL WHERE id = ?",
+            [(at, i) for i, at in ids],
+            many=True,
+        )
 
     def retry(self, id: str, next_try: float, error: str) -> None:
-        self._write("UPDATE messages SET status = 'pending', next_try = ?, last_error = ? WHERE id = ?",
-                    (next_try, error, id))
+        self._write(
+            "UPDATE messages SET status = 'pending', next_try = ?, last_error = ? WHERE id = ?",
+            (next_try, error, id),
+        )
 
     def suppress(self, id: str, reason: str) -> None:
         """A pending message that may no longer go out (``stale`` at delivery time)."""
@@ -198,33 +223,49 @@ class OutboxStore:
             conn.execute(
                 "INSERT OR REPLACE INTO dead_letters (id, campaign, user, channel, attempts, error, at, "
                 "payload) SELECT id, campaign, user, channel, attempts, ?, ?, payload FROM messages "
-                "WHERE id = ?", (error, at, id))
+                "WHERE id = ?",
+                (error, at, id),
+            )
 
     # ------------------------------------------------------------------ conversions and reports
 
     def convert(self, rows: list[tuple[str, str, str, str, float, int]]) -> int:
         """Record conversions ``(message, campaign, variant, user, ts, seq)``, once per message."""
-        return self._write("INSERT OR IGNORE INTO conversions (message, campaign, variant, user, ts, seq) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", rows, many=True)
+        return self._write(
+            "INSERT OR IGNORE INTO conversions (message, campaign, variant, user, ts, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+            many=True,
+        )
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Messages per ``(status, reason)``."""
-        return {(s, r or ""): n for s, r, n in
-                self._read("SELECT status, reason, count(*) FROM messages GROUP BY status, reason")}
+        return {
+            (s, r or ""): n
+            for s, r, n in self._read("SELECT status, reason, count(*) FROM messages GROUP BY status, reason")
+        }
 
     def report(self) -> list[tuple[str, str, str, str, int]]:
         """``(campaign, variant, status, reason, count)`` for every group of messages."""
-        return self._read("SELECT campaign, variant, status, coalesce(reason, ''), count(*) FROM messages "
-                          "GROUP BY campaign, variant, status, reason ORDER BY campaign, variant")
+        return self._read(
+            "SELECT campaign, variant, status, coalesce(reason, ''), count(*) FROM messages "
+            "GROUP BY campaign, variant, status, reason ORDER BY campaign, variant"
+        )
 
     def conversions(self) -> dict[tuple[str, str], int]:
         """Conversions per ``(campaign, variant)``."""
-        return {(c, v): n for c, v, n in
-                self._read("SELECT campaign, variant, count(*) FROM conversions GROUP BY campaign, variant")}
+        return {
+            (c, v): n
+            for c, v, n in self._read(
+                "SELECT campaign, variant, count(*) FROM conversions GROUP BY campaign, variant"
+            )
+        }
 
     def messages(self, user: str | None = None) -> list[dict[str, Any]]:
         """Message rows as dicts (all, or one user's), in decision order: for tests and tools."""
-        cur_sql = "SELECT * FROM messages" + (" WHERE user = ?" if user is not None else "") + " ORDER BY rowid"
+        cur_sql = (
+            "SELECT * FROM messages" + (" WHERE user = ?" if user is not None else "") + " ORDER BY rowid"
+        )
         with self._lock:
             cur = self.conn.execute(cur_sql, (user,) if user is not None else ())
             names = [d[0] for d in cur.description]

@@ -53,8 +53,9 @@ def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:
     if row is None:
         db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
     elif int(row[0]) > SCHEMA_VERSION:
-        raise StoreError(f"{path} has schema version {row[0]}; this segd understands up to "
-                         f"{SCHEMA_VERSION}: upgrade segd")
+        raise StoreError(
+            f"{path} has schema version {row[0]}; this segd understands up to {SCHEMA_VERSION}: upgrade segd"
+        )
 
 
 def create_events(db: sqlite_utils.Database) -> None:
@@ -63,15 +64,15 @@ def create_events(db: sqlite_utils.Database) -> None:
         return
     db["events"].create(
         {
-            "seq": int,         # log position, 1, 2, 3... (gaps only after `forget`)
+            "seq": int,  # log position, 1, 2, 3... (gaps only after `forget`)
             "user": str,
-            "type": str,        # "track" | "identify"
-            "event": str,       # event name; NULL for identify
-            "ts": float,        # event time, seconds since the epoch, UTC
-            "clock": float,     # the engine clock when the event was appended
-            "props": bytes,     # msgpack map, track only
-            "traits": bytes,    # msgpack map, identify only
-            "msg_id": str,      # client idempotency key, or NULL
+            "type": str,  # "track" | "identify"
+            "event": str,  # event name; NULL for identify
+            "ts": float,  # event time, seconds since the epoch, UTC
+            "clock": float,  # the engine clock when the event was appended
+            "props": bytes,  # msgpack map, track only
+            "traits": bytes,  # msgpack map, identify only
+            "msg_id": str,  # client idempotency key, or NULL
         },
         pk="seq",
         not_null={"user", "type", "ts", "clock"},
@@ -90,14 +91,17 @@ def create_segments(db: sqlite_utils.Database) -> None:
     if "transitions" not in db.table_names():
         db["transitions"].create(
             {"id": str, "segment": str, "user": str, "kind": str, "at": float, "seq": int},
-            pk="id", not_null={"segment", "user", "kind", "at", "seq"},
+            pk="id",
+            not_null={"segment", "user", "kind", "at", "seq"},
         )
         db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user)")
         db.execute("CREATE INDEX transitions_user ON transitions (user)")
     if "members" not in db.table_names():
         # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
-        db.execute("CREATE TABLE members (segment TEXT NOT NULL, user TEXT NOT NULL, "
-                   "PRIMARY KEY (segment, user)) WITHOUT ROWID")
+        db.execute(
+            "CREATE TABLE members (segment TEXT NOT NULL, user TEXT NOT NULL, "
+            "PRIMARY KEY (segment, user)) WITHOUT ROWID"
+        )
     if "segment_versions" not in db.table_names():
         db["segment_versions"].create({"segment": str, "fingerprint": str}, pk="segment")
 
@@ -120,34 +124,45 @@ def create_outbox(db: sqlite_utils.Database) -> None:
     if "messages" not in db.table_names():
         db["messages"].create(
             {
-                "id": str,          # message id: a function of (campaign, transition id)
+                "id": str,  # message id: a function of (campaign, transition id)
                 "campaign": str,
-                "variant": str,     # "" without variants; "holdout" for the holdout group
+                "variant": str,  # "" without variants; "holdout" for the holdout group
                 "segment": str,
                 "user": str,
                 "transition": str,  # transition id
-                "at": float,        # the transition's logical time
-                "decided": float,   # engine clock at the decision
-                "due": float,       # engine clock from which it may be delivered (quiet hours)
-                "channel": str,     # "" when none could be used
+                "at": float,  # the transition's logical time
+                "decided": float,  # engine clock at the decision
+                "due": float,  # engine clock from which it may be delivered (quiet hours)
+                "channel": str,  # "" when none could be used
                 "priority": int,
-                "status": str,      # pending | claimed | sent | suppressed | holdout | dead
-                "reason": str,      # why suppressed, or "quiet_hours" for a deferred message
+                "status": str,  # pending | claimed | sent | suppressed | holdout | dead
+                "reason": str,  # why suppressed, or "quiet_hours" for a deferred message
                 "attempts": int,
                 "next_try": float,  # wall time of the next attempt (retries)
-                "sent_at": float,   # engine clock at delivery
+                "sent_at": float,  # engine clock at delivery
                 "last_error": str,
-                "payload": bytes,   # msgpack {body, subject, to, fields}; erased by forget
+                "payload": bytes,  # msgpack {body, subject, to, fields}; erased by forget
             },
-            pk="id", not_null={"campaign", "user", "status"},
+            pk="id",
+            not_null={"campaign", "user", "status"},
         )
         db.execute("CREATE INDEX messages_due ON messages (status, channel, due) WHERE status = 'pending'")
         db.execute("CREATE INDEX messages_user ON messages (user, due)")
         db.execute("CREATE INDEX messages_campaign ON messages (campaign, variant, status)")
     if "dead_letters" not in db.table_names():
         db["dead_letters"].create(
-            {"id": str, "campaign": str, "user": str, "channel": str, "attempts": int,
-             "error": str, "at": float, "payload": bytes}, pk="id")
+            {
+                "id": str,
+                "campaign": str,
+                "user": str,
+                "channel": str,
+                "attempts": int,
+                "error": str,
+                "at": float,
+                "payload": bytes,
+            },
+            pk="id",
+        )
     if "campaigns" not in db.table_names():
         # When each campaign (with its segment's definition) first appeared: no message for
         # transitions before that.
@@ -155,4 +170,5 @@ def create_outbox(db: sqlite_utils.Database) -> None:
     if "conversions" not in db.table_names():
         db["conversions"].create(
             {"message": str, "campaign": str, "variant": str, "user": str, "ts": float, "seq": int},
-            pk="message")
+            pk="message",
+        )

@@ -15,8 +15,10 @@ from typing import Any
 from segd.errors import StoreError
 from store import schema
 
-_INSERT = ("INSERT INTO transitions (id, segment, user, kind, at, seq) VALUES (?, ?, ?, ?, ?, ?) "
-           "ON CONFLICT (id) DO NOTHING")
+_INSERT = (
+    "INSERT INTO transitions (id, segment, user, kind, at, seq) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 
 
 class SegmentStore:
@@ -44,7 +46,9 @@ class SegmentStore:
                 if conn.execute(_INSERT, tuple(t[:6])).rowcount != 1:
                     continue
                 if kind == "enter":
-                    conn.execute("INSERT OR IGNORE INTO members (segment, user) VALUES (?, ?)", (segment, user))
+                    conn.execute(
+                        "INSERT OR IGNORE INTO members (segment, user) VALUES (?, ?)", (segment, user)
+                    )
                 else:
                     conn.execute("DELETE FROM members WHERE segment = ? AND user = ?", (segment, user))
                 new.append(t)
@@ -63,7 +67,8 @@ class SegmentStore:
         """Up to ``limit`` members of ``segment`` sorted by user id, after the ``after`` cursor."""
         rows = self.conn.execute(
             "SELECT user FROM members WHERE segment = ? AND user > ? ORDER BY user LIMIT ?",
-            (segment, after or "", limit))
+            (segment, after or "", limit),
+        )
         return [r[0] for r in rows]
 
     def history(self, segment: str, since: float, until: float | None) -> list[tuple]:
@@ -71,7 +76,8 @@ class SegmentStore:
         rows = self.conn.execute(
             "SELECT id, segment, user, kind, at, seq FROM transitions WHERE segment = ? AND at >= ? "
             "AND at <= ? ORDER BY at, seq, user, id",
-            (segment, since, until if until is not None else float("inf")))
+            (segment, since, until if until is not None else float("inf")),
+        )
         return rows.fetchall()
 
     def forget(self, user: str) -> dict[str, int]:
@@ -95,8 +101,9 @@ class SegmentStore:
                 self.conn.execute("DELETE FROM transitions WHERE segment = ?", (s,))
                 self.conn.execute("DELETE FROM members WHERE segment = ?", (s,))
             self.conn.execute("DELETE FROM segment_versions")
-            self.conn.executemany("INSERT INTO segment_versions (segment, fingerprint) VALUES (?, ?)",
-                                  list(versions.items()))
+            self.conn.executemany(
+                "INSERT INTO segment_versions (segment, fingerprint) VALUES (?, ?)", list(versions.items())
+            )
 
     def close(self) -> None:
         self.conn.close()

@@ -41,14 +41,17 @@ class SnapshotStore:
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshots (shard, shards, fingerprint, seq, taken, state) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [snap.shard, snap.shards, snap.fingerprint, snap.seq, time.time(), snap.state])
+                [snap.shard, snap.shards, snap.fingerprint, snap.seq, time.time(), snap.state],
+            )
 
     def get(self, shard: int, shards: int, fingerprint: str) -> Snapshot | None:
         """The latest usable snapshot of ``shard``, or None."""
         with self._lock:
             row = self.db.execute(
                 "SELECT shard, shards, fingerprint, seq, state FROM snapshots "
-                "WHERE shard = ? AND shards = ? AND fingerprint = ?", [shard, shards, fingerprint]).fetchone()
+                "WHERE shard = ? AND shards = ? AND fingerprint = ?",
+                [shard, shards, fingerprint],
+            ).fetchone()
         return Snapshot(*row) if row else None
 
     def delete(self, shard: int) -> None:

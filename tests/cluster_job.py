@@ -46,8 +46,10 @@ async def run(config_text: str, data: Path, events: list[dict], address: str, ki
             for s in config.segments:
                 members = (await c.segment(s.name, limit=100_000))["members"]
                 hist = (await c.history(s.name, 0))["transitions"]
-                out["segments"][s.name] = [members, [[t["id"], t["user"], t["kind"], t["at"], t["seq"]]
-                                                     for t in hist]]
+                out["segments"][s.name] = [
+                    members,
+                    [[t["id"], t["user"], t["kind"], t["at"], t["seq"]] for t in hist],
+                ]
     return out
 
 
@@ -58,8 +60,9 @@ async def _moved_off(d: Daemon, c: AsyncClient, dead: str, timeout: float = 120)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         await c.sync()
-        nodes = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)),
-                                     return_exceptions=True)
+        nodes = await asyncio.gather(
+            *(d.runtime.shard_node(i) for i in range(d.runtime.n)), return_exceptions=True
+        )
         if all(isinstance(n, str) and n != dead for n in nodes):
             return nodes
         if asyncio.get_running_loop().time() > deadline:
@@ -79,11 +82,16 @@ def main() -> None:
         return worker.node_id
 
     kill = kill if sys.argv[4:] == ["kill"] else None
-    ray.init(address=cluster.address, namespace="segd-cluster",
-             runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"}, logging_level="WARNING")
+    ray.init(
+        address=cluster.address,
+        namespace="segd-cluster",
+        runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"},
+        logging_level="WARNING",
+    )
     try:
-        result = asyncio.run(run(config_file.read_text(), data, json.loads(events_file.read_text()),
-                                 cluster.address, kill))
+        result = asyncio.run(
+            run(config_file.read_text(), data, json.loads(events_file.read_text()), cluster.address, kill)
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

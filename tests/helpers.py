@@ -25,10 +25,15 @@ def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     body = textwrap.dedent(body)
     # Subprocess daemons join the test session's Ray instead of starting one each.
-    ray_table = "" if "[ray]" in body else f'[ray]\naddress = "{os.environ.get("SEGD_TEST_RAY_ADDRESS", "")}"\n'
+    ray_table = (
+        "" if "[ray]" in body else f'[ray]\naddress = "{os.environ.get("SEGD_TEST_RAY_ADDRESS", "")}"\n'
+    )
     path.write_text(
         f'[daemon]\ndata_dir = "{tmp_path / "data"}"\nsocket = "{sock}"\n'
-        + textwrap.dedent(daemon) + "\n" + ray_table + body
+        + textwrap.dedent(daemon)
+        + "\n"
+        + ray_table
+        + body
     )
     return path
 
@@ -99,13 +104,18 @@ def start_subprocess_daemon(config_path: Path, socket: Path, *, timeout: float =
     from segd.errors import ConnectError
 
     with open(config_path.parent / "daemon.log", "ab") as log:  # the child keeps its own copy
-        proc = subprocess.Popen([sys.executable, "-m", "segd", "run", "--config", str(config_path)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segd", "run", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited with {proc.returncode}: "
-                               + (config_path.parent / "daemon.log").read_text()[-3000:])
+            raise RuntimeError(
+                f"daemon exited with {proc.returncode}: "
+                + (config_path.parent / "daemon.log").read_text()[-3000:]
+            )
         try:
             with Client(socket, timeout=5) as c:
                 c.ping()

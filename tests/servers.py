@@ -43,11 +43,14 @@ class Handler(BaseHTTPRequestHandler):
     def handle_any(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with self.server.lock:
-            self.server.requests.append({
-                "method": self.command, "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "json": json.loads(raw) if raw else None,
-            })
+            self.server.requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "json": json.loads(raw) if raw else None,
+                }
+            )
         path = self.path
         if path == "/slow":
             self.server.release.wait(HANG)
@@ -135,5 +138,3 @@ def smtp_server():
     yield start
     for ctl in started:
         ctl.stop()
-
-

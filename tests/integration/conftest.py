@@ -14,8 +14,13 @@ from tests.helpers import DaemonThread, make_config
 @pytest.fixture(scope="session", autouse=True)
 def ray_session():
     """A local Ray for the whole session; subprocess daemons join it by its address."""
-    ray.init(num_cpus=2, include_dashboard=False, namespace="segd-tests", logging_level="WARNING",
-             runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="segd-tests",
+        logging_level="WARNING",
+        runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"},
+    )
     os.environ["SEGD_TEST_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield
     ray.shutdown()

@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def segd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segd", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "segd", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_check_accepts_the_default_config():
@@ -61,8 +62,19 @@ def running(tmp_path):
 
 def test_send_identify_and_stats(running):
     cfg = str(running)
-    r = segd("send", "view", "--user", "alice", "--prop", "category=electronics", "--prop", "price=12.5",
-             "--config", cfg, "--json")
+    r = segd(
+        "send",
+        "view",
+        "--user",
+        "alice",
+        "--prop",
+        "category=electronics",
+        "--prop",
+        "price=12.5",
+        "--config",
+        cfg,
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"seq": 1}
     r = segd("identify", "--user", "alice", "first_name=Alice", "vip=true", "--config", cfg)
@@ -78,7 +90,7 @@ def test_send_identify_and_stats(running):
 def test_sighup_reloads_and_keeps_serving(running):
     proc_log = running.parent / "daemon.log"
     pid = int((load_config(running).daemon.data_dir / "segd.lock").read_text())
-    os.kill(pid, signal.SIGHUP)   # the default action would kill a process without a handler
+    os.kill(pid, signal.SIGHUP)  # the default action would kill a process without a handler
     r = segd("stats", "--config", str(running), "--json")
     assert r.returncode == 0, r.stderr
     deadline = time.monotonic() + 30
@@ -126,8 +138,9 @@ def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
     sock = load_config(cfg).daemon.socket
     proc = start_subprocess_daemon(cfg, sock)
     t0 = 1_700_000_000.0
-    events = [{"type": "track", "user": f"u{i % 30}", "event": "view", "ts": t0 + i * 7000.0}
-              for i in range(400)]
+    events = [
+        {"type": "track", "user": f"u{i % 30}", "event": "view", "ts": t0 + i * 7000.0} for i in range(400)
+    ]
     try:
         with Client(sock) as c:
             c.send_events(events)
@@ -154,6 +167,7 @@ def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
     r = segd("replay", "--until", "100", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     import sqlite3
+
     conn = sqlite3.connect(tmp_path / "data" / "segments.db")
     assert conn.execute("SELECT max(seq) FROM transitions").fetchone()[0] <= 100
     conn.close()
@@ -177,8 +191,11 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
     cfg = write_config(tmp_path, tail, daemon=keys)
     sock = load_config(cfg).daemon.socket
     daemon = start_subprocess_daemon(cfg, sock)
-    sub = subprocess.Popen([sys.executable, "-m", "segd", "subscribe", "regulars", "--config", str(cfg)],
-                           stdout=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        [sys.executable, "-m", "segd", "subscribe", "regulars", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         with Client(sock) as c:
             deadline = time.monotonic() + 30
@@ -188,8 +205,13 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
             c.track("zed", "view", ts=1_700_000_100.0)
             c.sync()
         line = json.loads(sub.stdout.readline())
-        assert (line["segment"], line["user"], line["kind"], line["at"], line["seq"]) == \
-            ("regulars", "zed", "enter", 1_700_000_100.0, 2)
+        assert (line["segment"], line["user"], line["kind"], line["at"], line["seq"]) == (
+            "regulars",
+            "zed",
+            "enter",
+            1_700_000_100.0,
+            2,
+        )
     finally:
         sub.terminate()
         sub.wait(30)
@@ -199,8 +221,10 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
 
 def test_check_reports_a_bad_expression_with_table_and_column(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('[aggregates.views_7d]\nkind = "count"\nevent = "view"\nwithin = "7d"\n\n'
-                   '[segments.fans]\nwhen = "views_7d >= "\n\n[segments.typo]\nwhen = "vews_7d > 1"\n')
+    cfg.write_text(
+        '[aggregates.views_7d]\nkind = "count"\nevent = "view"\nwithin = "7d"\n\n'
+        '[segments.fans]\nwhen = "views_7d >= "\n\n[segments.typo]\nwhen = "vews_7d > 1"\n'
+    )
     r = segd("check", "--config", str(cfg))
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
@@ -212,12 +236,31 @@ def test_demo_streams_the_default_config_and_its_campaigns_deliver(tmp_path):
     import re
 
     env_ray = os.environ["SEGD_TEST_RAY_ADDRESS"]
-    r = subprocess.run([sys.executable, "-m", "segd", "demo", "--seconds", "8", "--rate", "500",
-                        "--config", str(ROOT / "config.toml"), "--ray-address", env_ray],
-                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segd",
+            "demo",
+            "--seconds",
+            "8",
+            "--rate",
+            "500",
+            "--config",
+            str(ROOT / "config.toml"),
+            "--ray-address",
+            env_ray,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    m = re.search(r"([\d,]+) events from ([\d,]+) users, ([\d,]+) transitions; messages: ([\d,]+) sent", r.stdout)
+    m = re.search(
+        r"([\d,]+) events from ([\d,]+) users, ([\d,]+) transitions; messages: ([\d,]+) sent", r.stdout
+    )
     assert m, r.stdout[-2000:]
     events, users, transitions, sent = (int(g.replace(",", "")) for g in m.groups())
     assert events == 4000 and users > 100 and transitions > 0 and sent > 0
-    assert "latest messages" in r.stdout and not list(tmp_path.iterdir())   # nothing left behind
+    assert "latest messages" in r.stdout and not list(tmp_path.iterdir())  # nothing left behind

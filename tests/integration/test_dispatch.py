@@ -94,7 +94,12 @@ def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_facto
         c.sync()
         [msg] = wait_until(lambda: lines(tmp_path), what="a delivered message")
         assert list(msg) == ["id", "campaign", "segment", "user", "channel", "transition", "at", "body"]
-        assert (msg["campaign"], msg["segment"], msg["user"], msg["channel"]) == ("hello", "fans", "alice", "out")
+        assert (msg["campaign"], msg["segment"], msg["user"], msg["channel"]) == (
+            "hello",
+            "fans",
+            "alice",
+            "out",
+        )
         assert msg["body"] == "Hi Alice, 2 views" and msg["at"] == T0 + 1
         [t] = c.history("fans", 0)["transitions"]
         assert msg["transition"] == t["id"]
@@ -133,7 +138,7 @@ def test_restarts_and_replays_never_send_a_message_twice(daemon_factory, tmp_pat
     with Client(d.socket) as c:
         c.sync()
         messages = c.stats()["messages"]
-        assert (messages["sent"], messages["pending"]) == (20, 0)   # nothing left that could go out
+        assert (messages["sent"], messages["pending"]) == (20, 0)  # nothing left that could go out
     assert len({m["id"] for m in lines(tmp_path)}) == len(lines(tmp_path)) == 20
     assert len(outbox(d)) == 20
 
@@ -161,8 +166,10 @@ def test_a_failing_webhook_is_retried_with_the_same_idempotency_key(daemon_facto
 
 
 def test_a_message_that_keeps_failing_is_dead_lettered(daemon_factory, http_server):
-    d = start(daemon_factory, BASE + webhook(http_server.base + "/status/503", max_attempts=3)
-              + campaign("ping", "hook"))
+    d = start(
+        daemon_factory,
+        BASE + webhook(http_server.base + "/status/503", max_attempts=3) + campaign("ping", "hook"),
+    )
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
@@ -174,8 +181,13 @@ def test_a_message_that_keeps_failing_is_dead_lettered(daemon_factory, http_serv
 
 
 def test_a_hanging_channel_blocks_neither_ingestion_nor_other_channels(daemon_factory, tmp_path, http_server):
-    config = (BASE + webhook(http_server.base + "/slow", timeout="30s") + file_channel(tmp_path)
-              + campaign("slow", "hook") + campaign("fast", "out"))
+    config = (
+        BASE
+        + webhook(http_server.base + "/slow", timeout="30s")
+        + file_channel(tmp_path)
+        + campaign("slow", "hook")
+        + campaign("fast", "out")
+    )
     d = start(daemon_factory, config)
     with Client(d.socket) as c:
         fan(c, "alice")
@@ -185,14 +197,16 @@ def test_a_hanging_channel_blocks_neither_ingestion_nor_other_channels(daemon_fa
         for i in range(200):
             c.track(f"u{i}", "view", ts=T0 + 10)
         assert c.sync()["seq"] == 202
-        assert c.stats()["messages"]["sent"] == 1      # the webhook is still hanging
+        assert c.stats()["messages"]["sent"] == 1  # the webhook is still hanging
         http_server.release.set()
         wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="the webhook to finish")
 
 
 def test_http_provider_and_smtp_channels_deliver_by_preference(daemon_factory, http_server, smtp_server):
     box, ctl = smtp_server()
-    config = BASE + f"""
+    config = (
+        BASE
+        + f"""
 [channels.sms]
 kind = "http"
 url = "{http_server.base}/sms"
@@ -212,9 +226,12 @@ fallback = ["email"]
 template = "Hi {{traits.first_name}}"
 subject = "Welcome, {{traits.first_name}}"
 """
+    )
     d = start(daemon_factory, config)
     with Client(d.socket) as c:
-        fan(c, "ann", first_name="Ann", preferred_channel="sms", phone="+33600000000", email="ann@example.com")
+        fan(
+            c, "ann", first_name="Ann", preferred_channel="sms", phone="+33600000000", email="ann@example.com"
+        )
         fan(c, "bob", first_name="Bob", email="bob@example.com")
         c.sync()
         wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="both deliveries")
@@ -230,9 +247,14 @@ subject = "Welcome, {{traits.first_name}}"
 
 def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daemon_factory, tmp_path):
     paris = ZoneInfo("Europe/Paris")
-    night = datetime(2026, 3, 28, 23, 0, tzinfo=paris).timestamp()     # the DST night
+    night = datetime(2026, 3, 28, 23, 0, tzinfo=paris).timestamp()  # the DST night
     morning = datetime(2026, 3, 29, 8, 0, tzinfo=paris).timestamp()
-    config = BASE + file_channel(tmp_path) + HELLO + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    config = (
+        BASE
+        + file_channel(tmp_path)
+        + HELLO
+        + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    )
     d = start(daemon_factory, config)
     with Client(d.socket) as c:
         fan(c, "alice", night, timezone="Europe/Paris", first_name="Alice")
@@ -250,7 +272,10 @@ def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daem
 
 
 def test_variants_holdout_and_goals_are_reported(daemon_factory, tmp_path):
-    config = BASE + file_channel(tmp_path) + """
+    config = (
+        BASE
+        + file_channel(tmp_path)
+        + """
 [campaigns.promo]
 segment = "fans"
 channel = "out"
@@ -259,13 +284,14 @@ holdout = 0.2
 variants = [{ name = "a", weight = 1, template = "A" }, { name = "b", weight = 1, template = "B" }]
 goal = { event = "purchase", within = "1d" }
 """
+    )
     d = start(daemon_factory, config)
     with Client(d.socket) as c:
         for i in range(60):
             fan(c, f"u{i}", T0)
-        for i in range(0, 60, 3):                       # every third user buys within the day
+        for i in range(0, 60, 3):  # every third user buys within the day
             c.track(f"u{i}", "purchase", {"price": 10}, ts=T0 + 3600)
-        c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)   # too late to count
+        c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)  # too late to count
         c.sync()
         [camp] = c.campaigns()["campaigns"]
     by = {v["variant"]: v for v in camp["variants"]}
@@ -289,7 +315,9 @@ def dispatcher_processes() -> list:
 
 
 def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, http_server):
-    rest, keys = split_daemon(BASE + webhook(http_server.base + "/slow", timeout="60s") + campaign("ping", "hook"))
+    rest, keys = split_daemon(
+        BASE + webhook(http_server.base + "/slow", timeout="60s") + campaign("ping", "hook")
+    )
     path = write_config(tmp_path, rest, daemon=keys)
     config = load_config(path)
     proc = start_subprocess_daemon(path, config.daemon.socket)
@@ -327,19 +355,25 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
     with Client(d.socket) as c:
         fan(c, "early", T0)
         c.sync()
-        rest, keys = split_daemon(config.replace("views >= 2", "views >= 5")
-                                  + campaign("second", "out") + '\n[throttle]\nper_user = [{ max = 5, per = "1h" }]\n')
+        rest, keys = split_daemon(
+            config.replace("views >= 2", "views >= 5")
+            + campaign("second", "out")
+            + '\n[throttle]\nper_user = [{ max = 5, per = "1h" }]\n'
+        )
         write_config(tmp_path / "run", rest, daemon=keys)
         assert d.run(d.daemon.reload()) is True
         assert [x.name for x in d.daemon.config.campaigns] == ["hello", "second"]
-        assert d.daemon.config.segments[0].when == "views >= 2"          # segments need a restart
+        assert d.daemon.config.segments[0].when == "views >= 2"  # segments need a restart
         fan(c, "late", T0 + 10)
         c.sync()
         wait_until(lambda: len(lines(tmp_path)) == 3, what="three messages")
         assert sorted((m["user"], m["campaign"]) for m in lines(tmp_path)) == [
-            ("early", "hello"), ("late", "hello"), ("late", "second")]
+            ("early", "hello"),
+            ("late", "hello"),
+            ("late", "second"),
+        ]
         write_config(tmp_path / "run", rest.replace('kind = "count"', 'kind = "bogus"'), daemon=keys)
-        assert d.run(d.daemon.reload()) is False                          # errors change nothing
+        assert d.run(d.daemon.reload()) is False  # errors change nothing
         fan(c, "later", T0 + 20)
         c.sync()
         wait_until(lambda: len(lines(tmp_path)) == 5, what="both campaigns still firing")
@@ -349,7 +383,12 @@ def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_noth
     paris = ZoneInfo("Europe/Paris")
     night = datetime(2026, 6, 1, 23, 0, tzinfo=paris).timestamp()
     morning = datetime(2026, 6, 2, 8, 0, tzinfo=paris).timestamp()
-    config = BASE + file_channel(tmp_path) + HELLO + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    config = (
+        BASE
+        + file_channel(tmp_path)
+        + HELLO
+        + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    )
     d = start(daemon_factory, config)
     with Client(d.socket) as c:
         fan(c, "alice", night, timezone="Europe/Paris")
@@ -379,5 +418,5 @@ def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, t
     d = start(daemon_factory, config, sub="run")
     wait_until(lambda: outbox(d)[0]["status"] == "sent", what="the claim to be settled")
     [row] = outbox(d)
-    assert row["attempts"] == 1                      # found in the file, not sent again
+    assert row["attempts"] == 1  # found in the file, not sent again
     assert [m["user"] for m in lines(tmp_path)] == ["alice"]

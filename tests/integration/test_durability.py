@@ -15,6 +15,7 @@ from tests.helpers import start_subprocess_daemon, write_config
 def test_kill_9_under_load_loses_no_acknowledged_event(tmp_path):
     cfg = write_config(tmp_path)
     from segd.config import load_config
+
     sock = load_config(cfg).daemon.socket
     proc = start_subprocess_daemon(cfg, sock)
     acked: dict[str, int] = {}
@@ -26,8 +27,16 @@ def test_kill_9_under_load_loses_no_acknowledged_event(tmp_path):
         try:
             with Client(sock) as c:
                 for b in range(0, total_per_client, 500):
-                    events = [{"type": "track", "user": f"u{(k * 7 + i) % 1000}", "event": "view",
-                               "msg_id": f"{k}-{b + i}", "props": {"i": b + i}} for i in range(500)]
+                    events = [
+                        {
+                            "type": "track",
+                            "user": f"u{(k * 7 + i) % 1000}",
+                            "event": "view",
+                            "msg_id": f"{k}-{b + i}",
+                            "props": {"i": b + i},
+                        }
+                        for i in range(500)
+                    ]
                     results = c.batch(events)["results"]
                     with lock:
                         for e, r in zip(events, results, strict=True):

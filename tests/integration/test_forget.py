@@ -86,7 +86,7 @@ def test_forget_erases_every_trace_and_keeps_others_deterministic(daemon_factory
         lines = data / "messages.jsonl"
         before = {s: c.history(s, 0)["transitions"] for s in ("fans", "noted")}
         assert any(t["user"] == "victim" for t in before["fans"])
-        assert files_containing(data, SECRETS)            # the secrets are on disk before
+        assert files_containing(data, SECRETS)  # the secrets are on disk before
 
         r = c.forget("victim")
         assert r["events"] == 4 and r["segments"] == 2 and r["seq"] == 12
@@ -99,7 +99,7 @@ def test_forget_erases_every_trace_and_keeps_others_deterministic(daemon_factory
         after = {s: c.history(s, 0)["transitions"] for s in before}
         assert after == {s: [t for t in ts if t["user"] != "victim"] for s, ts in before.items()}
         assert c.stats()["events"] == 8
-        c.track("other", "view", {"note": "later"}, ts=T0 + 100)   # the daemon keeps serving
+        c.track("other", "view", {"note": "later"}, ts=T0 + 100)  # the daemon keeps serving
         c.sync()
         users_messaged = [json.loads(x)["user"] for x in lines.read_text().splitlines()]
         assert "victim" not in users_messaged and sorted(set(users_messaged)) == ["other", "third"]

@@ -79,8 +79,11 @@ def test_spec_example_end_to_end(daemon_factory):
         assert u["aggregates"]["views_electronics_7d"] == 3 and u["aggregates"]["spend"] == 0
         assert u["segments"] == ["electronics_fans"] and u["last_seq"] == 4
         segs = {s["name"]: s for s in c.segments()["segments"]}
-        assert segs["electronics_fans"] == {"name": "electronics_fans", "size": 1,
-                                            "description": "Viewed electronics three or more times this week"}
+        assert segs["electronics_fans"] == {
+            "name": "electronics_fans",
+            "size": 1,
+            "description": "Viewed electronics three or more times this week",
+        }
         assert [s["name"] for s in c.segments()["segments"]] == sorted(segs)
         assert c.segment("electronics_fans") == {"size": 1, "members": ["alice"], "next": None}
         [t] = c.history("electronics_fans", 0)["transitions"]
@@ -112,15 +115,21 @@ def test_window_exit_happens_at_the_exact_time_without_new_events_from_that_user
         assert c.history("inactive", 0)["transitions"] == []  # 8 days: nobody is inactive yet
         c.track("bob", "view", {"category": "garden"}, ts=T0 + 30 * DAY)
         c.sync()
-        inactive = [(t["user"], t["kind"], t["at"], t["seq"]) for t in c.history("inactive", 0)["transitions"]]
+        inactive = [
+            (t["user"], t["kind"], t["at"], t["seq"]) for t in c.history("inactive", 0)["transitions"]
+        ]
         # alice was last seen at T0 + 2 (seq 3): inactive from exactly 14 days later. bob's own
         # event first fires his due deadline (T0 + 8d + 14d), then makes him active again.
-        assert inactive == [("alice", "enter", T0 + 2 + 14 * DAY, 3), ("bob", "enter", T0 + 22 * DAY, 4),
-                            ("bob", "exit", T0 + 30 * DAY, 5)]
+        assert inactive == [
+            ("alice", "enter", T0 + 2 + 14 * DAY, 3),
+            ("bob", "enter", T0 + 22 * DAY, 4),
+            ("bob", "exit", T0 + 30 * DAY, 5),
+        ]
 
 
 def test_wall_clock_timer_fires_without_any_new_event(daemon_factory):
-    d = daemon_factory("""
+    d = daemon_factory(
+        """
         [aggregates.recent]
         kind = "count"
         event = "ping"
@@ -128,7 +137,9 @@ def test_wall_clock_timer_fires_without_any_new_event(daemon_factory):
 
         [segments.active]
         when = "recent >= 1"
-        """, daemon='tick = "100ms"')
+        """,
+        daemon='tick = "100ms"',
+    )
 
     async def main() -> list[dict]:
         seen: list[dict] = []
@@ -164,8 +175,14 @@ def random_events(n: int, seed: int) -> list[dict]:
     for i in range(n):
         ts += rnd.expovariate(1 / 3000)
         jitter = -rnd.random() * DAY if rnd.random() < 0.2 else 0  # late / out-of-order
-        out.append(view(f"u{rnd.randrange(60)}", ts + jitter, rnd.choice(["electronics", "garden", "books"]),
-                        msg_id=f"m{i}"))
+        out.append(
+            view(
+                f"u{rnd.randrange(60)}",
+                ts + jitter,
+                rnd.choice(["electronics", "garden", "books"]),
+                msg_id=f"m{i}",
+            )
+        )
     return out
 
 
@@ -216,8 +233,11 @@ def test_transitions_stream_to_a_subscriber_in_order(daemon_factory):
 
     got = asyncio.run(main())
     with Client(d.socket) as c:
-        recorded = [t for s in ("electronics_fans", "inactive", "big_spenders")
-                    for t in c.history(s, 0)["transitions"]]
+        recorded = [
+            t
+            for s in ("electronics_fans", "inactive", "big_spenders")
+            for t in c.history(s, 0)["transitions"]
+        ]
     assert sorted(t["id"] for t in got) == sorted(t["id"] for t in recorded)
     for user in {t["user"] for t in got}:  # per user and segment, the stream keeps log order
         mine = [(t["segment"], t["seq"], t["at"]) for t in got if t["user"] == user]
@@ -235,8 +255,10 @@ async def _collect(stream, out: list) -> None:
 def snapshot_of(d) -> dict:
     with Client(d.socket) as c:
         c.sync()
-        return {s: (c.segment(s, limit=100_000)["members"], history(c, s))
-                for s in ("electronics_fans", "big_spenders", "inactive")}
+        return {
+            s: (c.segment(s, limit=100_000)["members"], history(c, s))
+            for s in ("electronics_fans", "big_spenders", "inactive")
+        }
 
 
 def test_restart_reproduces_membership_and_transition_ids(daemon_factory, tmp_path):
@@ -296,7 +318,7 @@ def test_killing_a_shard_mid_stream_changes_nothing(daemon_factory):
     t.start()
     with Client(d.socket) as c:
         for i in range(0, len(events), 200):
-            c.batch(events[i:i + 200])
+            c.batch(events[i : i + 200])
             time.sleep(0.02)
     t.join()
     assert killed.is_set()
@@ -377,13 +399,24 @@ def test_two_nodes_then_a_dead_worker_node_give_the_single_node_result(daemon_fa
     events = random_events(2000, seed=98)
     (tmp_path / "events.json").write_text(json.dumps(events))
     (tmp_path / "cluster.toml").write_text(WINDOWED)
-    child = subprocess.run([sys.executable, "-m", "tests.cluster_job", str(tmp_path / "cluster-data"),
-                            str(tmp_path / "cluster.toml"), str(tmp_path / "events.json"), "kill"],
-                           capture_output=True, text=True, timeout=400)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.cluster_job",
+            str(tmp_path / "cluster-data"),
+            str(tmp_path / "cluster.toml"),
+            str(tmp_path / "events.json"),
+            "kill",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    assert len(set(result["nodes"])) == 2                # one shard on each node
-    assert len(set(result["nodes_after"])) == 1          # both shards now on the surviving node
+    assert len(set(result["nodes"])) == 2  # one shard on each node
+    assert len(set(result["nodes_after"])) == 1  # both shards now on the surviving node
     assert result["recoveries"] >= 1
 
     single = start(daemon_factory, sub="single")
@@ -413,17 +446,30 @@ def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
     async def main() -> list[str]:
         eventlog = EventLog(config.daemon.data_dir)
         snapshots = SnapshotStore(config.daemon.data_dir)
-        rt = runtime.Runtime(config, {s.name: (s.description, model.segment_fingerprints[s.name])
-                                      for s in config.segments})
+        rt = runtime.Runtime(
+            config, {s.name: (s.description, model.segment_fingerprints[s.name]) for s in config.segments}
+        )
         clock = Clock("event")
-        router = Router(rt, eventlog, snapshots, clock, fingerprint=model.fingerprint,
-                        snapshot_every=10**9, max_queued=100)
+        router = Router(
+            rt,
+            eventlog,
+            snapshots,
+            clock,
+            fingerprint=model.fingerprint,
+            snapshot_every=10**9,
+            max_queued=100,
+        )
         try:
             await router.recover()
             router.start()
             for i in range(0, len(events), 50):  # all committed before the router runs once
-                rows = eventlog.append([NewEvent(e["user"], "track", "view", e["ts"], msgpack.packb(e["props"]),
-                                                 None, 0.0) for e in events[i:i + 50]], clock).rows
+                rows = eventlog.append(
+                    [
+                        NewEvent(e["user"], "track", "view", e["ts"], msgpack.packb(e["props"]), None, 0.0)
+                        for e in events[i : i + 50]
+                    ],
+                    clock,
+                ).rows
                 router.submit_rows(rows)
             assert await router.sync() == len(events)
             assert router.catch_ups >= 1
@@ -446,7 +492,9 @@ def test_a_new_segment_is_backfilled_over_history_at_the_next_start(daemon_facto
         c.sync()
         fans_before = history(c, "electronics_fans")
     d.stop()
-    extended = WINDOWED + """
+    extended = (
+        WINDOWED
+        + """
 [segments.garden_lovers]
 description = "Viewed the garden category"
 when = "views_garden >= 1"
@@ -456,6 +504,7 @@ kind = "count"
 event = "view"
 where = "props.category == 'garden'"
 """
+    )
     d = start(daemon_factory, extended, sub="a")
     with Client(d.socket) as c:
         c.sync()

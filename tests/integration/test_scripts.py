@@ -23,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 LOADGEN = ROOT / "scripts" / "loadgen.py"
 
 
-
-
 def default_rules() -> str:
     """The default config.toml's aggregates and segments (the daemon fixture adds the rest)."""
     blocks = re.split(r"(?m)^(?=\[)", (ROOT / "config.toml").read_text())
@@ -32,8 +30,9 @@ def default_rules() -> str:
 
 
 def run_loadgen(*args: str) -> dict:
-    done = subprocess.run([sys.executable, str(LOADGEN), *args, "--json"], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(LOADGEN), *args, "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -66,8 +65,20 @@ def test_workload_is_deterministic_by_seed_and_every_item_is_a_valid_batch_item(
 
 def test_loadgen_cli_streams_to_a_daemon_whose_stats_show_every_event(daemon_factory):
     d = daemon_factory(default_rules())
-    summary = run_loadgen("--socket", str(d.socket), "--users", "300", "--events", "3000",
-                          "--connections", "3", "--batch", "200", "--seed", "5")
+    summary = run_loadgen(
+        "--socket",
+        str(d.socket),
+        "--users",
+        "300",
+        "--events",
+        "3000",
+        "--connections",
+        "3",
+        "--batch",
+        "200",
+        "--seed",
+        "5",
+    )
     assert (summary["sent"], summary["errors"], summary["duplicates"]) == (3000, 0, 0)
     items = list(loadgen.workload(5, 300, 3000))
     with Client(d.socket) as c:
@@ -83,7 +94,10 @@ def test_loadgen_cli_streams_to_a_daemon_whose_stats_show_every_event(daemon_fac
 
 def test_out_then_from_sends_the_same_items_and_a_second_send_is_all_duplicates(daemon_factory, tmp_path):
     path = tmp_path / "workload.jsonl"
-    assert run_loadgen("--out", str(path), "--users", "100", "--events", "1000", "--seed", "9")["written"] == 1000
+    assert (
+        run_loadgen("--out", str(path), "--users", "100", "--events", "1000", "--seed", "9")["written"]
+        == 1000
+    )
     items = list(loadgen.workload(9, 100, 1000))
     assert list(loadgen.read_items(path)) == items
 
@@ -96,9 +110,14 @@ def test_out_then_from_sends_the_same_items_and_a_second_send_is_all_duplicates(
         assert c.stats()["events"] == 1000
 
     db = sqlite3.connect(d.config.daemon.data_dir / "events.db")
-    logged = {mid: (user, type_, event, msgpack.unpackb(body, raw=False))
-              for mid, user, type_, event, body in db.execute(
-                  "SELECT msg_id, user, type, event, coalesce(props, traits) FROM events")}
+    logged = {
+        mid: (user, type_, event, msgpack.unpackb(body, raw=False))
+        for mid, user, type_, event, body in db.execute(
+            "SELECT msg_id, user, type, event, coalesce(props, traits) FROM events"
+        )
+    }
     db.close()
-    assert logged == {it["msg_id"]: (it["user"], it["type"], it.get("event"), it.get("props", it.get("traits")))
-                      for it in items}
+    assert logged == {
+        it["msg_id"]: (it["user"], it["type"], it.get("event"), it.get("props", it.get("traits")))
+        for it in items
+    }

@@ -70,13 +70,15 @@ def test_duplicate_msg_id_answers_the_original_seq_and_logs_nothing(daemon):
 
 def test_batch_logs_valid_items_even_when_others_are_invalid(daemon):
     with Client(daemon.socket) as c:
-        r = c.batch([
-            {"type": "track", "user": "a", "event": "view"},
-            {"type": "track", "user": "a", "event": ""},
-            {"type": "identify", "user": "b", "traits": {"x": 1}},
-            {"type": "track", "user": "a", "event": "view", "msg_id": "k"},
-            {"type": "track", "user": "a", "event": "view", "msg_id": "k"},
-        ])
+        r = c.batch(
+            [
+                {"type": "track", "user": "a", "event": "view"},
+                {"type": "track", "user": "a", "event": ""},
+                {"type": "identify", "user": "b", "traits": {"x": 1}},
+                {"type": "track", "user": "a", "event": "view", "msg_id": "k"},
+                {"type": "track", "user": "a", "event": "view", "msg_id": "k"},
+            ]
+        )
     res = r["results"]
     assert res[0] == {"seq": 1}
     assert res[1]["error"]["code"] == "bad_request" and "events[1].event" in res[1]["error"]["message"]
@@ -103,8 +105,14 @@ def test_unknown_op_keeps_the_connection(daemon):
 def test_bad_frame_keeps_the_connection_usable(daemon):
     s = raw_socket(daemon)
     garbage = b"\xc1"
-    s.sendall(protocol.HEADER.pack(1) + garbage + protocol.encode({"op": "ping", "id": 5})
-              + protocol.HEADER.pack(3) + msgpack.packb([1, 2]) + protocol.encode({"op": "ping", "id": 6}))
+    s.sendall(
+        protocol.HEADER.pack(1)
+        + garbage
+        + protocol.encode({"op": "ping", "id": 5})
+        + protocol.HEADER.pack(3)
+        + msgpack.packb([1, 2])
+        + protocol.encode({"op": "ping", "id": 6})
+    )
     out = read_frames(s, 4)
     assert [f.get("ok") for f in out] == [False, True, False, True]
     assert out[0]["error"]["code"] == "bad_frame" and out[2]["error"]["code"] == "bad_frame"
@@ -156,7 +164,9 @@ def test_many_concurrent_clients_lose_nothing(daemon):
 
     async def one(i: int) -> None:
         async with await AsyncClient.connect(daemon.socket) as c:
-            replies = await asyncio.gather(*(c.track(f"u{i}", "view", msg_id=f"{i}-{j}") for j in range(per_client)))
+            replies = await asyncio.gather(
+                *(c.track(f"u{i}", "view", msg_id=f"{i}-{j}") for j in range(per_client))
+            )
             with lock:
                 for j, r in enumerate(replies):
                     acked[f"{i}-{j}"] = r["seq"]
@@ -224,8 +234,12 @@ def test_tcp_requires_auth_with_the_token(daemon_factory, unused_tcp_port):
 def test_stop_drains_acknowledged_requests_then_refuses(daemon):
     events = [{"type": "track", "user": f"u{i}", "event": "view"} for i in range(5000)]
     c = Client(daemon.socket)
-    c.sock.sendall(b"".join(protocol.encode({"id": i, "op": "batch", "events": events[i * 500:(i + 1) * 500]})
-                            for i in range(10)))
+    c.sock.sendall(
+        b"".join(
+            protocol.encode({"id": i, "op": "batch", "events": events[i * 500 : (i + 1) * 500]})
+            for i in range(10)
+        )
+    )
     first = c.recv()  # at least one batch is in the daemon before it stops
     daemon.stop()
     answered = [first]
@@ -268,22 +282,28 @@ def test_metrics_endpoint_exports_stats_for_prometheus(daemon_factory):
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    d = daemon_factory("""
+    d = daemon_factory(
+        """
 [aggregates.views]
 kind = "count"
 event = "view"
 
 [segments.fans]
 when = "views >= 1"
-""", daemon='metrics = "127.0.0.1:0"\n')
+""",
+        daemon='metrics = "127.0.0.1:0"\n',
+    )
     with Client(d.socket) as c:
         c.track("alice", "view")
         c.track("bob", "view")
         c.sync()
     port = d.daemon.metrics.port
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(text) for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
     assert samples[("segd_events_ingested_total", ())] == 2
     assert samples[("segd_segment_size", (("segment", "fans"),))] == 2
     assert samples[("segd_lag_events", ())] == 0

@@ -31,10 +31,21 @@ def roundtrip(k, state):
 EVENTS = [(10, 5), (20, 2.5), (30, "x"), (40, None), (50, 7), (60, True)]
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("count", 6), ("sum", 14.5), ("min", 2.5), ("max", 7), ("avg", 14.5 / 3),
-    ("first", 5), ("last", True), ("first_time", 10.0), ("last_time", 60.0), ("distinct", 5),
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("count", 6),
+        ("sum", 14.5),
+        ("min", 2.5),
+        ("max", 7),
+        ("avg", 14.5 / 3),
+        ("first", 5),
+        ("last", True),
+        ("first_time", 10.0),
+        ("last_time", 60.0),
+        ("distinct", 5),
+    ],
+)
 def test_lifetime_values(kind, expected):
     k, state = fold_all(kind, EVENTS, now=100)
     assert k.value(state, 100) == expected
@@ -42,10 +53,21 @@ def test_lifetime_values(kind, expected):
     assert k.value(roundtrip(k, state), 100) == expected
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("count", 4), ("sum", 7), ("min", 7), ("max", 7), ("avg", 7.0),
-    ("first", "x"), ("last", True), ("first_time", 30.0), ("last_time", 60.0), ("distinct", 3),
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        ("count", 4),
+        ("sum", 7),
+        ("min", 7),
+        ("max", 7),
+        ("avg", 7.0),
+        ("first", "x"),
+        ("last", True),
+        ("first_time", 30.0),
+        ("last_time", 60.0),
+        ("distinct", 3),
+    ],
+)
 def test_windowed_values(kind, expected):
     # at now=75 with a 50 s window the live events are ts in (25, 75]
     k, state = fold_all(kind, EVENTS, now=60, within=50)
@@ -130,8 +152,8 @@ def test_first_last_order_by_ts_then_seq(within):
     events = [(20, "b"), (10, "a"), (20, "c"), (10, "d")]
     k_first, s_first = fold_all("first", events, now=20, within=within)
     k_last, s_last = fold_all("last", events, now=20, within=within)
-    assert k_first.value(s_first, 20) == "a"   # smallest ts, earliest seq among ties
-    assert k_last.value(s_last, 20) == "c"     # largest ts, latest seq among ties
+    assert k_first.value(s_first, 20) == "a"  # smallest ts, earliest seq among ties
+    assert k_last.value(s_last, 20) == "c"  # largest ts, latest seq among ties
     k_t, s_t = fold_all("last_time", events, now=20, within=within)
     assert k_t.value(s_t, 20) == 20.0
 
@@ -164,10 +186,19 @@ def test_min_tie_between_int_and_float_is_order_independent():
 
 
 def test_distinct_canonical_values():
-    events = [(1, [1, 2]), (2, [1, 2]), (3, {"a": 1, "b": 2}), (4, {"b": 2, "a": 1}),
-              (5, 1), (6, 1.0), (7, True), (8, "1"), (9, None)]
+    events = [
+        (1, [1, 2]),
+        (2, [1, 2]),
+        (3, {"a": 1, "b": 2}),
+        (4, {"b": 2, "a": 1}),
+        (5, 1),
+        (6, 1.0),
+        (7, True),
+        (8, "1"),
+        (9, None),
+    ]
     k, state = fold_all("distinct", events, now=10)
-    assert k.value(state, 10) == 5   # [1,2], {a,b}, 1, True, "1"
+    assert k.value(state, 10) == 5  # [1,2], {a,b}, 1, True, "1"
     k, state = fold_all("distinct", events, now=10, within=100)
     assert k.value(state, 10) == 5
     assert k.value(roundtrip(k, state), 10) == 5
@@ -209,14 +240,21 @@ def test_unknown_kind_and_bad_window():
 
 # ---- order independence: the value depends on the multiset of events, not arrival order
 
-_values = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False),
-                    st.sampled_from(["a", "b", "c"]), st.none())
+_values = st.one_of(
+    st.integers(-1000, 1000),
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from(["a", "b", "c"]),
+    st.none(),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(kind=st.sampled_from(KINDS), within=st.sampled_from([None, 30.0]),
-       events=st.lists(st.tuples(st.integers(0, 100), _values), max_size=12, unique_by=lambda e: e[0]),
-       data=st.data())
+@given(
+    kind=st.sampled_from(KINDS),
+    within=st.sampled_from([None, 30.0]),
+    events=st.lists(st.tuples(st.integers(0, 100), _values), max_size=12, unique_by=lambda e: e[0]),
+    data=st.data(),
+)
 def test_value_does_not_depend_on_arrival_order(kind, within, events, data):
     shuffled = data.draw(st.permutations(events))
     now = 100.0

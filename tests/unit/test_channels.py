@@ -30,8 +30,17 @@ SPEC_KEYS = ["id", "campaign", "segment", "user", "channel", "transition", "at",
 
 
 def make_msg(**kw) -> Message:
-    base = dict(id="m-0001", campaign="win_back", variant="", segment="lapsed", user="u1",
-                channel="out", transition="t-42", at=1_700_000_000.5, body="Hi Ana, we saved your cart")
+    base = dict(
+        id="m-0001",
+        campaign="win_back",
+        variant="",
+        segment="lapsed",
+        user="u1",
+        channel="out",
+        transition="t-42",
+        at=1_700_000_000.5,
+        body="Hi Ana, we saved your cart",
+    )
     base.update(kw)
     return Message(**base)
 
@@ -44,14 +53,23 @@ def free_port() -> int:
 
 
 def webhook(url: str, **kw) -> WebhookChannel:
-    ch = open_channel(ChannelConfig(name="hook", kind="webhook", url=url, timeout=kw.pop("timeout", 2.0), **kw))
+    ch = open_channel(
+        ChannelConfig(name="hook", kind="webhook", url=url, timeout=kw.pop("timeout", 2.0), **kw)
+    )
     assert isinstance(ch, WebhookChannel)
     return ch
 
 
 def smtp(ctl_port: int, **kw) -> SmtpChannel:
-    cfg = ChannelConfig(name="mail", kind="smtp", host="127.0.0.1", port=ctl_port,
-                        sender=kw.pop("sender", "segd <noreply@example.com>"), timeout=kw.pop("timeout", 2.0), **kw)
+    cfg = ChannelConfig(
+        name="mail",
+        kind="smtp",
+        host="127.0.0.1",
+        port=ctl_port,
+        sender=kw.pop("sender", "segd <noreply@example.com>"),
+        timeout=kw.pop("timeout", 2.0),
+        **kw,
+    )
     ch = open_channel(cfg)
     assert isinstance(ch, SmtpChannel)
     return ch
@@ -67,8 +85,20 @@ def parse(envelope) -> email.message.EmailMessage:
 def test_to_map_holds_every_field_and_is_json_able():
     msg = make_msg(subject="S", to="a@b.c", fields=(("to", "+100"), ("text", "hi")))
     m = msg.to_map()
-    assert set(m) == {"id", "campaign", "variant", "segment", "user", "channel", "transition", "at",
-                      "body", "subject", "to", "fields"}
+    assert set(m) == {
+        "id",
+        "campaign",
+        "variant",
+        "segment",
+        "user",
+        "channel",
+        "transition",
+        "at",
+        "body",
+        "subject",
+        "to",
+        "fields",
+    }
     assert m["fields"] == {"to": "+100", "text": "hi"}
     assert json.loads(json.dumps(m)) == m
 
@@ -90,7 +120,7 @@ def test_open_channel_picks_the_class_by_kind(tmp_path):
 def test_file_appends_one_json_line_per_message_with_spec_keys(tmp_path):
     path = tmp_path / "deep" / "dir" / "messages.jsonl"
     ch = open_channel(ChannelConfig(name="out", kind="file", path=path))
-    ch.deliver(make_msg(id="m1", body="Grüße, 東京 👋 \"quoted\"\nline two"))
+    ch.deliver(make_msg(id="m1", body='Grüße, 東京 👋 "quoted"\nline two'))
     ch.deliver(make_msg(id="m2", user="u2"))
     ch.close()
     text = path.read_text(encoding="utf-8")
@@ -99,7 +129,7 @@ def test_file_appends_one_json_line_per_message_with_spec_keys(tmp_path):
     assert len(lines) == 2
     first, second = (json.loads(line) for line in lines)
     assert list(first) == SPEC_KEYS and list(second) == SPEC_KEYS
-    assert first["body"] == "Grüße, 東京 👋 \"quoted\"\nline two"
+    assert first["body"] == 'Grüße, 東京 👋 "quoted"\nline two'
     assert (first["id"], second["id"], second["user"], second["at"]) == ("m1", "m2", "u2", 1_700_000_000.5)
 
 
@@ -168,10 +198,22 @@ def test_webhook_500_is_retryable_then_the_retry_delivers(http_server):
     assert [r["headers"]["idempotency-key"] for r in http_server.requests] == [msg.id, msg.id]
 
 
-@pytest.mark.parametrize("status,retryable", [
-    (408, True), (425, True), (429, True), (500, True), (502, True), (503, True),
-    (400, False), (401, False), (403, False), (404, False), (422, False),
-])
+@pytest.mark.parametrize(
+    "status,retryable",
+    [
+        (408, True),
+        (425, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (422, False),
+    ],
+)
 def test_webhook_status_classification(http_server, status, retryable):
     ch = webhook(f"{http_server.base}/status/{status}")
     with pytest.raises(DeliveryError) as err:
@@ -216,8 +258,14 @@ def test_webhook_connection_refused_is_retryable():
 
 
 def test_http_sends_rendered_fields_with_the_configured_method(http_server):
-    cfg = ChannelConfig(name="sms", kind="http", url=http_server.base + "/v1/sms", method="PUT",
-                        headers=(("Authorization", "Basic abc"),), timeout=2.0)
+    cfg = ChannelConfig(
+        name="sms",
+        kind="http",
+        url=http_server.base + "/v1/sms",
+        method="PUT",
+        headers=(("Authorization", "Basic abc"),),
+        timeout=2.0,
+    )
     ch = open_channel(cfg)
     msg = make_msg(to="+15551234", fields=(("to", "+15551234"), ("text", "Hi Ana"), ("from", "SEGD")))
     ch.deliver(msg)
@@ -237,7 +285,9 @@ def test_http_without_fields_sends_the_whole_message(http_server):
 
 
 def test_http_4xx_is_not_retryable_and_names_the_channel(http_server):
-    ch = open_channel(ChannelConfig(name="sms", kind="http", url=http_server.base + "/status/422", timeout=2.0))
+    ch = open_channel(
+        ChannelConfig(name="sms", kind="http", url=http_server.base + "/status/422", timeout=2.0)
+    )
     with pytest.raises(DeliveryError, match=r"^channel 'sms' \(http\): POST .* answered 422") as err:
         ch.deliver(make_msg(fields=(("to", "x"),)))
     assert not err.value.retryable
@@ -288,6 +338,7 @@ def login_checker(seen: list):
         seen.append((mechanism, auth_data.login, auth_data.password))
         ok = auth_data.login == b"segd" and auth_data.password == b"hunter2"
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 235/535
+
     return authenticator
 
 

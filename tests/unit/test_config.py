@@ -34,10 +34,19 @@ def test_embedded_defaults():
     assert cfg.daemon.clock == "wall" and cfg.ray.shards == 2 and cfg.segments == ()
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("7d", 604800), ("1h", 3600), ("30s", 30), ("15m", 900), ("2w", 1209600), ("250ms", 0.25),
-    ("1.5h", 5400), (45, 45),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("7d", 604800),
+        ("1h", 3600),
+        ("30s", 30),
+        ("15m", 900),
+        ("2w", 1209600),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+        (45, 45),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -64,20 +73,33 @@ def test_bad_duration_names_the_key():
 
 
 def test_every_problem_is_reported_at_once():
-    found = problems({
-        "daemon": {"clock": "sundial", "tick": "soon"},
-        "aggregates": {"a": {"kind": "sum"}, "b": {"kind": "count", "of": "props.x"}},
-        "segments": {"s": {"description": "no rule"}},
-        "channels": {"c": {"kind": "pigeon"}},
-        "campaigns": {"k": {"segment": "nope", "channel": "c2", "template": "hi", "on": "later"}},
-        "throttle": {"per_user": [{"max": 0, "per": "1h"}], "quiet_hours": {"start": "25:00", "end": "08:00"}},
-    })
+    found = problems(
+        {
+            "daemon": {"clock": "sundial", "tick": "soon"},
+            "aggregates": {"a": {"kind": "sum"}, "b": {"kind": "count", "of": "props.x"}},
+            "segments": {"s": {"description": "no rule"}},
+            "channels": {"c": {"kind": "pigeon"}},
+            "campaigns": {"k": {"segment": "nope", "channel": "c2", "template": "hi", "on": "later"}},
+            "throttle": {
+                "per_user": [{"max": 0, "per": "1h"}],
+                "quiet_hours": {"start": "25:00", "end": "08:00"},
+            },
+        }
+    )
     text = "\n".join(f"{t}: {m}" for _, t, m in found)
-    for expected in ["daemon: 'clock'", "daemon: 'tick'", "aggregates.a: missing required key 'of'",
-                     "aggregates.b: 'of' is not used", "segments.s: missing required key 'when'",
-                     "channels.c: 'kind'", "campaigns.k: 'on'", "campaigns.k: 'segment' names an unknown",
-                     "campaigns.k: 'channel' names an unknown", "throttle.per_user[0]: 'max'",
-                     "throttle.quiet_hours: 'start'"]:
+    for expected in [
+        "daemon: 'clock'",
+        "daemon: 'tick'",
+        "aggregates.a: missing required key 'of'",
+        "aggregates.b: 'of' is not used",
+        "segments.s: missing required key 'when'",
+        "channels.c: 'kind'",
+        "campaigns.k: 'on'",
+        "campaigns.k: 'segment' names an unknown",
+        "campaigns.k: 'channel' names an unknown",
+        "throttle.per_user[0]: 'max'",
+        "throttle.quiet_hours: 'start'",
+    ]:
         assert expected in text, expected
 
 
@@ -113,12 +135,21 @@ def test_channels_check_fields_per_kind():
 
 
 def test_campaign_variants_and_goal():
-    cfg = parse_config({
-        "segments": {"s": {"when": "true"}},
-        "channels": {"f": {"kind": "file", "path": "m.jsonl"}},
-        "campaigns": {"c": {"segment": "s", "channel": "f", "template": "hi", "holdout": 0.1,
-                            "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3, "template": "yo"}],
-                            "goal": {"event": "purchase", "within": "7d"}}},
-    })
+    cfg = parse_config(
+        {
+            "segments": {"s": {"when": "true"}},
+            "channels": {"f": {"kind": "file", "path": "m.jsonl"}},
+            "campaigns": {
+                "c": {
+                    "segment": "s",
+                    "channel": "f",
+                    "template": "hi",
+                    "holdout": 0.1,
+                    "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 3, "template": "yo"}],
+                    "goal": {"event": "purchase", "within": "7d"},
+                }
+            },
+        }
+    )
     [c] = cfg.campaigns
     assert [v.name for v in c.variants] == ["a", "b"] and c.goal.within == 604800 and c.holdout == 0.1

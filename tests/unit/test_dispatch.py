@@ -15,7 +15,7 @@ from actors.dispatch import DispatchCore, message_id
 from actors.throttle import Caps, assign, quiet_until
 from segd.config import CampaignConfig, CapConfig, VariantConfig, parse_config
 
-T0 = 1_700_000_000.0   # 2023-11-14 22:13:20 UTC
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 HOUR = 3600.0
 
 BASE = {
@@ -91,19 +91,32 @@ def test_opt_out_of_the_campaigns_channel_is_consent():
 
 
 def test_preferred_channel_is_used_when_it_has_an_address():
-    campaigns = {"welcome": {"segment": "fans", "channel": "preferred", "fallback": ["email", "out"],
-                             "template": "Hi", "subject": "Welcome {traits.first_name}"}}
+    campaigns = {
+        "welcome": {
+            "segment": "fans",
+            "channel": "preferred",
+            "fallback": ["email", "out"],
+            "template": "Hi",
+            "subject": "Welcome {traits.first_name}",
+        }
+    }
     c = core(campaigns=campaigns)
-    rows = decide(c, [
-        trigger("a", traits={"preferred_channel": "sms", "phone": "+331234"}),
-        trigger("b", traits={"preferred_channel": "sms"}),                        # no phone: fall back
-        trigger("c", traits={"preferred_channel": "sms", "opt_out": ["email"], "email": "c@x"}),
-        trigger("d", traits={"opt_out": ["email", "out"], "email": "d@x"}),
-        trigger("e", traits={"email": "e@x", "first_name": "Eve"}),
-    ])
+    rows = decide(
+        c,
+        [
+            trigger("a", traits={"preferred_channel": "sms", "phone": "+331234"}),
+            trigger("b", traits={"preferred_channel": "sms"}),  # no phone: fall back
+            trigger("c", traits={"preferred_channel": "sms", "opt_out": ["email"], "email": "c@x"}),
+            trigger("d", traits={"opt_out": ["email", "out"], "email": "d@x"}),
+            trigger("e", traits={"email": "e@x", "first_name": "Eve"}),
+        ],
+    )
     by_user = {r.user: r for r in rows}
-    assert by_user["a"].channel == "sms" and payload(by_user["a"])["fields"] == {"to": "+331234", "text": "Hi"}
-    assert by_user["b"].channel == "out"          # email has no address for b either
+    assert by_user["a"].channel == "sms" and payload(by_user["a"])["fields"] == {
+        "to": "+331234",
+        "text": "Hi",
+    }
+    assert by_user["b"].channel == "out"  # email has no address for b either
     assert by_user["c"].channel == "out"
     assert (by_user["d"].status, by_user["d"].reason) == ("suppressed", "consent")
     assert by_user["e"].channel == "email" and payload(by_user["e"])["to"] == "e@x"
@@ -164,8 +177,10 @@ def test_quiet_hours_end_at_local_time_across_a_dst_change():
     assert quiet_until(autumn, "Europe/Paris", 21 * 60, 8 * 60) - autumn == 11 * HOUR
 
 
-@pytest.mark.parametrize(("local", "quiet"), [("20:59", False), ("21:00", True), ("03:00", True),
-                                               ("07:59", True), ("08:00", False), ("12:00", False)])
+@pytest.mark.parametrize(
+    ("local", "quiet"),
+    [("20:59", False), ("21:00", True), ("03:00", True), ("07:59", True), ("08:00", False), ("12:00", False)],
+)
 def test_quiet_hours_bounds(local, quiet):
     h, m = map(int, local.split(":"))
     t = datetime(2026, 6, 1, h, m, tzinfo=ZoneInfo("UTC")).timestamp()
@@ -178,7 +193,9 @@ def test_an_unknown_timezone_means_utc():
 
 
 def test_caps_count_deferred_messages_at_their_due_time():
-    c = core(throttle={"per_user": [{"max": 1, "per": "1h"}], "quiet_hours": {"start": "21:00", "end": "08:00"}})
+    c = core(
+        throttle={"per_user": [{"max": 1, "per": "1h"}], "quiet_hours": {"start": "21:00", "end": "08:00"}}
+    )
     night = datetime(2026, 6, 1, 23, 0, tzinfo=ZoneInfo("UTC")).timestamp()
     [first] = decide(c, [trigger(at=night, tid="a")])
     [second] = decide(c, [trigger(at=night + HOUR, tid="b")])
@@ -208,8 +225,14 @@ def test_caps_prune_keeps_what_a_window_can_see():
 
 
 def campaign(holdout=0.0, variants=()):
-    return CampaignConfig(name="promo", segment="fans", channel="out", template="x", holdout=holdout,
-                          variants=tuple(VariantConfig(name=n, weight=w) for n, w in variants))
+    return CampaignConfig(
+        name="promo",
+        segment="fans",
+        channel="out",
+        template="x",
+        holdout=holdout,
+        variants=tuple(VariantConfig(name=n, weight=w) for n, w in variants),
+    )
 
 
 def test_variants_split_by_weight_over_10000_users():
@@ -240,22 +263,39 @@ def test_holdout_is_recorded_and_never_rendered():
 
 
 def test_variant_templates_are_used():
-    campaigns = {"promo": {"segment": "fans", "channel": "out", "template": "base",
-                           "variants": [{"name": "a", "template": "A {user}"}, {"name": "b"}]}}
+    campaigns = {
+        "promo": {
+            "segment": "fans",
+            "channel": "out",
+            "template": "base",
+            "variants": [{"name": "a", "template": "A {user}"}, {"name": "b"}],
+        }
+    }
     rows = decide(core(campaigns=campaigns), [trigger(f"u{i}") for i in range(40)])
     bodies = {r.variant: payload(r)["body"].split(" ")[0] for r in rows}
     assert bodies == {"a": "A", "b": "base"}
 
 
 def test_goal_events_convert_once_within_the_window():
-    campaigns = {"promo": {"segment": "fans", "channel": "out", "template": "x", "holdout": 0.5,
-                           "goal": {"event": "purchase", "within": "1d"}}}
+    campaigns = {
+        "promo": {
+            "segment": "fans",
+            "channel": "out",
+            "template": "x",
+            "holdout": 0.5,
+            "goal": {"event": "purchase", "within": "1d"},
+        }
+    }
     c = core(campaigns=campaigns)
     rows = decide(c, [trigger(f"u{i}") for i in range(20)])
     users = [r.user for r in rows]
     events = [(u, "purchase", T0 + 10, 100 + i) for i, u in enumerate(users[:10])]
-    events += [(users[10], "view", T0 + 10, 200), (users[11], "purchase", T0 + 86400 + 1, 201),
-               (users[12], "purchase", T0 - 1, 202), (users[0], "purchase", T0 + 20, 203)]
+    events += [
+        (users[10], "view", T0 + 10, 200),
+        (users[11], "purchase", T0 + 86400 + 1, 201),
+        (users[12], "purchase", T0 - 1, 202),
+        (users[0], "purchase", T0 + 20, 203),
+    ]
     got = c.convert(events)
     assert sorted(g[3] for g in got) == sorted(users[:10])
     by_id = {r.id: r for r in rows}
@@ -263,8 +303,14 @@ def test_goal_events_convert_once_within_the_window():
 
 
 def test_load_restores_caps_and_exposures():
-    campaigns = {"promo": {"segment": "fans", "channel": "out", "template": "x",
-                           "goal": {"event": "purchase", "within": "1d"}}}
+    campaigns = {
+        "promo": {
+            "segment": "fans",
+            "channel": "out",
+            "template": "x",
+            "goal": {"event": "purchase", "within": "1d"},
+        }
+    }
     c = core(campaigns=campaigns, throttle={"per_user": [{"max": 1, "per": "1h"}]})
     c.load([("alice", T0)], [("bob", "promo", "m1", "", T0)])
     [row] = decide(c, [trigger("alice", at=T0 + 60)])

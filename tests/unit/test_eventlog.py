@@ -10,8 +10,9 @@ from store.eventlog import EventLog, NewEvent, decode
 
 
 def ev(user="u", event="view", ts=None, msg_id=None, wall=100.0, props=None, type_="track"):
-    return NewEvent(user, type_, event if type_ == "track" else None, ts,
-                    msgpack.packb(props or {}), msg_id, wall)
+    return NewEvent(
+        user, type_, event if type_ == "track" else None, ts, msgpack.packb(props or {}), msg_id, wall
+    )
 
 
 def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
@@ -27,8 +28,11 @@ def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
 def test_duplicate_msg_id_returns_original_seq_within_and_across_groups(tmp_path):
     log = EventLog(tmp_path)
     clock = Clock("wall")
-    assert log.append([ev(msg_id="a"), ev(msg_id="a"), ev(msg_id="b")], clock).results == \
-        [(1, False), (1, True), (2, False)]
+    assert log.append([ev(msg_id="a"), ev(msg_id="a"), ev(msg_id="b")], clock).results == [
+        (1, False),
+        (1, True),
+        (2, False),
+    ]
     assert log.append([ev(msg_id="b"), ev()], clock).results == [(2, True), (3, False)]
     log.close()
     assert EventLog(tmp_path).append([ev(msg_id="a")], clock).results == [(1, True)]
@@ -81,5 +85,6 @@ def test_log_refuses_a_newer_schema(tmp_path):
     import pytest
 
     from segd.errors import StoreError
+
     with pytest.raises(StoreError, match="upgrade segd"):
         EventLog(tmp_path)

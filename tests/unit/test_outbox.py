@@ -7,8 +7,12 @@ from store.outbox import MessageRow, OutboxStore
 T0 = 1_700_000_000.0
 
 
-def row(mid: str, user: str = "alice", due: float = T0, status: str = "pending", channel: str = "out") -> MessageRow:
-    return MessageRow(mid, "promo", "", "fans", user, f"t-{mid}", T0, T0, due, channel, 0, status, "", b"\x80")
+def row(
+    mid: str, user: str = "alice", due: float = T0, status: str = "pending", channel: str = "out"
+) -> MessageRow:
+    return MessageRow(
+        mid, "promo", "", "fans", user, f"t-{mid}", T0, T0, due, channel, 0, status, "", b"\x80"
+    )
 
 
 def test_record_inserts_each_message_id_once(tmp_path):
@@ -20,7 +24,9 @@ def test_record_inserts_each_message_id_once(tmp_path):
 
 def test_due_respects_clock_channel_and_retry_time(tmp_path):
     store = OutboxStore(tmp_path)
-    store.record([row("a", due=T0), row("b", due=T0 + 10), row("c", channel="other"), row("d", status="suppressed")])
+    store.record(
+        [row("a", due=T0), row("b", due=T0 + 10), row("c", channel="other"), row("d", status="suppressed")]
+    )
     assert [m.id for m in store.due("out", T0, wall=0, limit=10)] == ["a"]
     assert [m.id for m in store.due("out", T0 + 10, wall=0, limit=10)] == ["a", "b"]
     store.retry("a", next_try=100.0, error="boom")
@@ -32,7 +38,7 @@ def test_a_claim_survives_a_crash_and_is_retried_under_the_same_id(tmp_path):
     store = OutboxStore(tmp_path)
     store.record([row("a")])
     store.claim(["a"])
-    store.close()                      # "crash" between claim and delivery
+    store.close()  # "crash" between claim and delivery
     again = OutboxStore(tmp_path)
     assert again.due("out", T0, 0, 10) == []
     assert again.release_claims() == 1
@@ -60,10 +66,12 @@ def test_activation_is_kept_while_the_key_is_unchanged(tmp_path):
     assert store.activations({"promo": "k1"}, now=10.0) == {"promo": 10.0}
     assert store.activations({"promo": "k1", "new": "k"}, now=20.0) == {"promo": 10.0, "new": 20.0}
     assert store.activations({"promo": "k2"}, now=30.0) == {"promo": 30.0}
-    assert store.activations({"new": "k"}, now=40.0) == {"new": 40.0}   # removed, then re-added: new
+    assert store.activations({"new": "k"}, now=40.0) == {"new": 40.0}  # removed, then re-added: new
 
 
 def test_conversions_count_once_per_message(tmp_path):
     store = OutboxStore(tmp_path)
-    assert store.convert([("a", "promo", "v1", "alice", T0, 5), ("a", "promo", "v1", "alice", T0 + 1, 6)]) == 1
+    assert (
+        store.convert([("a", "promo", "v1", "alice", T0, 5), ("a", "promo", "v1", "alice", T0 + 1, 6)]) == 1
+    )
     assert store.conversions() == {("promo", "v1"): 1}

@@ -19,7 +19,7 @@ def test_decoder_reassembles_frames_split_at_every_byte():
     dec = FrameDecoder(1024)
     out = []
     for i in range(len(data)):
-        out += dec.feed(data[i:i + 1])
+        out += dec.feed(data[i : i + 1])
     assert out == [{"op": "ping", "id": 1}, {"op": "stats", "id": 2}]
     assert dec.buffered == 0
 
@@ -30,15 +30,21 @@ def test_decoder_splits_coalesced_frames():
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20), max_size=4),
-                max_size=10),
-       st.lists(st.integers(min_value=1, max_value=50), max_size=20))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.text(max_size=5), st.integers(-(2**63), 2**64 - 1) | st.text(max_size=20), max_size=4
+        ),
+        max_size=10,
+    ),
+    st.lists(st.integers(min_value=1, max_value=50), max_size=20),
+)
 def test_decoder_is_independent_of_chunking(msgs, cuts):
     data = frames(*msgs)
     dec = FrameDecoder(1 << 20)
     out, pos = [], 0
     for cut in cuts:
-        out += dec.feed(data[pos:pos + cut])
+        out += dec.feed(data[pos : pos + cut])
         pos += cut
     out += dec.feed(data[pos:])
     assert out == msgs
@@ -77,42 +83,54 @@ def bad(frame):
 
 
 def test_track_is_parsed_into_an_event():
-    req = parse_request({"op": "track", "id": 7, "user": "u1", "event": "view",
-                         "props": {"price": 3}, "ts": 10, "msg_id": "m"})
+    req = parse_request(
+        {
+            "op": "track",
+            "id": 7,
+            "user": "u1",
+            "event": "view",
+            "props": {"price": 3},
+            "ts": 10,
+            "msg_id": "m",
+        }
+    )
     assert req.id == 7
     assert req.args["event"] == EventIn("track", "u1", "view", {"price": 3}, 10.0, "m")
 
 
-@pytest.mark.parametrize("frame, field", [
-    ({"op": "track", "event": "view"}, "user"),
-    ({"op": "track", "user": "", "event": "view"}, "user"),
-    ({"op": "track", "user": "u" * 257, "event": "view"}, "user"),
-    ({"op": "track", "user": 5, "event": "view"}, "user"),
-    ({"op": "track", "user": "u"}, "event"),
-    ({"op": "track", "user": "u", "event": "e" * 129}, "event"),
-    ({"op": "track", "user": "u", "event": "v", "props": [1]}, "props"),
-    ({"op": "track", "user": "u", "event": "v", "props": {1: 2}}, "props"),
-    ({"op": "track", "user": "u", "event": "v", "props": {"b": b"x"}}, "props.b"),
-    ({"op": "track", "user": "u", "event": "v", "ts": "yesterday"}, "ts"),
-    ({"op": "track", "user": "u", "event": "v", "ts": True}, "ts"),
-    ({"op": "track", "user": "u", "event": "v", "ts": float("nan")}, "ts"),
-    ({"op": "track", "user": "u", "event": "v", "msg_id": "m" * 129}, "msg_id"),
-    ({"op": "track", "user": "u", "event": "v", "msg_id": 3}, "msg_id"),
-    ({"op": "track", "user": "u", "event": "v", "prop": {}}, "prop"),
-    ({"op": "identify", "user": "u"}, "traits"),
-    ({"op": "identify", "user": "u", "traits": "x"}, "traits"),
-    ({"op": "identify", "user": "u", "traits": {}, "event": "x"}, "event"),
-    ({"op": "batch"}, "events"),
-    ({"op": "batch", "events": {}}, "events"),
-    ({"op": "auth"}, "token"),
-    ({"op": "segment", "name": "s", "limit": 0}, "limit"),
-    ({"op": "segment", "name": "s", "limit": 100_001}, "limit"),
-    ({"op": "history", "segment": "s"}, "since"),
-    ({"op": "subscribe", "segments": "all"}, "segments"),
-    ({"op": 3}, "op"),
-    ({}, "op"),
-    ({"op": "ping", "id": [1]}, "id"),
-])
+@pytest.mark.parametrize(
+    "frame, field",
+    [
+        ({"op": "track", "event": "view"}, "user"),
+        ({"op": "track", "user": "", "event": "view"}, "user"),
+        ({"op": "track", "user": "u" * 257, "event": "view"}, "user"),
+        ({"op": "track", "user": 5, "event": "view"}, "user"),
+        ({"op": "track", "user": "u"}, "event"),
+        ({"op": "track", "user": "u", "event": "e" * 129}, "event"),
+        ({"op": "track", "user": "u", "event": "v", "props": [1]}, "props"),
+        ({"op": "track", "user": "u", "event": "v", "props": {1: 2}}, "props"),
+        ({"op": "track", "user": "u", "event": "v", "props": {"b": b"x"}}, "props.b"),
+        ({"op": "track", "user": "u", "event": "v", "ts": "yesterday"}, "ts"),
+        ({"op": "track", "user": "u", "event": "v", "ts": True}, "ts"),
+        ({"op": "track", "user": "u", "event": "v", "ts": float("nan")}, "ts"),
+        ({"op": "track", "user": "u", "event": "v", "msg_id": "m" * 129}, "msg_id"),
+        ({"op": "track", "user": "u", "event": "v", "msg_id": 3}, "msg_id"),
+        ({"op": "track", "user": "u", "event": "v", "prop": {}}, "prop"),
+        ({"op": "identify", "user": "u"}, "traits"),
+        ({"op": "identify", "user": "u", "traits": "x"}, "traits"),
+        ({"op": "identify", "user": "u", "traits": {}, "event": "x"}, "event"),
+        ({"op": "batch"}, "events"),
+        ({"op": "batch", "events": {}}, "events"),
+        ({"op": "auth"}, "token"),
+        ({"op": "segment", "name": "s", "limit": 0}, "limit"),
+        ({"op": "segment", "name": "s", "limit": 100_001}, "limit"),
+        ({"op": "history", "segment": "s"}, "since"),
+        ({"op": "subscribe", "segments": "all"}, "segments"),
+        ({"op": 3}, "op"),
+        ({}, "op"),
+        ({"op": "ping", "id": [1]}, "id"),
+    ],
+)
 def test_bad_request_names_the_field(frame, field):
     err = bad(frame)
     assert err.code == "bad_request"
@@ -135,13 +153,18 @@ def test_props_nesting_is_limited():
 
 
 def test_batch_keeps_valid_items_and_reports_bad_ones_by_index():
-    req = parse_request({"op": "batch", "events": [
-        {"type": "track", "user": "a", "event": "view"},
-        {"type": "track", "user": "a"},
-        {"type": "shout", "user": "a"},
-        "not a map",
-        {"type": "identify", "user": "b", "traits": {"x": None}},
-    ]})
+    req = parse_request(
+        {
+            "op": "batch",
+            "events": [
+                {"type": "track", "user": "a", "event": "view"},
+                {"type": "track", "user": "a"},
+                {"type": "shout", "user": "a"},
+                "not a map",
+                {"type": "identify", "user": "b", "traits": {"x": None}},
+            ],
+        }
+    )
     items = req.args["events"]
     assert isinstance(items[0], EventIn) and isinstance(items[4], EventIn)
     assert "'events[1].event'" in items[1].message
@@ -166,4 +189,6 @@ def test_long_strings_and_keys_in_props_are_refused_naming_the_field():
         parse_request({"op": "track", "user": "u", "event": "e", "props": {"note": "x" * (MAX_STRING + 1)}})
     with pytest.raises(ProtocolError, match=r"'traits' has a key of 257 characters; at most 256"):
         parse_request({"op": "identify", "user": "u", "traits": {"k" * (MAX_KEY + 1): 1}})
-    assert parse_request({"op": "track", "user": "u", "event": "e", "props": {"k" * MAX_KEY: "x" * MAX_STRING}})
+    assert parse_request(
+        {"op": "track", "user": "u", "event": "e", "props": {"k" * MAX_KEY: "x" * MAX_STRING}}
+    )

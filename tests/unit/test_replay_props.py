@@ -62,14 +62,19 @@ def logs(draw, max_rows=40):
         clock += draw(st.one_of(st.just(0.0), st.floats(0, 2 * HOUR), st.floats(0, 12 * HOUR)))
         user = draw(st.sampled_from(["ann", "bob", "cyd", "dee"]))
         if draw(st.integers(0, 5)) == 0:
-            traits = draw(st.dictionaries(st.sampled_from(["plan", "name"]),
-                                          st.sampled_from(["vip", "free", None]), max_size=2))
+            traits = draw(
+                st.dictionaries(
+                    st.sampled_from(["plan", "name"]), st.sampled_from(["vip", "free", None]), max_size=2
+                )
+            )
             rows.append((seq, user, "identify", None, clock, clock, msgpack.packb(traits)))
             continue
         event = draw(st.sampled_from(["view", "view", "buy", "open"]))
         jitter = draw(st.one_of(st.just(0.0), st.floats(-30 * HOUR, 2 * HOUR)))
-        props = {"cat": draw(st.sampled_from(["a", "b", "c"])),
-                 "amount": draw(st.one_of(st.integers(-5, 120), st.floats(0, 80), st.none()))}
+        props = {
+            "cat": draw(st.sampled_from(["a", "b", "c"])),
+            "amount": draw(st.one_of(st.integers(-5, 120), st.floats(0, 80), st.none())),
+        }
         rows.append((seq, user, "track", event, clock + jitter, clock, msgpack.packb(props)))
     return rows
 

@@ -49,14 +49,31 @@ def err(text: str, scope: str = WHEN) -> RuleError:
 
 # ----------------------------------------------------------------------------- literals
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("3", 3), ("2.5", 2.5), ("1e3", 1000.0), ("1.5E-2", 0.015), ("0", 0),
-    ("'hi'", "hi"), ('"hi"', "hi"), ("''", ""),
-    (r"'it\'s'", "it's"), (r'"say \"x\""', 'say "x"'), (r"'a\\b'", "a\\b"), (r"'a\nb\tc'", "a\nb\tc"),
-    ("'say \"x\"'", 'say "x"'),
-    ("true", True), ("false", False), ("null", None),
-    ("[]", []), ("[1, 'a', true, null, 2.5]", [1, "a", True, None, 2.5]), ("[[1], []]", [[1], []]),
-])
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("2.5", 2.5),
+        ("1e3", 1000.0),
+        ("1.5E-2", 0.015),
+        ("0", 0),
+        ("'hi'", "hi"),
+        ('"hi"', "hi"),
+        ("''", ""),
+        (r"'it\'s'", "it's"),
+        (r'"say \"x\""', 'say "x"'),
+        (r"'a\\b'", "a\\b"),
+        (r"'a\nb\tc'", "a\nb\tc"),
+        ("'say \"x\"'", 'say "x"'),
+        ("true", True),
+        ("false", False),
+        ("null", None),
+        ("[]", []),
+        ("[1, 'a', true, null, 2.5]", [1, "a", True, None, 2.5]),
+        ("[[1], []]", [[1], []]),
+    ],
+)
 def test_literal_evaluates_to_its_value(text, value):
     result = ev(text)
     assert result == value and type(result) is type(value)
@@ -73,15 +90,32 @@ def test_list_literal_evaluates_its_elements():
 
 # ----------------------------------------------------------------------------- precedence
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("1 + 2 * 3", 7), ("(1 + 2) * 3", 9), ("10 - 4 - 3", 3), ("12 / 3 / 2", 2.0), ("2 * 3 - 4 / 2", 4.0),
-    ("-2 * 3", -6), ("- -3", 3), ("2 - -3", 5), ("-(1 + 2)", -3),
-    ("1 + 2 == 3", True), ("1 + 2 * 3 == 7 and 2 > 1", True),
-    ("true or false and false", True), ("(true or false) and false", False),
-    ("not true or true", True), ("not (true or true)", False), ("not 1 == 2", True),
-    ("not not true", True), ("false and true or true", True),
-    ("1 < 2 and 2 < 3", True), ("'b' in 'abc' and 1 not in [2]", True),
-])
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1 + 2 * 3", 7),
+        ("(1 + 2) * 3", 9),
+        ("10 - 4 - 3", 3),
+        ("12 / 3 / 2", 2.0),
+        ("2 * 3 - 4 / 2", 4.0),
+        ("-2 * 3", -6),
+        ("- -3", 3),
+        ("2 - -3", 5),
+        ("-(1 + 2)", -3),
+        ("1 + 2 == 3", True),
+        ("1 + 2 * 3 == 7 and 2 > 1", True),
+        ("true or false and false", True),
+        ("(true or false) and false", False),
+        ("not true or true", True),
+        ("not (true or true)", False),
+        ("not 1 == 2", True),
+        ("not not true", True),
+        ("false and true or true", True),
+        ("1 < 2 and 2 < 3", True),
+        ("'b' in 'abc' and 1 not in [2]", True),
+    ],
+)
 def test_operator_precedence(text, value):
     assert ev(text) == value
 
@@ -100,21 +134,44 @@ def test_parse_not_binds_looser_than_comparison():
 
 # ----------------------------------------------------------------------------- null and types
 
+
 @pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">=", "in", "not in"])
-@pytest.mark.parametrize(("left", "right"), [("null", "1"), ("1", "null"), ("null", "null"),
-                                             ("traits.missing", "'a'"), ("null", "[null]")])
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [("null", "1"), ("1", "null"), ("null", "null"), ("traits.missing", "'a'"), ("null", "[null]")],
+)
 def test_every_comparison_with_null_is_false(op, left, right):
     assert ev(f"{left} {op} {right}") is False
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("true == 1", False), ("true != 1", True), ("1 == 1.0", True), ("'1' == 1", False),
-    ("'1' != 1", True), ("false == 0", False), ("true == true", True), ("true != false", True),
-    ("'a' < 1", False), ("1 < 'a'", False), ("true < 2", False), ("'a' < 'b'", True), ("2.5 >= 2", True),
-    ("[1, 2] == [1, 2.0]", True), ("[1, 2] == [2, 1]", False), ("[1] == [1, 1]", False),
-    ("[[1, 'a']] == [[1, 'a']]", True), ("[1, null] == [1, null]", False), ("[1] != [2]", True),
-    ("[true] == [1]", False), ("[1] < [2]", False), ("[] == []", True), ("[] != 0", True),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true == 1", False),
+        ("true != 1", True),
+        ("1 == 1.0", True),
+        ("'1' == 1", False),
+        ("'1' != 1", True),
+        ("false == 0", False),
+        ("true == true", True),
+        ("true != false", True),
+        ("'a' < 1", False),
+        ("1 < 'a'", False),
+        ("true < 2", False),
+        ("'a' < 'b'", True),
+        ("2.5 >= 2", True),
+        ("[1, 2] == [1, 2.0]", True),
+        ("[1, 2] == [2, 1]", False),
+        ("[1] == [1, 1]", False),
+        ("[[1, 'a']] == [[1, 'a']]", True),
+        ("[1, null] == [1, null]", False),
+        ("[1] != [2]", True),
+        ("[true] == [1]", False),
+        ("[1] < [2]", False),
+        ("[] == []", True),
+        ("[] != 0", True),
+    ],
+)
 def test_comparison_type_rules(text, value):
     assert ev(text) is value
 
@@ -134,37 +191,81 @@ def test_number_excludes_bool_when_compared_with_a_number_constant():
 
 # ----------------------------------------------------------------------------- in / not in
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("2 in [1, 2]", True), ("2.0 in [1, 2]", True), ("3 in [1, 2]", False), ("true in [1]", False),
-    ("1 in [true]", False), ("'a' in ['a', 'b']", True), ("[1] in [[1], 2]", True), ("null in [null]", False),
-    ("'ab' in 'cabd'", True), ("'x' in 'abc'", False), ("1 in 'a1'", False), ("1 in 5", False),
-    ("1 not in [2]", True), ("2 not in [2]", False), ("'x' not in 'abc'", True), ("1 not in 'abc'", True),
-    ("1 not in 5", False), ("1 not in traits.m", False), ("'a' in traits.m", False),
-    ("1 in []", False), ("1 not in []", True),
-])
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2 in [1, 2]", True),
+        ("2.0 in [1, 2]", True),
+        ("3 in [1, 2]", False),
+        ("true in [1]", False),
+        ("1 in [true]", False),
+        ("'a' in ['a', 'b']", True),
+        ("[1] in [[1], 2]", True),
+        ("null in [null]", False),
+        ("'ab' in 'cabd'", True),
+        ("'x' in 'abc'", False),
+        ("1 in 'a1'", False),
+        ("1 in 5", False),
+        ("1 not in [2]", True),
+        ("2 not in [2]", False),
+        ("'x' not in 'abc'", True),
+        ("1 not in 'abc'", True),
+        ("1 not in 5", False),
+        ("1 not in traits.m", False),
+        ("'a' in traits.m", False),
+        ("1 in []", False),
+        ("1 not in []", True),
+    ],
+)
 def test_in_and_not_in(text, value):
     assert ev(text, traits={"m": {"a": 1}}) is value
 
 
 @pytest.mark.parametrize("elems", [[1, 2.5, "x"], ["a", "b"], [1, True], [None, 1], [[1], 1]])
 def test_in_with_a_variable_matches_equality(elems):
-    lit = "[" + ", ".join("null" if e is None else repr(e).lower() if isinstance(e, bool) else repr(e)
-                          for e in elems) + "]"
+    lit = (
+        "["
+        + ", ".join(
+            "null" if e is None else repr(e).lower() if isinstance(e, bool) else repr(e) for e in elems
+        )
+        + "]"
+    )
     for v in [1, 1.0, 2.5, "x", "a", True, None, [1], "nope"]:
         expected = v is not None and any(
-            (type(v) in (int, float) and type(e) in (int, float) and v == e) or (type(v) is type(e) and v == e)
-            for e in elems)
+            (type(v) in (int, float) and type(e) in (int, float) and v == e)
+            or (type(v) is type(e) and v == e)
+            for e in elems
+        )
         assert ev(f"traits.v in {lit}", traits={"v": v}) is expected, (v, elems)
         assert ev(f"traits.v not in {lit}", traits={"v": v}) is (v is not None and not expected), (v, elems)
 
 
 # ----------------------------------------------------------------------------- arithmetic
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("7 / 2", 3.5), ("6 / 3", 2.0), ("2 * 2.5", 5.0), ("'a' + 'b'", "ab"), ("1 + 'a'", None), ("'a' * 2", None),
-    ("'a' - 'a'", None), ("true + 1", None), ("1 + null", None), ("1 / 0", None), ("1.5 / 0.0", None),
-    ("0 / 0", None), ("-'a'", None), ("-true", None), ("-null", None), ("[1] + [2]", None), ("-2.5", -2.5),
-])
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("7 / 2", 3.5),
+        ("6 / 3", 2.0),
+        ("2 * 2.5", 5.0),
+        ("'a' + 'b'", "ab"),
+        ("1 + 'a'", None),
+        ("'a' * 2", None),
+        ("'a' - 'a'", None),
+        ("true + 1", None),
+        ("1 + null", None),
+        ("1 / 0", None),
+        ("1.5 / 0.0", None),
+        ("0 / 0", None),
+        ("-'a'", None),
+        ("-true", None),
+        ("-null", None),
+        ("[1] + [2]", None),
+        ("-2.5", -2.5),
+    ],
+)
 def test_arithmetic(text, value):
     result = ev(text)
     assert result == value and type(result) is type(value)
@@ -183,10 +284,21 @@ def test_arithmetic_on_aggregate_values():
 
 # ----------------------------------------------------------------------------- and / or / not
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("1 and 'x'", True), ("0 or ''", False), ("null or 1", True), ("not null", True), ("not []", True),
-    ("not [0]", False), ("null and true", False), ("'' or []", False), ("2.5 and -1", True),
-])
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1 and 'x'", True),
+        ("0 or ''", False),
+        ("null or 1", True),
+        ("not null", True),
+        ("not []", True),
+        ("not [0]", False),
+        ("null and true", False),
+        ("'' or []", False),
+        ("2.5 and -1", True),
+    ],
+)
 def test_logic_uses_truthiness_and_returns_bools(text, value):
     assert ev(text) is value
 
@@ -203,6 +315,7 @@ def test_and_or_short_circuit():
 
 
 # ----------------------------------------------------------------------------- names
+
 
 def test_nested_trait_path_looks_into_maps():
     traits = {"address": {"city": "Oslo", "geo": {"lat": 59.9}}, "plan": "pro"}
@@ -233,6 +346,7 @@ def test_keywords_are_allowed_after_a_dot():
 
 # ----------------------------------------------------------------------------- functions
 
+
 def test_now_is_the_context_time():
     assert ev("now()", now=123.5) == 123.5
 
@@ -259,9 +373,12 @@ def test_segment_membership():
 
 # ----------------------------------------------------------------------------- compiled metadata
 
+
 def test_compiled_lists_what_it_references():
-    c = comp("views_7d > 1 and traits.address.city == 'x' and segment('vip') and days_since(last_seen) > 1",
-             scope=WHEN)
+    c = comp(
+        "views_7d > 1 and traits.address.city == 'x' and segment('vip') and days_since(last_seen) > 1",
+        scope=WHEN,
+    )
     assert c.aggregates == {"views_7d", "last_seen"}
     assert c.traits == {"address"}
     assert c.segments == {"vip"}
@@ -290,42 +407,51 @@ def test_constant_expression_is_folded_but_still_checked():
 
 # ----------------------------------------------------------------------------- check-time errors
 
-@pytest.mark.parametrize(("text", "scope", "column", "fragments"), [
-    ("vews_7d > 1", WHEN, 1, ["unknown aggregate 'vews_7d'", "known: big, last_seen", "did you mean 'views_7d'"]),
-    ("1 + foo(1)", WHEN, 5, ["unknown function 'foo'", "days_since"]),
-    ("days_since()", WHEN, 1, ["expected 1 argument for days_since()", "found 0"]),
-    ("now(1)", WHEN, 1, ["expected 0 arguments for now()", "found 1"]),
-    ("exists(1, 2)", WHEN, 1, ["expected 1 argument for exists()", "found 2"]),
-    ("x > 1 and props.price > 3", WHEN, 11, ["props.* is only allowed in 'where' and 'of' expressions"]),
-    ("event == 'view'", WHEN, 1, ["'event' is only allowed in 'where' and 'of' expressions"]),
-    ("segment('vip')", WHERE, 1, ["segment() is only allowed in 'when' expressions"]),
-    ("segment('nope')", WHEN, 9, ["unknown segment 'nope'", "known: lapsed, vip"]),
-    ("segment(x)", WHEN, 9, ["expected a string literal naming a segment", "found name 'x'"]),
-    ("segment('v' + 'ip')", WHEN, 13, ["expected a string literal", "found an expression"]),
-    ("x >", WHEN, 4, ["expected an expression but found end of expression"]),
-    ("(x > 1", WHEN, 7, ["expected ')'", "but found end of expression"]),
-    ("x > 1)", WHEN, 6, ["expected an operator or end of expression but found ')'"]),
-    ("x y", WHEN, 3, ["found name 'y'"]),
-    ("[1, 2", WHEN, 6, ["expected ']' or ','", "found end of expression"]),
-    ("[1, ]", WHEN, 5, ["expected an expression but found ']'"]),
-    ("x < y < 3", WHEN, 7, ["comparisons do not chain", "found a second '<'"]),
-    ("x == y in [1]", WHEN, 8, ["comparisons do not chain", "'in'"]),
-    ("x not y", WHEN, 7, ["expected 'in' after 'not' but found name 'y'"]),
-    ("x = 1", WHEN, 3, ["unexpected character '='", "'=='"]),
-    ("x ! 1", WHEN, 3, ["unexpected character '!'", "'!='"]),
-    ("x > $", WHEN, 5, ["unexpected character '$'"]),
-    ("'abc", WHEN, 1, ["unterminated string", "end of expression"]),
-    (r"'a\qb'", WHEN, 3, ["unknown escape '\\q'"]),
-    ("3abc > 1", WHEN, 1, ["malformed number '3abc'"]),
-    ("traits > 1", WHEN, 8, ["expected '.' and a name after 'traits' but found '>'"]),
-    ("traits.", WHEN, 8, ["expected a name after '.' but found end of expression"]),
-    ("traits.1", WHEN, 8, ["expected a name after '.'", "number 1"]),
-    ("now > 1", WHEN, 5, ["expected '(' after function 'now'"]),
-    ("and", WHEN, 1, ["expected an expression but found 'and'"]),
-    ("", WHEN, 1, ["expected an expression but found end of expression"]),
-    ("x == not y", WHEN, 6, ["expected an expression but found 'not'"]),
-    ("days_since(x", WHEN, 13, ["expected ')' or ','", "call to days_since()"]),
-])
+
+@pytest.mark.parametrize(
+    ("text", "scope", "column", "fragments"),
+    [
+        (
+            "vews_7d > 1",
+            WHEN,
+            1,
+            ["unknown aggregate 'vews_7d'", "known: big, last_seen", "did you mean 'views_7d'"],
+        ),
+        ("1 + foo(1)", WHEN, 5, ["unknown function 'foo'", "days_since"]),
+        ("days_since()", WHEN, 1, ["expected 1 argument for days_since()", "found 0"]),
+        ("now(1)", WHEN, 1, ["expected 0 arguments for now()", "found 1"]),
+        ("exists(1, 2)", WHEN, 1, ["expected 1 argument for exists()", "found 2"]),
+        ("x > 1 and props.price > 3", WHEN, 11, ["props.* is only allowed in 'where' and 'of' expressions"]),
+        ("event == 'view'", WHEN, 1, ["'event' is only allowed in 'where' and 'of' expressions"]),
+        ("segment('vip')", WHERE, 1, ["segment() is only allowed in 'when' expressions"]),
+        ("segment('nope')", WHEN, 9, ["unknown segment 'nope'", "known: lapsed, vip"]),
+        ("segment(x)", WHEN, 9, ["expected a string literal naming a segment", "found name 'x'"]),
+        ("segment('v' + 'ip')", WHEN, 13, ["expected a string literal", "found an expression"]),
+        ("x >", WHEN, 4, ["expected an expression but found end of expression"]),
+        ("(x > 1", WHEN, 7, ["expected ')'", "but found end of expression"]),
+        ("x > 1)", WHEN, 6, ["expected an operator or end of expression but found ')'"]),
+        ("x y", WHEN, 3, ["found name 'y'"]),
+        ("[1, 2", WHEN, 6, ["expected ']' or ','", "found end of expression"]),
+        ("[1, ]", WHEN, 5, ["expected an expression but found ']'"]),
+        ("x < y < 3", WHEN, 7, ["comparisons do not chain", "found a second '<'"]),
+        ("x == y in [1]", WHEN, 8, ["comparisons do not chain", "'in'"]),
+        ("x not y", WHEN, 7, ["expected 'in' after 'not' but found name 'y'"]),
+        ("x = 1", WHEN, 3, ["unexpected character '='", "'=='"]),
+        ("x ! 1", WHEN, 3, ["unexpected character '!'", "'!='"]),
+        ("x > $", WHEN, 5, ["unexpected character '$'"]),
+        ("'abc", WHEN, 1, ["unterminated string", "end of expression"]),
+        (r"'a\qb'", WHEN, 3, ["unknown escape '\\q'"]),
+        ("3abc > 1", WHEN, 1, ["malformed number '3abc'"]),
+        ("traits > 1", WHEN, 8, ["expected '.' and a name after 'traits' but found '>'"]),
+        ("traits.", WHEN, 8, ["expected a name after '.' but found end of expression"]),
+        ("traits.1", WHEN, 8, ["expected a name after '.'", "number 1"]),
+        ("now > 1", WHEN, 5, ["expected '(' after function 'now'"]),
+        ("and", WHEN, 1, ["expected an expression but found 'and'"]),
+        ("", WHEN, 1, ["expected an expression but found end of expression"]),
+        ("x == not y", WHEN, 6, ["expected an expression but found 'not'"]),
+        ("days_since(x", WHEN, 13, ["expected ')' or ','", "call to days_since()"]),
+    ],
+)
 def test_check_errors_name_the_column_and_what_was_expected(text, scope, column, fragments):
     e = err(text, scope)
     assert e.column == column, str(e)
@@ -363,6 +489,7 @@ def test_parse_does_not_check_names():
 
 
 # ----------------------------------------------------------------------------- segment_order
+
 
 def test_segment_order_puts_references_first_and_breaks_ties_by_name():
     order = segment_order({"c": [], "b": ["c"], "a": ["b"], "d": []}, {})
@@ -411,6 +538,7 @@ def test_segment_order_rejects_referencing_a_sibling_in_the_same_group():
 
 
 # ----------------------------------------------------------------------------- next_change
+
 
 def at(c: Compiled, ctx: Context, t: float):
     return c.fn(Context(t, ctx.aggs, ctx.traits, ctx.props, ctx.event, ctx.segments))
@@ -478,13 +606,16 @@ def test_null_time_inputs_never_change():
     assert c2.next_change(Context(now=5.0, aggs={"last_seen": 1.0})) is None
 
 
-@pytest.mark.parametrize(("text", "when_true"), [
-    ("views_7d >= 1 and days_since(last_seen) >= 14", 14),
-    ("views_7d >= 5 or days_since(last_seen) >= 3", 3),
-    ("not days_since(last_seen) < 2", 2),
-    ("not (views_7d >= 5 or days_since(last_seen) < 2)", 2),
-    ("exists(last_seen) and days_since(last_seen) >= 14", 14),
-])
+@pytest.mark.parametrize(
+    ("text", "when_true"),
+    [
+        ("views_7d >= 1 and days_since(last_seen) >= 14", 14),
+        ("views_7d >= 5 or days_since(last_seen) >= 3", 3),
+        ("not days_since(last_seen) < 2", 2),
+        ("not (views_7d >= 5 or days_since(last_seen) < 2)", 2),
+        ("exists(last_seen) and days_since(last_seen) >= 14", 14),
+    ],
+)
 def test_combinations_with_and_or_not(text, when_true):
     c = comp(text, WHEN)
     ctx = Context(now=1.7e9, aggs={"views_7d": 1, "last_seen": 1.7e9})
@@ -598,11 +729,18 @@ def test_truthiness_of_a_time_dependent_number():
 
 # ----------------------------------------------------------------------------- purity
 
+
 def test_rules_modules_import_no_io_or_ray():
     for name in ("rules.py", "rules_time.py", "rules_parse.py", "rules_line.py"):
         tree = ast.parse((Path(__file__).parents[2] / "segd" / name).read_text())
-        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imported = {
+            a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+        imported |= {
+            n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+        }
         assert not imported & {"ray", "sqlite3", "asyncio", "socket"}, name
-        calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        calls = {
+            n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
         assert not calls & {"eval", "exec", "compile"}, name

@@ -30,8 +30,19 @@ CONSTANTS = st.one_of(
     st.sampled_from(["0", "0.5", "2.5", "86400", "1e-300", "1e300", "1e999", "13.999", "14", "48", "60"]),
     st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: f"({f!r})"),
 )
-SHAPES = ["{t}", "{t} + {k}", "{t} - {k}", "{k} - {t}", "{t} * {k}", "{k} * {t}", "{t} / {k}", "-{t}",
-          "-({t} * {k})", "({t} + {k}) / {k}", "{k} / {t}"]
+SHAPES = [
+    "{t}",
+    "{t} + {k}",
+    "{t} - {k}",
+    "{k} - {t}",
+    "{t} * {k}",
+    "{k} * {t}",
+    "{t} / {k}",
+    "-{t}",
+    "-({t} * {k})",
+    "({t} + {k}) / {k}",
+    "{k} / {t}",
+]
 LINEAR = st.builds(lambda t, k, shape: shape.format(t=t, k=k), LEAVES, CONSTANTS, st.sampled_from(SHAPES))
 FIXED = st.one_of(CONSTANTS, st.sampled_from(["a1", "a2", "null", "'x'", "true", "a1 + 1"]))
 OPS = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])
@@ -54,20 +65,43 @@ VALUES = st.one_of(
     st.none(),
     st.floats(-40 * DAY, 40 * DAY).map(lambda o: NOW - o),
     st.integers(-40, 40).map(lambda d: int(NOW) - d * 86400),
-    st.sampled_from([NOW, NOW - 14 * DAY, NOW - 48 * 3600.0, 0, 1, 2.5, -1e300, 1e308, 10**400,
-                     math.inf, -math.inf, math.nan, True, "x"]),
+    st.sampled_from(
+        [
+            NOW,
+            NOW - 14 * DAY,
+            NOW - 48 * 3600.0,
+            0,
+            1,
+            2.5,
+            -1e300,
+            1e308,
+            10**400,
+            math.inf,
+            -math.inf,
+            math.nan,
+            True,
+            "x",
+        ]
+    ),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 
 
 @st.composite
 def contexts(draw: st.DrawFn) -> Context:
-    now = draw(st.one_of(st.floats(-40 * DAY, 40 * DAY).map(lambda o: NOW + o),
-                         st.sampled_from([NOW, 0.0, 1.0, -5.0, 1e22, 5, 10**400 // 10**390]),
-                         st.floats(allow_nan=False, allow_infinity=False)))
+    now = draw(
+        st.one_of(
+            st.floats(-40 * DAY, 40 * DAY).map(lambda o: NOW + o),
+            st.sampled_from([NOW, 0.0, 1.0, -5.0, 1e22, 5, 10**400 // 10**390]),
+            st.floats(allow_nan=False, allow_infinity=False),
+        )
+    )
     # often exactly at a threshold: where a deadline fires, the next call starts at equality
-    at_bound = st.builds(lambda m, unit: now - m * unit, st.sampled_from([0, 1, 2.5, 7, 14, 48, 60, -3]),
-                         st.sampled_from([DAY, 3600.0, 1.0]))
+    at_bound = st.builds(
+        lambda m, unit: now - m * unit,
+        st.sampled_from([0, 1, 2.5, 7, 14, 48, 60, -3]),
+        st.sampled_from([DAY, 3600.0, 1.0]),
+    )
     return Context(now=now, aggs={a: draw(st.one_of(VALUES, at_bound)) for a in AGGS})
 
 
@@ -88,8 +122,10 @@ def assert_same_next_change(text: str, ctx: Context) -> None:
 @given(EXPRESSIONS, contexts())
 @example("exists(a1) and days_since(a1) >= 14", Context(now=NOW, aggs={"a1": NOW - 3 * DAY}))
 @example("a1 >= 1 and days_since(a2) >= 60", Context(now=NOW, aggs={"a1": 2, "a2": NOW - 5 * DAY}))
-@example("a1 >= 1 and (not exists(a2) or hours_since(a2) >= 48)",
-         Context(now=NOW, aggs={"a1": 1, "a2": NOW - 7 * 3600.3}))
+@example(
+    "a1 >= 1 and (not exists(a2) or hours_since(a2) >= 48)",
+    Context(now=NOW, aggs={"a1": 1, "a2": NOW - 7 * 3600.3}),
+)
 @example("days_since(a1) <= 7", Context(now=NOW, aggs={"a1": NOW - 7 * DAY + 0.5}))
 @example("days_since(a1) == 7", Context(now=NOW, aggs={"a1": NOW - 7 * DAY}))
 @example("now() > 5", Context(now=5))
@@ -100,8 +136,11 @@ def test_fast_next_change_equals_the_generic_one(text, ctx):
 
 
 def test_the_fast_path_restores_now_and_matches_on_the_bench_rules():
-    rules = ["exists(a1) and days_since(a1) >= 14", "a1 >= 1 and days_since(a2) >= 60",
-             "a1 >= 1 and (not exists(a2) or hours_since(a2) >= 48)"]
+    rules = [
+        "exists(a1) and days_since(a1) >= 14",
+        "a1 >= 1 and days_since(a2) >= 60",
+        "a1 >= 1 and (not exists(a2) or hours_since(a2) >= 48)",
+    ]
     for text in rules:
         for days in (0.0, 1.5, 2.0, 7.0, 14.0, 59.999, 60.0, 61.0):
             ctx = Context(now=NOW, aggs={"a1": NOW - days * DAY, "a2": NOW - days * DAY})

@@ -24,11 +24,26 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 # precedence levels of the rendered text, loosest first
 OR, AND, NOT, CMP, ADD, MUL, NEG, ATOM = range(1, 9)
-LEVEL = {"or": OR, "and": AND, "==": CMP, "!=": CMP, "<": CMP, "<=": CMP, ">": CMP, ">=": CMP,
-         "in": CMP, "not in": CMP, "+": ADD, "-": ADD, "*": MUL, "/": MUL}
+LEVEL = {
+    "or": OR,
+    "and": AND,
+    "==": CMP,
+    "!=": CMP,
+    "<": CMP,
+    "<=": CMP,
+    ">": CMP,
+    ">=": CMP,
+    "in": CMP,
+    "not in": CMP,
+    "+": ADD,
+    "-": ADD,
+    "*": MUL,
+    "/": MUL,
+}
 
 
 # ----------------------------------------------------------------------------- reference
+
 
 def is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -130,6 +145,7 @@ def ref_eval(tree: tuple, ctx: Context) -> Any:
 
 # ----------------------------------------------------------------------------- expressions as text
 
+
 # an expression is (tree, text, level)
 def wrap(e: tuple, level: int) -> str:
     return e[1] if e[2] >= level else f"({e[1]})"
@@ -142,7 +158,9 @@ def string_literal(s: str) -> str:
 
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 12),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
     st.sampled_from([0.0, -0.0, 0.5, 2.5, -1.5, 3.0, 1e300, 1700000000.0]),
     st.sampled_from(["", "a", "ab", "b", "it's", 'say "x"', "a\\b", "x\ny"]),
 )
@@ -164,12 +182,15 @@ def leaves(scope: str) -> st.SearchStrategy:
         SCALARS.map(literal),
         st.sampled_from(AGGS).map(lambda n: (("agg", n), n, ATOM)),
         st.sampled_from([("t1",), ("t2",), ("addr", "city"), ("addr", "geo", "lat")]).map(
-            lambda p: (("traits", p), "traits." + ".".join(p), ATOM)),
+            lambda p: (("traits", p), "traits." + ".".join(p), ATOM)
+        ),
         st.just((("now",), "now()", ATOM)),
     ]
     if scope == WHERE:
         options += [
-            st.sampled_from([("p1",), ("item", "sku")]).map(lambda p: (("props", p), "props." + ".".join(p), ATOM)),
+            st.sampled_from([("p1",), ("item", "sku")]).map(
+                lambda p: (("props", p), "props." + ".".join(p), ATOM)
+            ),
             st.just((("event",), "event", ATOM)),
         ]
     else:
@@ -191,9 +212,13 @@ def extend(children: st.SearchStrategy) -> st.SearchStrategy:
         children.map(lambda e: (("not", e[0]), f"not {wrap(e, NOT)}", NOT)),
         children.map(lambda e: (("neg", e[0]), f"-{wrap(e, NEG)}", NEG)),
         st.lists(children, max_size=3).map(
-            lambda es: (("list", tuple(e[0] for e in es)), "[" + ", ".join(e[1] for e in es) + "]", ATOM)),
-        st.builds(lambda f, e: ((f, e[0]), f"{f}({e[1]})", ATOM),
-                  st.sampled_from(["exists", "days_since", "hours_since"]), children),
+            lambda es: (("list", tuple(e[0] for e in es)), "[" + ", ".join(e[1] for e in es) + "]", ATOM)
+        ),
+        st.builds(
+            lambda f, e: ((f, e[0]), f"{f}({e[1]})", ATOM),
+            st.sampled_from(["exists", "days_since", "hours_since"]),
+            children,
+        ),
     )
 
 
@@ -202,19 +227,44 @@ EXPRESSIONS = {scope: st.recursive(leaves(scope), extend, max_leaves=12) for sco
 
 @st.composite
 def contexts(draw: st.DrawFn, scope: str) -> Context:
-    traits = draw(st.fixed_dictionaries({}, optional={
-        "t1": VALUES, "t2": VALUES,
-        "addr": st.one_of(VALUES, st.fixed_dictionaries({}, optional={
-            "city": SCALARS, "geo": st.one_of(SCALARS, st.fixed_dictionaries({"lat": SCALARS}))})),
-    }))
+    traits = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "t1": VALUES,
+                "t2": VALUES,
+                "addr": st.one_of(
+                    VALUES,
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "city": SCALARS,
+                            "geo": st.one_of(SCALARS, st.fixed_dictionaries({"lat": SCALARS})),
+                        },
+                    ),
+                ),
+            },
+        )
+    )
     props = None
     if scope == WHERE:
-        props = draw(st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-            "p1": VALUES, "item": st.one_of(VALUES, st.fixed_dictionaries({"sku": SCALARS}))})))
+        props = draw(
+            st.one_of(
+                st.none(),
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "p1": VALUES,
+                        "item": st.one_of(VALUES, st.fixed_dictionaries({"sku": SCALARS})),
+                    },
+                ),
+            )
+        )
     return Context(
         now=draw(st.sampled_from([0.0, DAY, 1.7e9, 1700000000.5])),
         aggs={a: draw(VALUES) for a in AGGS},
-        traits=traits, props=props,
+        traits=traits,
+        props=props,
         event=draw(st.sampled_from([None, "view", "a"])) if scope == WHERE else None,
         segments=frozenset(draw(st.sets(st.sampled_from(["s1", "s2"])))),
     )
@@ -280,8 +330,9 @@ def test_minimal_parentheses_mean_the_same_as_full_ones(data, scope):
 # evaluation can flicker at equality; next_change deliberately ignores such noise, so the
 # generator keeps slopes apart: a right-hand time term is hours_since(...) and only faces
 # days-based left sides whose scale factors never make 1/86400 * k equal 1/3600.
-DAYS_BASE = st.one_of(st.sampled_from(AGGS).map(lambda a: f"days_since({a})"),
-                      st.just("(now() - 1700000000) / 86400"))
+DAYS_BASE = st.one_of(
+    st.sampled_from(AGGS).map(lambda a: f"days_since({a})"), st.just("(now() - 1700000000) / 86400")
+)
 HOURS_BASE = st.sampled_from(AGGS).map(lambda a: f"hours_since({a})")
 SCALE = st.one_of(st.integers(1, 20), st.sampled_from([0.5, 2.5, 1 / 3, 7, 86400]))
 SHAPES = ["{t}", "{t} + {k}", "{t} - {k}", "{t} * {k}", "{t} / {k}", "{k} - {t}", "-{t} * {k}"]
@@ -297,9 +348,11 @@ def sides(base: st.SearchStrategy) -> st.SearchStrategy:
     return st.one_of(single, st.builds(lambda a, b: f"({a}) * ({b})", single, single))
 
 
-CONSTANTS = st.one_of(st.integers(-5, 40).map(str),
-                      st.floats(-50, 50, allow_nan=False).map(repr).map(lambda r: f"({r})"),
-                      st.sampled_from(["0.5", "13.999", "2.25", "null", "'x'"]))
+CONSTANTS = st.one_of(
+    st.integers(-5, 40).map(str),
+    st.floats(-50, 50, allow_nan=False).map(repr).map(lambda r: f"({r})"),
+    st.sampled_from(["0.5", "13.999", "2.25", "null", "'x'"]),
+)
 CMP_OPS = st.sampled_from(["<", "<=", ">", ">=", "==", "!="])
 COMPARISONS = st.one_of(
     st.builds(lambda a, op, b: f"{a} {op} {b}", sides(DAYS_BASE), CMP_OPS, st.one_of(CONSTANTS, HOURS_BASE)),
@@ -318,10 +371,13 @@ TIME_EXPRESSIONS = st.recursive(
 @st.composite
 def time_contexts(draw: st.DrawFn) -> Context:
     now = 1.7e9 + draw(st.floats(-40 * DAY, 40 * DAY, allow_nan=False))
-    offsets = st.one_of(st.floats(-30 * DAY, 30 * DAY, allow_nan=False),
-                        st.sampled_from([0.0, DAY, -DAY, 14 * DAY, 3 * HOUR]))
-    aggs = {a: draw(st.one_of(offsets.map(lambda o: now - o), st.just(None))) if i else now - draw(offsets)
-            for i, a in enumerate(AGGS)}
+    offsets = st.one_of(
+        st.floats(-30 * DAY, 30 * DAY, allow_nan=False), st.sampled_from([0.0, DAY, -DAY, 14 * DAY, 3 * HOUR])
+    )
+    aggs = {
+        a: draw(st.one_of(offsets.map(lambda o: now - o), st.just(None))) if i else now - draw(offsets)
+        for i, a in enumerate(AGGS)
+    }
     return Context(now=now, aggs=aggs)
 
 
@@ -354,7 +410,7 @@ def test_next_change_never_skips_a_change_and_is_exact(text, ctx, fractions):
         # ... and not before: the float just below, random points and points crowding t
         samples = [ctx.now, math.nextafter(ctx.now, math.inf), math.nextafter(t, -math.inf)]
         samples += [ctx.now + (t - ctx.now) * f for f in fractions]
-        samples += [t - (t - ctx.now) * 2.0 ** -k for k in range(1, 40, 3)]
+        samples += [t - (t - ctx.now) * 2.0**-k for k in range(1, 40, 3)]
         samples = [s for s in samples if ctx.now <= s < t]
     for s in samples:
         if not same(value_at(c, ctx, s), v0):

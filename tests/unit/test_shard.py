@@ -41,10 +41,14 @@ def identify(seq, user, clock, **traits):
 
 def test_apply_batch_creates_users_and_tracks_seq_and_clock(m):
     shard = ShardCore(m)
-    out = shard.apply_batch([track(1, "a", "view", T0), track(2, "b", "view", T0 + 1),
-                             identify(3, "a", T0 + 2, plan="vip")])
-    assert [(t.user, t.segment, t.kind) for t in out] == [("a", "active", "enter"), ("b", "active", "enter"),
-                                                         ("a", "vip", "enter")]
+    out = shard.apply_batch(
+        [track(1, "a", "view", T0), track(2, "b", "view", T0 + 1), identify(3, "a", T0 + 2, plan="vip")]
+    )
+    assert [(t.user, t.segment, t.kind) for t in out] == [
+        ("a", "active", "enter"),
+        ("b", "active", "enter"),
+        ("a", "vip", "enter"),
+    ]
     assert (shard.users, shard.applied_seq, shard.clock) == (2, 3, T0 + 2)
     assert shard.members("active") == ["a", "b"]
     assert shard.user("a")["traits"] == {"plan": "vip"}
@@ -61,7 +65,9 @@ def test_batch_ends_by_advancing_every_user_to_the_largest_clock(m):
     shard = ShardCore(m)
     shard.apply_batch([track(1, "a", "view", T0)])
     out = shard.apply_batch([track(2, "b", "open", T0 + 8 * DAY)])
-    assert [(t.user, t.segment, t.kind, t.at, t.seq) for t in out] == [("a", "active", "exit", T0 + 7 * DAY, 1)]
+    assert [(t.user, t.segment, t.kind, t.at, t.seq) for t in out] == [
+        ("a", "active", "exit", T0 + 7 * DAY, 1)
+    ]
 
 
 def test_advance_fires_in_deadline_then_user_order(m):
@@ -70,8 +76,11 @@ def test_advance_fires_in_deadline_then_user_order(m):
     out = shard.advance(T0 + 30 * DAY)
     got = [(t.at, t.user, t.segment, t.kind) for t in out]
     assert got == sorted(got, key=lambda g: (g[0], g[1]))
-    assert got[:3] == [(T0 + 6 * DAY, "c", "active", "exit"), (T0 + 7 * DAY, "a", "active", "exit"),
-                       (T0 + 7 * DAY, "b", "active", "exit")]
+    assert got[:3] == [
+        (T0 + 6 * DAY, "c", "active", "exit"),
+        (T0 + 7 * DAY, "a", "active", "exit"),
+        (T0 + 7 * DAY, "b", "active", "exit"),
+    ]
     assert shard.members("dormant") == ["a", "b", "c"]
     assert shard.advance(T0 + 31 * DAY) == []
 
@@ -92,15 +101,21 @@ def test_forget_returns_exits_and_removes_the_user(m):
     shard = ShardCore(m)
     shard.apply_batch([track(1, "a", "view", T0), identify(2, "a", T0 + 1, plan="vip")])
     out = shard.forget("a")
-    assert [(t.segment, t.kind, t.seq, t.at) for t in out] == [("active", "exit", 2, T0 + 1),
-                                                              ("vip", "exit", 2, T0 + 1)]
+    assert [(t.segment, t.kind, t.seq, t.at) for t in out] == [
+        ("active", "exit", 2, T0 + 1),
+        ("vip", "exit", 2, T0 + 1),
+    ]
     assert shard.user("a") is None and shard.members("active") == [] and shard.users == 0
-    assert shard.advance(T0 + 30 * DAY) == []   # its deadline went with it
+    assert shard.advance(T0 + 30 * DAY) == []  # its deadline went with it
     assert shard.forget("a") == []
 
 
 def test_snapshot_restore_resumes_identically(m):
-    rows = [track(1, "a", "view", T0), track(2, "b", "view", T0 + DAY), identify(3, "a", T0 + DAY, plan="vip")]
+    rows = [
+        track(1, "a", "view", T0),
+        track(2, "b", "view", T0 + DAY),
+        identify(3, "a", T0 + DAY, plan="vip"),
+    ]
     live = ShardCore(m)
     live.apply_batch(rows)
     restored = ShardCore.restore(m, live.snapshot())
@@ -125,9 +140,21 @@ def test_restore_of_garbage_raises(m, blob):
         ShardCore.restore(m, blob)
 
 
-@pytest.mark.parametrize("module", ["actors/aggregates", "actors/aggkind", "actors/user", "actors/model",
-                                    "actors/shard", "segd/rules", "segd/rules_time", "segd/protocol",
-                                    "actors/dispatch", "segd/templates"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "actors/aggregates",
+        "actors/aggkind",
+        "actors/user",
+        "actors/model",
+        "actors/shard",
+        "segd/rules",
+        "segd/rules_time",
+        "segd/protocol",
+        "actors/dispatch",
+        "segd/templates",
+    ],
+)
 def test_cores_import_no_io_clock_or_ray(module):
     """Module level: a Ray shell may import ray inside its own methods."""
     import ast

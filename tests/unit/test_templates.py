@@ -8,20 +8,26 @@ from segd.config import parse_config
 from segd.errors import ConfigError
 from segd.templates import Template, TemplateError, check
 
-VALUES = {"user": "alice", "campaign": "promo", "traits": {"first_name": "Alice", "address": {"city": "Lyon"},
-                                                          "tags": ["a", "b"], "vip": True},
-          "aggregates": {"spend": 120.0, "avg": 12.3456789, "n": 3}}
+VALUES = {
+    "user": "alice",
+    "campaign": "promo",
+    "traits": {"first_name": "Alice", "address": {"city": "Lyon"}, "tags": ["a", "b"], "vip": True},
+    "aggregates": {"spend": 120.0, "avg": 12.3456789, "n": 3},
+}
 
 
-@pytest.mark.parametrize(("text", "out"), [
-    ("Hi {traits.first_name}", "Hi Alice"),
-    ("{ traits.first_name }!", "Alice!"),
-    ("{traits.address.city}", "Lyon"),
-    ("{spend} {aggregates.spend} {avg}", "120 120 12.345679"),
-    ("{traits.tags} {traits.vip} {n}", "a, b true 3"),
-    ("{{literal}} {user}", "{literal} alice"),
-    ("{traits.missing}|{traits.first_name.x}|{nothing}", "||"),
-])
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("Hi {traits.first_name}", "Hi Alice"),
+        ("{ traits.first_name }!", "Alice!"),
+        ("{traits.address.city}", "Lyon"),
+        ("{spend} {aggregates.spend} {avg}", "120 120 12.345679"),
+        ("{traits.tags} {traits.vip} {n}", "a, b true 3"),
+        ("{{literal}} {user}", "{literal} alice"),
+        ("{traits.missing}|{traits.first_name.x}|{nothing}", "||"),
+    ],
+)
 def test_render(text, out):
     assert Template(text).render(VALUES) == out
 
@@ -49,12 +55,22 @@ def test_check_rejects_names_that_can_never_have_a_value():
 
 
 def test_bad_templates_are_config_errors_naming_the_campaign():
-    raw = {"aggregates": {"spend": {"kind": "sum", "event": "purchase", "of": "props.price"}},
-           "segments": {"big": {"when": "spend > 100"}},
-           "channels": {"out": {"kind": "file", "path": "m.jsonl"},
-                        "sms": {"kind": "http", "url": "http://x", "body": {"text": "{bdy}"}}},
-           "campaigns": {"promo": {"segment": "big", "channel": "out", "template": "Hi {traits.name",
-                                   "variants": [{"name": "a", "subject": "{spnd}"}]}}}
+    raw = {
+        "aggregates": {"spend": {"kind": "sum", "event": "purchase", "of": "props.price"}},
+        "segments": {"big": {"when": "spend > 100"}},
+        "channels": {
+            "out": {"kind": "file", "path": "m.jsonl"},
+            "sms": {"kind": "http", "url": "http://x", "body": {"text": "{bdy}"}},
+        },
+        "campaigns": {
+            "promo": {
+                "segment": "big",
+                "channel": "out",
+                "template": "Hi {traits.name",
+                "variants": [{"name": "a", "subject": "{spnd}"}],
+            }
+        },
+    }
     with pytest.raises(ConfigError) as err:
         parse_config(raw)
     text = str(err.value)

@@ -16,8 +16,13 @@ T0 = 1_700_000_000.0
 
 
 def model(aggregates=None, segments=None) -> Model:
-    return Model.compile(parse_config({"aggregates": aggregates or {}, "segments": segments or {}},
-                                      label="test.toml", path=Path("test.toml")))
+    return Model.compile(
+        parse_config(
+            {"aggregates": aggregates or {}, "segments": segments or {}},
+            label="test.toml",
+            path=Path("test.toml"),
+        )
+    )
 
 
 def kinds(transitions):
@@ -57,8 +62,10 @@ def test_default_config_compiles():
 
 def test_bad_expressions_list_every_problem_with_table_and_column():
     with pytest.raises(ConfigError) as exc:
-        model({"n": {"kind": "count", "where": "props.x >"}},
-              {"a": {"when": "n >= 1 and"}, "b": {"when": "nope > 1"}, "c": {"when": "props.x == 1"}})
+        model(
+            {"n": {"kind": "count", "where": "props.x >"}},
+            {"a": {"when": "n >= 1 and"}, "b": {"when": "nope > 1"}, "c": {"when": "props.x == 1"}},
+        )
     problems = exc.value.problems
     tables = sorted(t for _, t, _ in problems)
     assert tables == ["aggregates.n", "segments.a", "segments.b", "segments.c"]
@@ -83,10 +90,12 @@ def test_fingerprint_tracks_definitions_not_descriptions():
 
 def test_segment_fingerprint_changes_only_for_affected_segments():
     aggs = {**VIEWS, "buys": {"kind": "count", "event": "buy"}}
-    a = model(aggs, {"s": {"when": "views_7d >= 1"}, "t": {"when": "buys >= 1"},
-                     "u": {"when": "segment('s')"}})
-    b = model(aggs, {"s": {"when": "views_7d >= 3"}, "t": {"when": "buys >= 1"},
-                     "u": {"when": "segment('s')"}})
+    a = model(
+        aggs, {"s": {"when": "views_7d >= 1"}, "t": {"when": "buys >= 1"}, "u": {"when": "segment('s')"}}
+    )
+    b = model(
+        aggs, {"s": {"when": "views_7d >= 3"}, "t": {"when": "buys >= 1"}, "u": {"when": "segment('s')"}}
+    )
     fa, fb = a.segment_fingerprints, b.segment_fingerprints
     assert fa["t"] == fb["t"]
     assert fa["s"] != fb["s"] and fa["u"] != fb["u"]
@@ -113,8 +122,12 @@ def test_window_exit_at_exact_deadline_with_last_seq():
 
 
 def test_days_since_enters_at_exactly_fourteen_days():
-    f = Feed(model({"last_seen": {"kind": "last_time"}},
-                   {"dormant": {"when": "exists(last_seen) and days_since(last_seen) >= 14"}}))
+    f = Feed(
+        model(
+            {"last_seen": {"kind": "last_time"}},
+            {"dormant": {"when": "exists(last_seen) and days_since(last_seen) >= 14"}},
+        )
+    )
     assert f.track("open", T0) == []
     f.track("open", T0 + DAY)
     # the deadline may stay early (T0 + 14d: a no-op evaluation), never late
@@ -150,8 +163,12 @@ def test_future_event_time_enters_when_its_time_comes():
 
 
 def test_late_event_counts_for_lifetime_not_window():
-    f = Feed(model({**VIEWS, "views": {"kind": "count", "event": "view"}},
-                   {"active": {"when": "views_7d >= 1"}, "any": {"when": "views >= 1"}}))
+    f = Feed(
+        model(
+            {**VIEWS, "views": {"kind": "count", "event": "view"}},
+            {"active": {"when": "views_7d >= 1"}, "any": {"when": "views >= 1"}},
+        )
+    )
     out = f.track("view", T0, ts=T0 - 8 * DAY)
     assert kinds(out) == [("any", "enter")]
     assert f.actor.view(T0)["aggregates"] == {"views_7d": 0, "views": 1}
@@ -167,9 +184,14 @@ def test_out_of_order_event_expires_by_its_own_time():
 
 
 def test_every_kind_through_the_actor():
-    aggs = {k: {"kind": k, "event": "buy", **({"of": "props.price"} if k not in
-                                               ("count", "first_time", "last_time") else {})}
-            for k in ("count", "sum", "min", "max", "avg", "first", "last", "first_time", "last_time", "distinct")}
+    aggs = {
+        k: {
+            "kind": k,
+            "event": "buy",
+            **({"of": "props.price"} if k not in ("count", "first_time", "last_time") else {}),
+        }
+        for k in ("count", "sum", "min", "max", "avg", "first", "last", "first_time", "last_time", "distinct")
+    }
     aggs["w_sum"] = {"kind": "sum", "event": "buy", "of": "props.price", "within": "1d"}
     f = Feed(model(aggs))
     f.track("buy", T0, price=10)
@@ -178,15 +200,31 @@ def test_every_kind_through_the_actor():
     f.track("view", T0 + 30, price=99)
     view = f.actor.view(T0 + 30)
     assert view["aggregates"] == {
-        "count": 3, "sum": 24, "min": 4, "max": 10, "avg": 8.0, "first": 4, "last": 10,
-        "first_time": T0 - 5, "last_time": T0 + 20, "distinct": 2, "w_sum": 24}
+        "count": 3,
+        "sum": 24,
+        "min": 4,
+        "max": 10,
+        "avg": 8.0,
+        "first": 4,
+        "last": 10,
+        "first_time": T0 - 5,
+        "last_time": T0 + 20,
+        "distinct": 2,
+        "w_sum": 24,
+    }
     assert f.actor.view(T0 + DAY)["aggregates"]["w_sum"] == 10
 
 
 def test_where_sees_props_event_and_pre_event_aggregates():
-    f = Feed(model({"n": {"kind": "count", "event": "*"},
-                    "firsts": {"kind": "count", "where": "n == 0 and event == 'a'"},
-                    "big": {"kind": "count", "where": "props.x > 5"}}))
+    f = Feed(
+        model(
+            {
+                "n": {"kind": "count", "event": "*"},
+                "firsts": {"kind": "count", "where": "n == 0 and event == 'a'"},
+                "big": {"kind": "count", "where": "props.x > 5"},
+            }
+        )
+    )
     f.track("a", T0, x=9)
     f.track("a", T0 + 1, x=1)
     assert f.actor.view(T0 + 1)["aggregates"] == {"n": 2, "firsts": 1, "big": 1}
@@ -197,7 +235,7 @@ def test_identify_merges_key_by_key_and_null_removes():
     assert kinds(f.identify(T0, email="a@x", name="A")) == [("mailable", "enter")]
     f.identify(T0 + 1, name="B", plan="pro")
     assert f.actor.view(T0)["traits"] == {"email": "a@x", "name": "B", "plan": "pro"}
-    assert f.identify(T0 + 1, name="C") == []   # a trait no segment reads still changes
+    assert f.identify(T0 + 1, name="C") == []  # a trait no segment reads still changes
     assert f.actor.view(T0)["traits"] == {"email": "a@x", "name": "C", "plan": "pro"}
     assert kinds(f.identify(T0 + 2, email=None)) == [("mailable", "exit")]
     f.identify(T0 + 3, name=None, plan=None)
@@ -210,9 +248,14 @@ def test_first_event_evaluates_every_segment():
 
 
 def test_only_segments_whose_inputs_changed_are_evaluated():
-    m = model({"views": {"kind": "count", "event": "view"}, "buys": {"kind": "count", "event": "buy"}},
-              {"viewer": {"when": "views >= 1"}, "buyer": {"when": "buys >= 1"},
-               "pro": {"when": "traits.plan == 'pro'"}})
+    m = model(
+        {"views": {"kind": "count", "event": "view"}, "buys": {"kind": "count", "event": "buy"}},
+        {
+            "viewer": {"when": "views >= 1"},
+            "buyer": {"when": "buys >= 1"},
+            "pro": {"when": "traits.plan == 'pro'"},
+        },
+    )
     calls = []
     for s in m.segs:
         s.fn = (lambda fn, name: lambda ctx: calls.append(name) or fn(ctx))(s.fn, s.name)
@@ -253,21 +296,35 @@ def test_segment_reference_sees_post_group_membership():
     m = model(SPEND, {**STAGES, "bronze": {"when": "spend >= 1000", "group": "tier", "priority": 1}})
     f = Feed(m)
     assert kinds(f.track("buy", T0, amount=10)) == [
-        ("silver", "enter"), ("any_tier", "enter"), ("not_gold", "enter")]
+        ("silver", "enter"),
+        ("any_tier", "enter"),
+        ("not_gold", "enter"),
+    ]
     assert kinds(f.track("buy", T0 + 1, amount=100)) == [
-        ("silver", "exit"), ("gold", "enter"), ("not_gold", "exit")]
+        ("silver", "exit"),
+        ("gold", "enter"),
+        ("not_gold", "exit"),
+    ]
 
 
 def test_time_caused_group_switch():
-    m = model({"buys_1d": {"kind": "count", "event": "buy", "within": "1d"},
-               "buys": {"kind": "count", "event": "buy"}},
-              {"hot": {"when": "buys_1d >= 1", "group": "g", "priority": 0},
-               "cold": {"when": "buys >= 1", "group": "g", "priority": 1}})
+    m = model(
+        {
+            "buys_1d": {"kind": "count", "event": "buy", "within": "1d"},
+            "buys": {"kind": "count", "event": "buy"},
+        },
+        {
+            "hot": {"when": "buys_1d >= 1", "group": "g", "priority": 0},
+            "cold": {"when": "buys >= 1", "group": "g", "priority": 1},
+        },
+    )
     f = Feed(m)
     assert kinds(f.track("buy", T0)) == [("hot", "enter")]
     out = f.actor.advance(T0 + 2 * DAY)
     assert [(t.segment, t.kind, t.at, t.seq) for t in out] == [
-        ("hot", "exit", T0 + DAY, 1), ("cold", "enter", T0 + DAY, 1)]
+        ("hot", "exit", T0 + DAY, 1),
+        ("cold", "enter", T0 + DAY, 1),
+    ]
 
 
 # ------------------------------------------------------------------ ids, views, snapshots
@@ -301,8 +358,9 @@ def test_snapshot_restore_continues_identically():
     restored = UserActor.restore(m, "u1", blob)
     assert restored.view(T0 + 3) == f.actor.view(T0 + 3)
     assert restored.deadline == f.actor.deadline
-    assert restored.apply(9, "track", "buy", T0 + 8 * DAY, T0 + 8 * DAY, {"amount": 500}) == \
-        f.actor.apply(9, "track", "buy", T0 + 8 * DAY, T0 + 8 * DAY, {"amount": 500})
+    assert restored.apply(9, "track", "buy", T0 + 8 * DAY, T0 + 8 * DAY, {"amount": 500}) == f.actor.apply(
+        9, "track", "buy", T0 + 8 * DAY, T0 + 8 * DAY, {"amount": 500}
+    )
     assert len(blob) < 200
 
 
