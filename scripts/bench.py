@@ -56,9 +56,9 @@ for _p in (HERE.parent, HERE):
 
 import benchlib  # noqa: E402
 
-from segd.client import AsyncClient, Client  # noqa: E402
+from segd.demo.workload import stream, workload  # noqa: E402
 from segd.errors import ConnectError  # noqa: E402
-from segd.workload import stream, workload  # noqa: E402
+from segd.wire.client import AsyncClient, Client  # noqa: E402
 
 #: Sizes per mode. Full mode takes several minutes on 2 cores; quick stays under 2.
 PLANS = {

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors.model import Model  # noqa: E402
-from actors.shard import ShardCore  # noqa: E402
+from actors.shard.core import ShardCore  # noqa: E402
 from segd.config import SegmentConfig, load_config  # noqa: E402
 
 DAY = 86400.0

@@ -33,11 +33,11 @@ for _p in (ROOT, HERE):  # segd's packages, and the sibling scripts, from a plai
 from bench_core import EXTRA_SEGMENTS, TARGET_SEGMENTS  # noqa: E402
 
 from actors.model import Model  # noqa: E402
-from actors.shard import ShardCore  # noqa: E402
-from segd.client import Client  # noqa: E402
+from actors.shard.core import ShardCore  # noqa: E402
 from segd.config import load_config  # noqa: E402
+from segd.demo.workload import DAY, workload  # noqa: E402
 from segd.errors import ConnectError  # noqa: E402
-from segd.workload import DAY, workload  # noqa: E402
+from segd.wire.client import Client  # noqa: E402
 from store import schema  # noqa: E402
 
 T0 = 1_700_000_000.0

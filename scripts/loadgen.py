@@ -1,10 +1,10 @@
-"""Stream a realistic shop workload into segd, or write it to a file (``segd.workload``).
+"""Stream a realistic shop workload into segd, or write it to a file (``segd.demo.workload``).
 
     python scripts/loadgen.py --socket var/segd.sock --users 10000 --events 100000 \\
         --rate 10000 --connections 4 [--seed N] [--out FILE | --from FILE]
 
 prints one line: events sent, seconds, events/s. The generator itself lives in the package
-(``segd.workload``) so that ``segd demo`` and ``scripts/bench.py`` share it.
+(``segd.demo.workload``) so that ``segd demo`` and ``scripts/bench.py`` share it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout without `pip install -e`
     sys.path.insert(0, str(ROOT))
 
-from segd.workload import DAY, read_items, stream, workload, write_items  # noqa: E402
+from segd.demo.workload import DAY, read_items, stream, workload, write_items  # noqa: E402
 
 __all__ = ["DAY", "read_items", "stream", "workload", "write_items"]
 

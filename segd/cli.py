@@ -141,7 +141,7 @@ def _config(path: Path | None) -> Config:
 
 
 def _client(args: argparse.Namespace, config: Config):
-    from segd.client import Client
+    from segd.wire.client import Client
 
     return Client(args.socket or config.daemon.socket)
 
@@ -164,7 +164,7 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from segd.daemon import run_daemon
+    from segd.daemon.lifecycle import run_daemon
 
     return run_daemon(config)
 
@@ -225,7 +225,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     import asyncio
     import os
 
-    from segd.demo import run_demo
+    from segd.demo.live import run_demo
 
     if config.path is None:
         print(
@@ -322,7 +322,7 @@ def cmd_segment(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
-    from segd.client import Client
+    from segd.wire.client import Client
 
     with Client(args.socket or config.daemon.socket, timeout=None) as c:
         for t in c.subscribe(args.segments or "*"):
@@ -331,7 +331,7 @@ def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
-    from segd.replay import replay
+    from segd.daemon.replay import replay
 
     bar = _ProgressBar()
     summary = replay(config, until=args.until, progress=bar.update, dispatch=not args.no_dispatch)

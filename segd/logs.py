@@ -1,7 +1,7 @@
 """structlog setup: JSON lines when stderr is not a terminal, a console renderer when it is.
 
 Call ``configure()`` once per process: the daemon at start-up, every Ray worker through
-``worker_process_setup_hook`` (see ``segd.runtime``).
+``worker_process_setup_hook`` (see ``segd.daemon.runtime``).
 """
 
 from __future__ import annotations

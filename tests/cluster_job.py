@@ -17,10 +17,10 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from segd.client import AsyncClient
 from segd.config import parse_config
-from segd.daemon import Daemon
+from segd.daemon.lifecycle import Daemon
 from segd.logs import configure
+from segd.wire.client import AsyncClient
 
 
 async def run(config_text: str, data: Path, events: list[dict], address: str, kill=None) -> dict:

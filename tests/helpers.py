@@ -54,7 +54,7 @@ class DaemonThread:
     """A real daemon serving on its own event loop in a background thread."""
 
     def __init__(self, config: Config) -> None:
-        from segd.daemon import Daemon
+        from segd.daemon.lifecycle import Daemon
 
         self.config = config
         self.daemon = Daemon(config)
@@ -100,8 +100,8 @@ class DaemonThread:
 
 def start_subprocess_daemon(config_path: Path, socket: Path, *, timeout: float = 120) -> subprocess.Popen:
     """``segd run`` as a child process; returns once its socket answers a ping."""
-    from segd.client import Client
     from segd.errors import ConnectError
+    from segd.wire.client import Client
 
     with open(config_path.parent / "daemon.log", "ab") as log:  # the child keeps its own copy
         proc = subprocess.Popen(

@@ -131,7 +131,7 @@ when = "views_3d >= 2"
 
 
 def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
-    from segd.client import Client
+    from segd.wire.client import Client
 
     tail, keys = split_daemon(COUNTING)
     cfg = write_config(tmp_path, tail, daemon=keys)
@@ -185,7 +185,7 @@ def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
 def test_subscribe_prints_transitions_as_json_lines(tmp_path):
     import time
 
-    from segd.client import Client
+    from segd.wire.client import Client
 
     tail, keys = split_daemon(COUNTING)
     cfg = write_config(tmp_path, tail, daemon=keys)

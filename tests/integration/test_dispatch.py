@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import psutil
 
-from segd.client import Client
 from segd.config import load_config
-from segd.replay import replay
+from segd.daemon.replay import replay
+from segd.wire.client import Client
 from tests.helpers import split_daemon, start_subprocess_daemon, write_config
 
 T0 = 1_700_000_000.0

@@ -7,8 +7,8 @@ import signal
 import sqlite3
 import threading
 
-from segd.client import Client
 from segd.errors import ConnectError, RemoteError
+from segd.wire.client import Client
 from tests.helpers import start_subprocess_daemon, write_config
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from segd.client import Client
+from segd.daemon.replay import replay
 from segd.errors import RemoteError
-from segd.replay import replay
+from segd.wire.client import Client
 from tests.helpers import split_daemon
 
 T0 = 1_700_000_000.0

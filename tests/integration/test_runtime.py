@@ -11,8 +11,8 @@ import time
 import pytest
 import ray
 
-from segd.client import AsyncClient, Client
 from segd.errors import RemoteError
+from segd.wire.client import AsyncClient, Client
 from tests.helpers import split_daemon
 
 WINDOWED = """
@@ -330,8 +330,8 @@ def test_killing_a_shard_mid_stream_changes_nothing(daemon_factory):
 def test_a_subscriber_that_stops_reading_is_dropped_and_ingest_goes_on(daemon_factory):
     import socket as _socket
 
-    from segd import protocol
-    from segd.subscriptions import QUEUE_FRAMES
+    from segd.daemon.subscriptions import QUEUE_FRAMES
+    from segd.wire import protocol
 
     d = start(daemon_factory)
     stuck = _socket.socket(_socket.AF_UNIX)
@@ -431,9 +431,9 @@ def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
     import msgpack
 
     from actors.model import Model
-    from segd import runtime
     from segd.clock import Clock
-    from segd.router import Router
+    from segd.daemon import runtime
+    from segd.daemon.router import Router
     from store.eventlog import EventLog, NewEvent
     from store.snapshots import SnapshotStore
     from tests.helpers import make_config

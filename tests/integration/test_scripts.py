@@ -1,4 +1,4 @@
-"""Smoke tests of the workload (segd.workload) and scripts/loadgen.py: its CLI against a real daemon, its files.
+"""Smoke tests of the workload (segd.demo.workload) and scripts/loadgen.py: its CLI against a real daemon, its files.
 
 No timings here: ``scripts/bench.py --quick --json`` runs as its own CI step.
 """
@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from segd import workload as loadgen
-from segd.client import Client
-from segd.protocol import parse_batch_item
+from segd.wire.client import Client
+from segd.wire.protocol import parse_batch_item
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADGEN = ROOT / "scripts" / "loadgen.py"

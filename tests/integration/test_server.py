@@ -12,9 +12,9 @@ import threading
 import msgpack
 import pytest
 
-from segd import protocol
-from segd.client import AsyncClient, Client
 from segd.errors import ConnectError, RemoteError
+from segd.wire import protocol
+from segd.wire.client import AsyncClient, Client
 
 
 def raw_socket(d) -> socket.socket:
@@ -254,7 +254,7 @@ def test_stop_drains_acknowledged_requests_then_refuses(daemon):
 
 
 def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon, tmp_path):
-    from segd.daemon import Daemon
+    from segd.daemon.lifecycle import Daemon
     from segd.errors import SegdError
 
     with pytest.raises(SegdError, match="in use"):

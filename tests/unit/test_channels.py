@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from actors.channels import (
+from actors.dispatch.channels import (
     Channel,
     DeliveryError,
     FileChannel,

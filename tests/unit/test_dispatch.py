@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.dispatch import DispatchCore, message_id
-from actors.throttle import Caps, assign, quiet_until
+from actors.dispatch.core import DispatchCore, message_id
+from actors.dispatch.throttle import Caps, assign, quiet_until
 from segd.config import CampaignConfig, CapConfig, VariantConfig, parse_config
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC

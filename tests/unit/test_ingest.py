@@ -6,8 +6,8 @@ import msgpack
 import pytest
 
 from segd.clock import Clock
+from segd.daemon.ingest import Committer
 from segd.errors import ProtocolError
-from segd.ingest import Committer
 from store.eventlog import EventLog, NewEvent
 
 

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segd import protocol
 from segd.errors import ProtocolError
-from segd.protocol import EventIn, FrameDecoder, encode, parse_request
+from segd.wire import protocol
+from segd.wire.protocol import EventIn, FrameDecoder, encode, parse_request
 
 
 def frames(*messages):
@@ -183,7 +183,7 @@ def test_request_id_survives_a_bad_request():
 
 
 def test_long_strings_and_keys_in_props_are_refused_naming_the_field():
-    from segd.protocol import MAX_KEY, MAX_STRING, parse_request
+    from segd.wire.protocol import MAX_KEY, MAX_STRING, parse_request
 
     with pytest.raises(ProtocolError, match=r"'props.note' is a string of 65537 characters; at most 65536"):
         parse_request({"op": "track", "user": "u", "event": "e", "props": {"note": "x" * (MAX_STRING + 1)}})

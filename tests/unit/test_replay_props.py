@@ -17,7 +17,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.shard import ShardCore
+from actors.shard.core import ShardCore
 from actors.user import Model, UserActor
 from segd.config import parse_config
 

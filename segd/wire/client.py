@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from segd import protocol
 from segd.errors import ConnectError, RemoteError
+from segd.wire import protocol
 
 DEFAULT_MAX_FRAME = 64 << 20  # what a client accepts; the server enforces its own limit
 

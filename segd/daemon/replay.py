@@ -15,15 +15,15 @@ from collections.abc import Callable
 import structlog
 
 from actors.model import Model
-from segd import runtime
 from segd.clock import Clock
 from segd.config import Config
-from segd.daemon import DataDirLock
-from segd.router import Router
+from segd.daemon import runtime
+from segd.daemon.lifecycle import DataDirLock
+from segd.daemon.router import Router
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
 
-log = structlog.get_logger("segd.replay")
+log = structlog.get_logger("segd.daemon.replay")
 
 
 def replay(

@@ -25,13 +25,13 @@ import ray
 import structlog
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.dispatcher import Dispatcher, summarize
-from actors.segments import SegmentManager
-from actors.shard import UserShard
+from actors.dispatch.shell import Dispatcher, summarize
+from actors.manager import SegmentManager
+from actors.shard.core import UserShard
 from segd.config import Config
 from store.schema import OUTBOX_FILE
 
-log = structlog.get_logger("segd.runtime")
+log = structlog.get_logger("segd.daemon.runtime")
 
 #: Segment-manager actors. One SQLite writer for membership and history is plenty for the
 #: transition rates segd sees (transitions are much rarer than events).

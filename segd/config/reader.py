@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segd.config_dispatch import (  # noqa: F401  (re-exported: the whole config is segd.config)
+from segd.config.dispatch import (  # noqa: F401  (re-exported: the whole config is segd.config)
     CHANNEL_KINDS,
     CampaignConfig,
     CapConfig,
@@ -29,7 +29,7 @@ from segd.config_dispatch import (  # noqa: F401  (re-exported: the whole config
     ThrottleConfig,
     VariantConfig,
 )
-from segd.config_values import (  # noqa: F401  (parse_* are part of this module's API)
+from segd.config.values import (  # noqa: F401  (parse_* are part of this module's API)
     _closest,
     _known,
     _show,

@@ -12,7 +12,7 @@ the user's traits and aggregates at that moment) into ``MessageRow`` decisions:
    transitions first, then lower ``priority``, then campaign name.
 
 It also turns goal events into conversions of the messages (and holdouts) they follow.
-No I/O, no Ray, no clock of its own; the shell (``actors.dispatcher``) does the rest.
+No I/O, no Ray, no clock of its own; the shell (``actors.dispatch.shell``) does the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from actors.throttle import HOLDOUT, Caps, assign, opted_out, quiet_until, unsubscribed
+from actors.dispatch.throttle import HOLDOUT, Caps, assign, opted_out, quiet_until, unsubscribed
 from segd.config import CampaignConfig, ChannelConfig, Config
 from segd.templates import Template
 from store.outbox import MessageRow

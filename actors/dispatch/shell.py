@@ -26,9 +26,9 @@ from typing import Any
 import msgpack
 import structlog
 
-from actors.channels import Channel, DeliveryError, Message, TokenBucket, open_channel
-from actors.dispatch import DispatchCore, campaign_key
-from actors.throttle import opted_out, unsubscribed
+from actors.dispatch.channels import Channel, DeliveryError, Message, TokenBucket, open_channel
+from actors.dispatch.core import DispatchCore, campaign_key
+from actors.dispatch.throttle import opted_out, unsubscribed
 from segd.config import ChannelConfig, Config
 from store.outbox import DueMessage, OutboxStore
 
@@ -49,7 +49,7 @@ def backoff(cfg: ChannelConfig, attempts: int) -> float:
 
 
 class Dispatcher:
-    """Ray actor (options in segd.runtime). ``deliver=False`` (``segd replay``) records
+    """Ray actor (options in segd.daemon.runtime). ``deliver=False`` (``segd replay``) records
     decisions only; the next ``segd run`` delivers them."""
 
     def __init__(
@@ -250,7 +250,7 @@ class Dispatcher:
         now (restarting) leaves the message pending for the next round."""
         if not self.shards or (m.reason != "quiet_hours" and not m.attempts):
             return False
-        from segd.runtime import shard_of
+        from segd.daemon.runtime import shard_of
 
         try:
             view = await self.shards[shard_of(m.user, len(self.shards))].user.remote(m.user)

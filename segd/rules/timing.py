@@ -17,7 +17,7 @@ A comparison of two forms changes only near the real roots of their difference: 
 the first guess, then the float sign of ``left - right`` is walked to the exact float at
 which the comparison's value flips. ``and``/``or``/``not``/``in`` step through their parts'
 changes (:func:`earliest`). Comparisons with one side linear in time replay this analysis in
-closed form (``segd.rules_line``). Known limits, all measure-zero float effects: values that
+closed form (``segd.rules.linear``). Known limits, all measure-zero float effects: values that
 are constant in real arithmetic (``days_since(a) - days_since(b)``) are treated as constant
 even if rounding makes them flicker, and at a tangency (a quadratic touching its bound) only
 the floats next to the vertex are probed.
@@ -276,7 +276,7 @@ class Part:
     number or null: now, *_since, arithmetic, unary minus), "bool" or "list" (a list literal
     with td elements, ``items`` holding them). ``form(ctx)`` of a num part is its form;
     ``nc(ctx)`` of a td part its next change. ``value`` is the value of a constant part.
-    ``slope`` (see ``segd.rules_line``) is set on a td num part whose form is
+    ``slope`` (see ``segd.rules.linear``) is set on a td num part whose form is
     ``(fn(ctx), slope)`` whenever ``fn(ctx)`` is a number; ``agg`` names the aggregate a
     part reads, if that is all it does.
     """

@@ -1,7 +1,7 @@
 """``segd demo``: the default config on a temporary data dir, a live shop workload, a live view.
 
 Starts a real daemon (local Ray, real socket, real SQLite files) with the campaigns of the
-given config, streams ``segd.workload`` traffic at a steady rate and shows, refreshed twice a
+given config, streams ``segd.demo.workload`` traffic at a steady rate and shows, refreshed twice a
 second: events/s, lag, segment sizes and how they move, the latest transitions and the
 latest messages delivered. ``seconds`` stops it by itself and prints a summary.
 """
@@ -24,10 +24,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from segd.client import AsyncClient
 from segd.config import Config, parse_config
-from segd.daemon import Daemon
-from segd.workload import stream, workload
+from segd.daemon.lifecycle import Daemon
+from segd.demo.workload import stream, workload
+from segd.wire.client import AsyncClient
 
 
 def demo_config(path: Path, data: Path, ray_address: str | None = None) -> Config:

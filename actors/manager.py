@@ -1,7 +1,7 @@
 """Segment managers: membership, sizes, history, idempotent by transition id.
 
 ``SegmentManager`` hosts the logical manager of every segment given to it (the pool is
-sized in ``segd.runtime``). It runs on the daemon's node because it keeps its state in
+sized in ``segd.daemon.runtime``). It runs on the daemon's node because it keeps its state in
 ``data_dir/segments.db`` (see store/segments.py); the Ray options live in segd/runtime.py.
 Its input is batches of transitions in the order the shards produced them; its output is
 the subset not seen before, which the daemon fans out to subscribers and dispatchers.

@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from segd.client import AsyncClient
 from segd.errors import RemoteError
+from segd.wire.client import AsyncClient
 
 DAY = 86400.0
 #: Event names; the default config.toml's aggregates read view, add_to_cart, purchase and "*".

@@ -1,7 +1,7 @@
 """The asyncio socket shell: accept connections, read frames, answer in request order.
 
 The server knows framing, pipelining, authentication and back-pressure; what each op means
-is the ``Handler``'s business (``segd.daemon.Daemon``). Requests on one connection are
+is the ``Handler``'s business (``segd.daemon.lifecycle.Daemon``). Requests on one connection are
 dispatched as they arrive (so pipelined writes join the same group commit) and answered in
 request order. A bad request gets an error frame and never closes the connection, except an
 oversized frame (the stream cannot be resynchronised) and a wrong TCP token.
@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import structlog
 
-from segd import protocol
 from segd.errors import ProtocolError, SegdError
-from segd.protocol import Request
+from segd.wire import protocol
+from segd.wire.protocol import Request
 
-log = structlog.get_logger("segd.server")
+log = structlog.get_logger("segd.daemon.server")
 
 READ_CHUNK = 256 * 1024
 PIPELINE_DEPTH = 1024  # responses a connection may owe before we stop reading from it

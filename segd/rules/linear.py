@@ -2,7 +2,7 @@
 
 The common time rules (``days_since(last_seen_at) >= 14``, ``hours_since(x) < 48``,
 ``now() - x > 3600``) compare a value that moves linearly with time against one that does
-not. ``segd.rules_time`` answers those through forms, roots and :func:`first_true`, building
+not. ``segd.rules.timing`` answers those through forms, roots and :func:`first_true`, building
 tuples and contexts on every call; here the same answer is replayed with a few float
 operations and at most three evaluations of the moving side's real closure. Anything outside
 the common case is handed back to the generic analysis, so answers are identical bit for bit
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import operator
 
-from segd.rules_time import _MAX_WALK, NUMS, UNKNOWN, Ctx, NextChange, Part, combine
+from segd.rules.timing import _MAX_WALK, NUMS, UNKNOWN, Ctx, NextChange, Part, combine
 
 _INF = math.inf
 _NINF = -math.inf

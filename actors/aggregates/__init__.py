@@ -40,7 +40,7 @@ import math
 from array import array
 from bisect import bisect_right
 
-from actors.aggkind import (
+from actors.aggregates.kind import (
     AggKind,
     _better,
     _extreme,

@@ -12,9 +12,9 @@ from typing import Any
 
 import structlog
 
-from segd import protocol
+from segd.wire import protocol
 
-log = structlog.get_logger("segd.subscriptions")
+log = structlog.get_logger("segd.daemon.subscriptions")
 
 QUEUE_FRAMES = 10_000  # frames a subscriber may fall behind before it is dropped
 WRITE_BUFFER = 64 * 1024  # bytes handed to the transport before we wait for the socket

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segd import templates
-from segd.config_values import _known, _show, parse_clock_time, parse_duration
+from segd.config.values import _known, _show, parse_clock_time, parse_duration
 
 CHANNEL_KINDS = ("file", "webhook", "smtp", "http")
 

@@ -22,20 +22,21 @@ import msgpack
 import structlog
 
 from actors.model import Model
-from segd import __version__, runtime
+from segd import __version__
 from segd.clock import Clock
 from segd.config import Config, load_config
+from segd.daemon import runtime
+from segd.daemon.ingest import Committer
+from segd.daemon.metrics import MetricsServer
+from segd.daemon.router import Router, RouterFailed
+from segd.daemon.server import Connection, Server, Streaming
+from segd.daemon.subscriptions import Hub
 from segd.errors import ConfigError, ProtocolError, SegdError
-from segd.ingest import Committer
-from segd.metrics import MetricsServer
-from segd.protocol import EventIn, Request
-from segd.router import Router, RouterFailed
-from segd.server import Connection, Server, Streaming
-from segd.subscriptions import Hub
+from segd.wire.protocol import EventIn, Request
 from store.eventlog import EventLog, NewEvent
 from store.snapshots import SnapshotStore
 
-log = structlog.get_logger("segd.daemon")
+log = structlog.get_logger("segd.daemon.lifecycle")
 
 
 class DataDirLock:
@@ -240,7 +241,7 @@ class Daemon:
     # ---------------------------------------------------------------- ops
 
     def handle(self, req: Request, conn: Connection) -> dict[str, Any] | Any:
-        """Dispatch one validated request (see ``segd.server.Handler``)."""
+        """Dispatch one validated request (see ``segd.daemon.server.Handler``)."""
         if self._stopping:
             raise ProtocolError("unavailable", "segd is shutting down")
         op = getattr(self, f"op_{req.op}", None)

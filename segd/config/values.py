@@ -1,6 +1,6 @@
 """Config values: durations, sizes, clock times, and the wording of config errors.
 
-Shared by ``segd.config`` and ``segd.config_dispatch``; no other module needs them.
+Shared by ``segd.config`` and ``segd.config.dispatch``; no other module needs them.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-log = structlog.get_logger("segd.metrics")
+log = structlog.get_logger("segd.daemon.metrics")
 
 SCRAPE_TIMEOUT = 5.0
 

@@ -4,8 +4,8 @@
 ``Compiled``: a Python closure over a ``Context`` plus what the expression references, and
 ``next_change``, the exact time at which the value next changes while only time passes.
 Nothing is ever handed to Python's eval; evaluation never walks the AST. The syntax (tokens,
-AST, parser, ``RuleError``) lives in ``segd.rules_parse`` and is re-exported here; the
-next_change analysis lives in ``segd.rules_time``.
+AST, parser, ``RuleError``) lives in ``segd.rules.syntax`` and is re-exported here; the
+next_change analysis lives in ``segd.rules.timing``.
 
 Semantics, exactly (the unit tests hold a reference interpreter to them):
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from segd import rules_line as rl
-from segd import rules_time as rt
-from segd.rules_parse import (
+from segd.rules import linear as rl
+from segd.rules import timing as rt
+from segd.rules.syntax import (
     FUNCTIONS,
     KEYWORDS,
     MAX_NESTING,
@@ -49,9 +49,9 @@ from segd.rules_parse import (
     known_names,
     parse,
 )
-from segd.rules_time import Part
+from segd.rules.timing import Part
 
-# the syntax half lives in segd.rules_parse; its public names are part of this module's API
+# the syntax half lives in segd.rules.syntax; its public names are part of this module's API
 __all__ = [
     "FUNCTIONS",
     "KEYWORDS",
@@ -133,7 +133,7 @@ class Compiled:
     only ``ctx.now`` advances (aggregates, traits, segments held fixed); otherwise a time
     ``t > ctx.now`` such that the value is the same on ``[ctx.now, t)``: exactly the first
     float at which it changes when ``now()``/``days_since``/``hours_since`` enter linearly
-    or quadratically (see ``segd.rules_time`` for the float-noise limits), and at most
+    or quadratically (see ``segd.rules.timing`` for the float-noise limits), and at most
     ``rules_time.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
     ``days_since``); then the value may not have changed at ``t`` and the caller asks again.
     ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a

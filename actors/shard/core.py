@@ -212,7 +212,7 @@ class ShardCore:
 
 
 class UserShard:
-    """The Ray actor hosting one ``ShardCore`` (options and ``.remote()`` live in segd.runtime).
+    """The Ray actor hosting one ``ShardCore`` (options and ``.remote()`` live in segd.daemon.runtime).
 
     State-changing calls carry ``expect``, the applied seq the router believes this shard is
     at. A shard that Ray restarted comes back empty, so it refuses such calls (returns

@@ -25,11 +25,11 @@ from typing import Any
 import structlog
 
 from segd.clock import Clock
-from segd.runtime import MANAGERS, Runtime, is_actor_failure, manager_of, shard_of
+from segd.daemon.runtime import MANAGERS, Runtime, is_actor_failure, manager_of, shard_of
 from store.eventlog import EventLog, Row
 from store.snapshots import Snapshot, SnapshotStore
 
-log = structlog.get_logger("segd.router")
+log = structlog.get_logger("segd.daemon.router")
 
 MAX_BATCH = 20_000  # rows per routed batch
 MAX_QUEUED = 200_000  # rows held in memory; past this the router reads them back from the log

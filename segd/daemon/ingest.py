@@ -21,7 +21,7 @@ from segd.clock import Clock
 from segd.errors import ProtocolError, StoreError
 from store.eventlog import EventLog, NewEvent, Row
 
-log = structlog.get_logger("segd.ingest")
+log = structlog.get_logger("segd.daemon.ingest")
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Campaign dispatch: the pure decision core, throttling rules, reports, channels and the Ray shell."""

@@ -1,0 +1,1 @@
+"""A shard: the user actors of one hash range (``core``) and its Ray actor shell (``shell``)."""

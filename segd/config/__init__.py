@@ -1,0 +1,47 @@
+"""config.toml -> frozen dataclasses (SPEC section 4); the whole schema is importable from here."""
+
+from segd.config.dispatch import (
+    CHANNEL_KINDS,
+    CampaignConfig,
+    CapConfig,
+    ChannelConfig,
+    GoalConfig,
+    ThrottleConfig,
+    VariantConfig,
+)
+from segd.config.reader import (
+    AGGREGATE_KINDS,
+    RESERVED_NAMES,
+    VALUE_KINDS,
+    AggregateConfig,
+    Config,
+    DaemonConfig,
+    RayConfig,
+    SegmentConfig,
+    load_config,
+    parse_config,
+)
+from segd.config.values import parse_clock_time, parse_duration, parse_size
+
+__all__ = [
+    "AGGREGATE_KINDS",
+    "CHANNEL_KINDS",
+    "RESERVED_NAMES",
+    "VALUE_KINDS",
+    "AggregateConfig",
+    "CampaignConfig",
+    "CapConfig",
+    "ChannelConfig",
+    "Config",
+    "DaemonConfig",
+    "GoalConfig",
+    "RayConfig",
+    "SegmentConfig",
+    "ThrottleConfig",
+    "VariantConfig",
+    "load_config",
+    "parse_clock_time",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]

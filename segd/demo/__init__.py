@@ -1,0 +1,1 @@
+"""``segd demo``: the live terminal view and the shop workload it streams."""

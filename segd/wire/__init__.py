@@ -1,0 +1,1 @@
+"""The socket face: the sans-IO wire protocol and the Python clients."""
