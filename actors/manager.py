@@ -10,13 +10,15 @@ the subset not seen before, which the daemon fans out to subscribers and dispatc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from actors.records import SegmentPage, Transition, decoder, encode
 from store.segments import SegmentStore
 
 log = structlog.get_logger("segd.segments")
+
+_TRANSITIONS = decoder(list[Transition])
 
 
 class SegmentManager:
@@ -43,13 +45,14 @@ class SegmentManager:
         """Segments whose stored rows were dropped at start-up and must be rebuilt from the log."""
         return self.rebuilt
 
-    def apply(self, transitions: list[tuple]) -> list[tuple]:
-        """Record transitions; return the ones not seen before (in order)."""
-        new = self.store.apply(t for t in transitions if t[1] in self.segments)
+    def apply(self, transitions: bytes) -> bytes:
+        """Record transitions (encoded ``list[Transition]``); return the ones not seen before,
+        in order, encoded the same way."""
+        new = self.store.apply(t for t in _TRANSITIONS.decode(transitions) if t.segment in self.segments)
         sizes = self._sizes
         for t in new:
-            sizes[t[1]] += 1 if t[3] == "enter" else -1
-        return new
+            sizes[t.segment] += 1 if t.kind == "enter" else -1
+        return encode(new)
 
     def forget(self, user: str) -> int:
         """Erase ``user``'s membership and history (``forget``); returns the segments left."""
@@ -62,15 +65,15 @@ class SegmentManager:
     def sizes(self) -> dict[str, int]:
         return dict(self._sizes)
 
-    def page(self, segment: str, after: str | None, limit: int) -> dict[str, Any] | None:
+    def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
         """One page of members, or None for a segment this manager does not host."""
         if segment not in self.segments:
             return None
         members = self.store.page(segment, after, limit)
         more = len(members) == limit and bool(self.store.page(segment, members[-1], 1))
-        return {"size": self._sizes[segment], "members": members, "next": members[-1] if more else None}
+        return SegmentPage(size=self._sizes[segment], members=members, next=members[-1] if more else None)
 
-    def history(self, segment: str, since: float, until: float | None) -> list[tuple] | None:
+    def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
         if segment not in self.segments:
             return None
         return self.store.history(segment, since, until)

@@ -21,13 +21,14 @@ import sys
 from collections.abc import Mapping
 from hashlib import blake2b
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgpack
 
 from actors.model import STATE_FORMAT, Model
+from actors.records import Transition, UserView
 
-__all__ = ["Model", "Transition", "UserActor", "transition_id"]
+__all__ = ["Model", "UserActor", "transition_id"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _MISSING = object()
@@ -44,28 +45,6 @@ def transition_id(segment: str, user: str, kind: str, seq: int, at: float, cause
     return blake2b(key, digest_size=12).hexdigest()
 
 
-class Transition(NamedTuple):
-    """A user entering or leaving a segment (SPEC section 2, "A transition T is a map")."""
-
-    id: str
-    segment: str
-    user: str
-    kind: str  # "enter" | "exit"
-    at: float  # logical time of the change: the event clock, or the exact deadline
-    seq: int  # log position that caused it (time-caused: the last one applied before)
-
-    def to_map(self) -> dict[str, Any]:
-        """The msgpack/JSON map of SPEC section 2."""
-        return {
-            "id": self.id,
-            "segment": self.segment,
-            "user": self.user,
-            "kind": self.kind,
-            "at": self.at,
-            "seq": self.seq,
-        }
-
-
 def _intern(s: Any) -> Any:
     # trait names and short repeated values (plan, country...) are shared by many users
     return sys.intern(s) if s.__class__ is str else s
@@ -77,7 +56,14 @@ def _flat(traits: Mapping[str, Any]) -> tuple | None:
 
 
 def _transition(segment: str, user: str, kind: str, at: float, seq: int, cause: str) -> Transition:
-    return Transition(transition_id(segment, user, kind, seq, at, cause), segment, user, kind, at, seq)
+    return Transition(
+        id=transition_id(segment, user, kind, seq, at, cause),
+        segment=segment,
+        user=user,
+        kind=kind,
+        at=at,
+        seq=seq,
+    )
 
 
 class UserActor:
@@ -393,16 +379,16 @@ class UserActor:
         """Names of the segments the user is a member of, sorted."""
         return self.model.names_of(self.members)
 
-    def view(self, now: float) -> dict[str, Any]:
+    def view(self, now: float) -> UserView:
         """The ``user`` op's answer: traits, aggregate values at ``now``, sorted segments."""
         states = self.aggs
-        return {
-            "user": self.user,
-            "traits": self.trait_map(),
-            "aggregates": {a.name: a.kind.value(states[a.index], now) for a in self.model.aggs},
-            "segments": self.segments(),
-            "last_seq": self.last_seq,
-        }
+        return UserView(
+            user=self.user,
+            traits=self.trait_map(),
+            aggregates={a.name: a.kind.value(states[a.index], now) for a in self.model.aggs},
+            segments=self.segments(),
+            last_seq=self.last_seq,
+        )
 
     # ------------------------------------------------------------------ snapshots
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from actors.model import Model  # noqa: E402
+from actors.records import Row  # noqa: E402
 from actors.shard.core import ShardCore  # noqa: E402
 from segd.config import SegmentConfig, load_config  # noqa: E402
 
@@ -78,17 +79,17 @@ def make_rows(n: int, users: int, days: float, seed: int) -> Iterator[tuple]:
         r = rng.random()
         if r < 0.70:
             body = {"category": rng.choice(CATEGORIES), "price": round(rng.uniform(5, 400), 2)}
-            yield (seq, user, "track", "view", ts, clock, msgpack.packb(body))
+            yield Row(seq, user, "track", "view", ts, clock, msgpack.packb(body))
         elif r < 0.85:
             body = {"category": rng.choice(CATEGORIES), "price": round(rng.uniform(5, 400), 2), "qty": 1}
-            yield (seq, user, "track", "add_to_cart", ts, clock, msgpack.packb(body))
+            yield Row(seq, user, "track", "add_to_cart", ts, clock, msgpack.packb(body))
         elif r < 0.90:
             body = {
                 "price": round(rng.uniform(10, 600), 2),
                 "discount": rng.choice([0, 0, 0, 5, 10, 20]),
                 "order_id": f"o{seq}",
             }
-            yield (seq, user, "track", "purchase", ts, clock, msgpack.packb(body))
+            yield Row(seq, user, "track", "purchase", ts, clock, msgpack.packb(body))
         else:
             body = {
                 "first_name": rng.choice(["Ann", "Bob", "Cyd", "Dee"]),
@@ -96,16 +97,16 @@ def make_rows(n: int, users: int, days: float, seed: int) -> Iterator[tuple]:
                 "plan": rng.choice(["free", "pro", None]),
                 "country": rng.choice(["DE", "FR", "US"]),
             }
-            yield (seq, user, "identify", None, ts, clock, msgpack.packb(body))
+            yield Row(seq, user, "identify", None, ts, clock, msgpack.packb(body))
 
 
-def batches(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+def batches(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
     it = iter(rows)
     while batch := list(itertools.islice(it, size)):
         yield batch
 
 
-def feed(model: Model, batched: Iterable[list[tuple]]) -> tuple[ShardCore, int]:
+def feed(model: Model, batched: Iterable[list[Row]]) -> tuple[ShardCore, int]:
     """Apply every batch to a new shard; return it and the number of transitions."""
     shard = ShardCore(model)
     transitions = 0

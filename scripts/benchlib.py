@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import msgpack
+import msgspec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -33,6 +34,7 @@ for _p in (ROOT, HERE):  # segd's packages, and the sibling scripts, from a plai
 from bench_core import EXTRA_SEGMENTS, TARGET_SEGMENTS  # noqa: E402
 
 from actors.model import Model  # noqa: E402
+from actors.records import Row  # noqa: E402
 from actors.shard.core import ShardCore  # noqa: E402
 from segd.config import load_config  # noqa: E402
 from segd.demo.workload import DAY, workload  # noqa: E402
@@ -329,14 +331,14 @@ def raw_scan(path: Path, page: int = 20_000) -> tuple[int, float]:
 # ---------------------------------------------------------------------- shard memory
 
 
-def _rows(items: Iterable[dict]) -> Iterator[tuple]:
+def _rows(items: Iterable[dict]) -> Iterator[Row]:
     """Log rows as the router ships them (event clock: the clock is the watermark)."""
     clock = float("-inf")
     for seq, it in enumerate(items, 1):
         track = it["type"] == "track"
         clock = max(clock, it["ts"])
         body = msgpack.packb(it.get("props" if track else "traits") or {}, use_bin_type=True)
-        yield (seq, it["user"], it["type"], it.get("event"), it["ts"], clock, body)
+        yield Row(seq, it["user"], it["type"], it.get("event"), it["ts"], clock, body)
 
 
 def _traced(fn) -> tuple[object, int]:
@@ -367,12 +369,14 @@ def shard_memory(
     model = Model.compile(load_config(config))
     rows = list(_rows(workload(seed, base_users, base_events, T0, span=30 * DAY, user_prefix="m")))
 
-    def feed(rows: list[tuple]) -> ShardCore:
+    def feed(rows: list[Row]) -> ShardCore:
         shard = ShardCore(model)
         for i in range(0, len(rows), batch):
             # A fresh str per row, as after Ray's deserialization: the shard keeps the first
             # one per user as its key, which must be counted.
-            shard.apply_batch([(r[0], r[1].encode().decode(), *r[2:]) for r in rows[i : i + batch]])
+            shard.apply_batch(
+                [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
+            )
         return shard
 
     shard, live_bytes = _traced(functools.partial(feed, rows))

@@ -50,3 +50,8 @@ class RemoteError(SegdError):
 
 class ConnectError(SegdError):
     """A client could not reach the daemon's socket."""
+
+
+class Unavailable(SegdError):
+    """A part of segd cannot answer now (an actor is being restarted, the daemon is draining):
+    the request changed nothing and may be retried. Answered with the ``unavailable`` code."""

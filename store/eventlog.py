@@ -15,39 +15,16 @@ from typing import NamedTuple
 
 import msgpack
 
+from actors.records import Ack, NewEvent, Row
 from segd.clock import Clock
 from segd.errors import StoreError
 from store import schema
 
 
-class NewEvent(NamedTuple):
-    """An event validated by the server, not yet in the log. ``body`` is msgpack bytes."""
-
-    user: str
-    type: str  # "track" | "identify"
-    event: str | None  # None for identify
-    ts: float | None  # None: the receive time, decided at append (see Clock.stamp)
-    body: bytes  # props (track) or traits (identify), msgpack map
-    msg_id: str | None
-    wall: float  # receive time (wall clock)
-
-
-class Row(NamedTuple):
-    """One log row as shipped to the user actors: ``body`` is the msgpack props or traits."""
-
-    seq: int
-    user: str
-    type: str
-    event: str | None
-    ts: float
-    clock: float
-    body: bytes
-
-
 class Appended(NamedTuple):
-    """What ``append`` did: one ``(seq, duplicate)`` per input event, and the new rows."""
+    """What ``stage`` did: one Ack per input event, and the new rows in log order."""
 
-    results: list[tuple[int, bool]]
+    acks: list[Ack]
     rows: list[Row]
 
 
@@ -56,7 +33,6 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events"
-_LOOKUP_CHUNK = 500
 
 
 class EventLog:
@@ -83,32 +59,23 @@ class EventLog:
         """Events in the log (appended minus erased by ``forget``)."""
         return self.last_seq - self.forgotten
 
-    def append(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
-        """Write ``events`` in one durable transaction; dedupe by ``msg_id``.
-
-        A ``msg_id`` seen before (in the log or earlier in this group) is not written again:
-        its result is the original ``(seq, True)``. Raises StoreError if the commit fails,
-        in which case nothing of the group is in the log.
-        """
-        appended = self.stage(events, clock)
-        self.commit()
-        return appended
-
     def stage(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
-        """The first half of ``append``: write ``events`` in an open transaction that
-        ``commit`` then makes durable (or rolls back). Nothing is acknowledged-to-be until
+        """Write ``events`` in an open transaction that ``commit`` then makes durable (or
+        rolls back); dedupe by ``msg_id``. A ``msg_id`` seen before (in the log or earlier in
+        this group) is not written again: its Ack is the original seq with ``duplicate``.
+        Raises StoreError (nothing staged) if the writes fail. Nothing is acknowledged-to-be until
         ``commit`` returns; ``last_seq`` moves only then. The daemon stages on its event-loop
         thread and commits on the writer thread: the fsync releases the GIL once, whereas
         row inserts on a second thread would fight the event loop for it row by row."""
         known = self._known_msg_ids([e.msg_id for e in events if e.msg_id])
-        results: list[tuple[int, bool]] = []
+        acks: list[Ack] = []
         rows: list[Row] = []
         params = []
         seq = self.last_seq
         with clock.stamping() as stamp:
             for e in events:
                 if e.msg_id is not None and e.msg_id in known:
-                    results.append((known[e.msg_id], True))
+                    acks.append(Ack(seq=known[e.msg_id], duplicate=True))
                     continue
                 seq += 1
                 ts, at = stamp(e.ts, e.wall)
@@ -126,8 +93,10 @@ class EventLog:
                         e.msg_id,
                     )
                 )
-                rows.append(Row(seq, e.user, e.type, e.event, ts, at, e.body))
-                results.append((seq, False))
+                rows.append(
+                    Row(seq=seq, user=e.user, type=e.type, event=e.event, ts=ts, clock=at, body=e.body)
+                )
+                acks.append(Ack(seq=seq, duplicate=False))
                 if e.msg_id is not None:
                     known[e.msg_id] = seq
         self._staged = None
@@ -140,7 +109,7 @@ class EventLog:
                     self.conn.execute("ROLLBACK")
                 raise StoreError(f"event log commit failed: {exc}") from exc
             self._staged = (seq, rows[-1].clock)
-        return Appended(results, rows)
+        return Appended(acks, rows)
 
     def commit(self) -> None:
         """Make the staged transaction durable (see ``stage``); no-op if nothing is staged.
@@ -163,32 +132,18 @@ class EventLog:
         Deleted content is zeroed (``secure_delete``) and the WAL truncated. Only the writer
         thread may call this, between appends.
         """
-        try:
-            self.conn.execute("BEGIN")
-            n = self.conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
-            self.forgotten += n
-            self.conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)", (str(self.forgotten),)
+        with schema.transaction(self.conn, "event log forget") as conn:
+            n = conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('forgotten', ?)", (str(self.forgotten + n),)
             )
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise StoreError(f"event log forget failed: {exc}") from exc
+        self.forgotten += n
         schema.checkpoint(self.conn)
         return n
 
     def _known_msg_ids(self, ids: list[str]) -> dict[str, int]:
-        known: dict[str, int] = {}
-        for i in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[i : i + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            known.update(
-                self.conn.execute(
-                    f"SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", chunk
-                ).fetchall()
-            )
-        return known
+        found = schema.select_in(self.conn, "SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", ids)
+        return dict(found)
 
     def scan(self, after: int = 0, until: int | None = None, *, batch: int = 10_000) -> Iterator[list[Row]]:
         """Rows with ``after < seq <= until`` in log order, in lists of at most ``batch``.
@@ -205,7 +160,7 @@ class EventLog:
                 ).fetchall()
                 if not chunk:
                     return
-                yield [Row(*r) for r in chunk]
+                yield [Row(*r) for r in chunk]  # _SELECT lists Row's fields in order
                 after = chunk[-1][0]
         finally:
             conn.close()

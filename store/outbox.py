@@ -20,55 +20,24 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from segd.errors import StoreError
+import msgspec
+
+from actors.records import Conversion, Decision, DueMessage, Exposure
 from store import schema
 
 #: Statuses that hold (or held) a place in the user's frequency caps.
 CAPPED = ("pending", "claimed", "sent")
 
 
-class MessageRow(NamedTuple):
-    """A dispatch decision, as ``record`` stores it."""
-
-    id: str
-    campaign: str
-    variant: str
-    segment: str
-    user: str
-    transition: str
-    at: float
-    decided: float
-    due: float
-    channel: str
-    priority: int
-    status: str
-    reason: str
-    payload: bytes | None
-
-
-class DueMessage(NamedTuple):
-    """A pending message whose time has come, as ``due`` returns it."""
-
-    id: str
-    campaign: str
-    variant: str
-    segment: str
-    user: str
-    transition: str
-    at: float
-    channel: str
-    attempts: int
-    payload: bytes | None
-    reason: str = ""  # "quiet_hours" for a deferred message
-
-
-_COLUMNS = ", ".join(MessageRow._fields)
+_DECISION = Decision.__struct_fields__
+_DUE = DueMessage.__struct_fields__
 _INSERT = (
-    f"INSERT INTO messages ({_COLUMNS}, attempts) VALUES ({', '.join('?' * len(MessageRow._fields))}, 0) "
+    f"INSERT INTO messages ({', '.join(_DECISION)}, attempts) VALUES ({', '.join('?' * len(_DECISION))}, 0) "
     "ON CONFLICT (id) DO NOTHING"
 )
+_CONVERSION = Conversion.__struct_fields__
 
 
 class OutboxStore:
@@ -87,13 +56,8 @@ class OutboxStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction under the lock (rolled back on error); SQLite errors
         become StoreError."""
-        with self._lock:
-            try:
-                with self.conn:
-                    self.conn.execute("BEGIN")
-                    yield self.conn
-            except sqlite3.Error as exc:
-                raise StoreError(f"outbox write failed: {exc}") from exc
+        with self._lock, schema.transaction(self.conn, "outbox write") as conn:
+            yield conn
 
     def _write(self, sql: str, params: Iterable[Any] = (), many: bool = False) -> int:
         with self._transaction() as conn:
@@ -126,23 +90,17 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ decisions
 
-    def record(self, rows: list[MessageRow]) -> list[MessageRow]:
+    def record(self, rows: list[Decision]) -> list[Decision]:
         """Insert decisions in one transaction; returns those whose id was new, in order."""
+        astuple = msgspec.structs.astuple
         with self._transaction() as conn:
-            return [r for r in rows if conn.execute(_INSERT, r).rowcount == 1]
+            return [r for r in rows if conn.execute(_INSERT, astuple(r)).rowcount == 1]
 
     def known(self, ids: list[str]) -> set[str]:
         """Which of ``ids`` are already recorded."""
-        found: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            found.update(
-                r[0]
-                for r in self._read(
-                    f"SELECT id FROM messages WHERE id IN ({', '.join('?' * len(chunk))})", chunk
-                )
-            )
-        return found
+        with self._lock:
+            found = schema.select_in(self.conn, "SELECT id FROM messages WHERE id IN ({marks})", ids)
+        return {r[0] for r in found}
 
     def capped_since(self, since: float) -> list[tuple[str, float]]:
         """``(user, due)`` of messages holding a cap place with ``due > since`` (start-up)."""
@@ -150,14 +108,15 @@ class OutboxStore:
             f"SELECT user, due FROM messages WHERE due > ? AND status IN {CAPPED} ORDER BY due", (since,)
         )
 
-    def exposures_since(self, since: float) -> list[tuple[str, str, str, str, float]]:
-        """``(user, campaign, message id, variant, at)`` of sent, pending or holdout messages
-        with ``at > since``: the ones a goal event may still convert (start-up)."""
-        return self._read(
+    def exposures_since(self, since: float) -> list[Exposure]:
+        """Sent, pending or holdout messages with ``at > since``: the ones a goal event may
+        still convert (start-up)."""
+        rows = self._read(
             "SELECT user, campaign, id, variant, at FROM messages WHERE at > ? AND status IN "
             "('pending', 'claimed', 'sent', 'holdout') ORDER BY at",
             (since,),
         )
+        return [Exposure(user=u, campaign=c, message=m, variant=v, at=a) for u, c, m, v, a in rows]
 
     # ------------------------------------------------------------------ delivery
 
@@ -172,14 +131,14 @@ class OutboxStore:
 
     def due(self, channel: str, clock: float, wall: float, limit: int) -> list[DueMessage]:
         """Pending messages of ``channel`` due at engine ``clock`` and ready at ``wall`` time."""
+        columns = ", ".join("coalesce(reason, '')" if f == "reason" else f for f in _DUE)
         rows = self._read(
-            "SELECT id, campaign, variant, segment, user, transition, at, channel, attempts, payload, "
-            "coalesce(reason, '') "
+            f"SELECT {columns} "
             "FROM messages WHERE status = 'pending' AND channel = ? AND due <= ? AND coalesce(next_try, 0) <= ? "
             "ORDER BY due, priority, id LIMIT ?",
             (channel, clock, wall, limit),
         )
-        return [DueMessage(*r) for r in rows]
+        return [DueMessage(**dict(zip(_DUE, r, strict=True))) for r in rows]
 
     def next_retry(self, channel: str, clock: float) -> float | None:
         """The earliest wall time at which a due pending message of ``channel`` may be retried."""
@@ -229,12 +188,11 @@ class OutboxStore:
 
     # ------------------------------------------------------------------ conversions and reports
 
-    def convert(self, rows: list[tuple[str, str, str, str, float, int]]) -> int:
-        """Record conversions ``(message, campaign, variant, user, ts, seq)``, once per message."""
+    def convert(self, rows: list[Conversion]) -> int:
+        """Record conversions, once per message."""
         return self._write(
-            "INSERT OR IGNORE INTO conversions (message, campaign, variant, user, ts, seq) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
+            f"INSERT OR IGNORE INTO conversions ({', '.join(_CONVERSION)}) VALUES ({', '.join('?' * len(_CONVERSION))})",
+            [msgspec.structs.astuple(r) for r in rows],
             many=True,
         )
 
@@ -260,16 +218,6 @@ class OutboxStore:
                 "SELECT campaign, variant, count(*) FROM conversions GROUP BY campaign, variant"
             )
         }
-
-    def messages(self, user: str | None = None) -> list[dict[str, Any]]:
-        """Message rows as dicts (all, or one user's), in decision order: for tests and tools."""
-        cur_sql = (
-            "SELECT * FROM messages" + (" WHERE user = ?" if user is not None else "") + " ORDER BY rowid"
-        )
-        with self._lock:
-            cur = self.conn.execute(cur_sql, (user,) if user is not None else ())
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def forget(self, user: str) -> int:
         """Erase every message, dead letter and conversion of ``user``; returns the messages."""

@@ -8,7 +8,10 @@ opening a file written by a newer segd is refused rather than misread.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -37,6 +40,40 @@ def open_db(path: Path, *, synchronous: str = "full") -> sqlite_utils.Database:
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open {path}: {exc}") from exc
     return sqlite_utils.Database(conn)
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+    """One explicit transaction: BEGIN, then COMMIT, or ROLLBACK if the body raises.
+
+    The connection must have ``isolation_level=None`` (``open_db``). SQLite errors, the
+    COMMIT's included (a full disk shows there), become StoreError naming ``what``; nothing
+    of the transaction is then in the file.
+    """
+    try:
+        conn.execute("BEGIN")
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):  # keep the error that made us roll back
+                conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{what} failed: {exc}") from exc
+        raise
+
+
+#: Values per ``IN (...)`` lookup: far below SQLite's variable limit (32,766 since 3.32).
+IN_CHUNK = 500
+
+
+def select_in(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (a query with one ``IN ({marks})``) for every value, in chunks."""
+    out: list[tuple[Any, ...]] = []
+    for i in range(0, len(values), IN_CHUNK):
+        chunk = values[i : i + IN_CHUNK]
+        out += conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+    return out
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:

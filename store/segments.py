@@ -7,18 +7,17 @@ after a shard recovery or a restart changes nothing.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from segd.errors import StoreError
+from actors.records import Transition
 from store import schema
 
 _INSERT = (
     "INSERT INTO transitions (id, segment, user, kind, at, seq) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO NOTHING"
 )
+_COLUMNS = "id, segment, user, kind, at, seq"
 
 
 class SegmentStore:
@@ -32,31 +31,21 @@ class SegmentStore:
             schema.create_segments(self.db)
         self.conn = self.db.conn
 
-    def apply(self, transitions: Iterable[Sequence[Any]]) -> list[tuple]:
-        """Record transitions ``(id, segment, user, kind, at, seq)`` in one transaction.
-
-        Returns those not seen before, in input order; only they change membership.
-        """
+    def apply(self, transitions: Iterable[Transition]) -> list[Transition]:
+        """Record transitions in one transaction; return those not seen before, in input
+        order (only they change membership). Raises StoreError if the commit fails."""
         new = []
-        conn = self.conn
-        try:
-            conn.execute("BEGIN")
+        with schema.transaction(self.conn, "segment store commit") as conn:
             for t in transitions:
-                segment, user, kind = t[1], t[2], t[3]
-                if conn.execute(_INSERT, tuple(t[:6])).rowcount != 1:
+                if conn.execute(_INSERT, (t.id, t.segment, t.user, t.kind, t.at, t.seq)).rowcount != 1:
                     continue
-                if kind == "enter":
+                if t.kind == "enter":
                     conn.execute(
-                        "INSERT OR IGNORE INTO members (segment, user) VALUES (?, ?)", (segment, user)
+                        "INSERT OR IGNORE INTO members (segment, user) VALUES (?, ?)", (t.segment, t.user)
                     )
                 else:
-                    conn.execute("DELETE FROM members WHERE segment = ? AND user = ?", (segment, user))
+                    conn.execute("DELETE FROM members WHERE segment = ? AND user = ?", (t.segment, t.user))
                 new.append(t)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"segment store commit failed: {exc}") from exc
         return new
 
     def sizes(self) -> dict[str, int]:
@@ -71,22 +60,21 @@ class SegmentStore:
         )
         return [r[0] for r in rows]
 
-    def history(self, segment: str, since: float, until: float | None) -> list[tuple]:
+    def history(self, segment: str, since: float, until: float | None) -> list[Transition]:
         """Transitions of ``segment`` with ``since <= at`` (and ``at <= until``), in order."""
         rows = self.conn.execute(
-            "SELECT id, segment, user, kind, at, seq FROM transitions WHERE segment = ? AND at >= ? "
+            f"SELECT {_COLUMNS} FROM transitions WHERE segment = ? AND at >= ? "
             "AND at <= ? ORDER BY at, seq, user, id",
             (segment, since, until if until is not None else float("inf")),
         )
-        return rows.fetchall()
+        return [Transition(id=i, segment=s, user=u, kind=k, at=a, seq=q) for i, s, u, k, a, q in rows]
 
-    def forget(self, user: str) -> dict[str, int]:
-        """Erase ``user``'s membership and history; returns the segments it was a member of
-        (name -> 1), for the sizes."""
-        with self.db.atomic():
-            left = dict(self.conn.execute("SELECT segment, 1 FROM members WHERE user = ?", (user,)))
-            self.conn.execute("DELETE FROM members WHERE user = ?", (user,))
-            self.conn.execute("DELETE FROM transitions WHERE user = ?", (user,))
+    def forget(self, user: str) -> list[str]:
+        """Erase ``user``'s membership and history; returns the segments it was a member of."""
+        with schema.transaction(self.conn, "segment store forget") as conn:
+            left = [r[0] for r in conn.execute("SELECT segment FROM members WHERE user = ?", (user,))]
+            conn.execute("DELETE FROM members WHERE user = ?", (user,))
+            conn.execute("DELETE FROM transitions WHERE user = ?", (user,))
         schema.checkpoint(self.conn)
         return left
 
@@ -96,12 +84,12 @@ class SegmentStore:
 
     def reset(self, segments: Iterable[str], versions: dict[str, str]) -> None:
         """Drop the rows of ``segments`` (to be rebuilt from the log) and record ``versions``."""
-        with self.db.atomic():
+        with schema.transaction(self.conn, "segment store reset") as conn:
             for s in segments:
-                self.conn.execute("DELETE FROM transitions WHERE segment = ?", (s,))
-                self.conn.execute("DELETE FROM members WHERE segment = ?", (s,))
-            self.conn.execute("DELETE FROM segment_versions")
-            self.conn.executemany(
+                conn.execute("DELETE FROM transitions WHERE segment = ?", (s,))
+                conn.execute("DELETE FROM members WHERE segment = ?", (s,))
+            conn.execute("DELETE FROM segment_versions")
+            conn.executemany(
                 "INSERT INTO segment_versions (segment, fingerprint) VALUES (?, ?)", list(versions.items())
             )
 

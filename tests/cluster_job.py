@@ -31,7 +31,7 @@ async def run(config_text: str, data: Path, events: list[dict], address: str, ki
     raw["ray"] = {"address": address, "shards": 2}
     config = parse_config(raw, label="cluster")
     async with Daemon(config) as d:
-        nodes = await asyncio.gather(*(d.runtime.shard_node(i) for i in range(d.runtime.n)))
+        nodes = await asyncio.gather(*(_node_of(s) for s in d.runtime.shards))
         async with await AsyncClient.connect(config.daemon.socket) as c:
             half = len(events) // 2 if kill else len(events)
             await c.send_events(events[:half], batch_size=200)
@@ -53,6 +53,11 @@ async def run(config_text: str, data: Path, events: list[dict], address: str, ki
     return out
 
 
+def _node_of(actor) -> object:
+    """The node an actor runs on, asked inside the actor itself."""
+    return actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+
+
 async def _moved_off(d: Daemon, c: AsyncClient, dead: str, timeout: float = 120) -> list[str]:
     """The shards' nodes once none is on the ``dead`` node. The killed node's actors may
     answer for a moment after ``remove_node``; each ``sync`` lets the router notice their
@@ -60,9 +65,7 @@ async def _moved_off(d: Daemon, c: AsyncClient, dead: str, timeout: float = 120)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         await c.sync()
-        nodes = await asyncio.gather(
-            *(d.runtime.shard_node(i) for i in range(d.runtime.n)), return_exceptions=True
-        )
+        nodes = await asyncio.gather(*(_node_of(s) for s in d.runtime.shards), return_exceptions=True)
         if all(isinstance(n, str) and n != dead for n in nodes):
             return nodes
         if asyncio.get_running_loop().time() > deadline:

@@ -1,7 +1,7 @@
 """Campaign dispatch, the pure core: transitions in, message decisions out (SPEC section 5).
 
 ``DispatchCore`` turns campaign triggers (transitions of a campaign's segment and kind, with
-the user's traits and aggregates at that moment) into ``MessageRow`` decisions:
+the user's traits and aggregates at that moment) into ``Decision``s:
 
 1. activation: a transition earlier than the campaign's activation time is ignored;
 2. variant: deterministic per (campaign, user); the holdout group is recorded, never sent;
@@ -12,28 +12,62 @@ the user's traits and aggregates at that moment) into ``MessageRow`` decisions:
    transitions first, then lower ``priority``, then campaign name.
 
 It also turns goal events into conversions of the messages (and holdouts) they follow.
+``CampaignPolicy`` is what the router needs to know of campaigns: which transitions are
+triggers, which events are goals, which segments' transitions need the user's context.
 No I/O, no Ray, no clock of its own; the shell (``actors.dispatch.shell``) does the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from actors.dispatch.throttle import HOLDOUT, Caps, assign, opted_out, quiet_until, unsubscribed
+from actors.records import Conversion, Decision, Exposure, GoalEvent, Row, Transition, Trigger, UserContext
 from segd.config import CampaignConfig, ChannelConfig, Config
 from segd.templates import Template
-from store.outbox import MessageRow
 
 #: Recipient templates of the channels that need an address, unless the channel sets ``to``.
 DEFAULT_TO = {"smtp": "{traits.email}", "http": "{traits.phone}"}
 
-# A trigger: a transition tuple (id, segment, user, kind, at, seq) plus the user's context
-# {"traits": {...}, "aggregates": {...}} at that transition (or None).
-Trigger = tuple
+
+class CampaignPolicy:
+    """What the pipeline upstream of dispatch needs to know of ``campaigns``.
+
+    ``triggers``: the (segment, kind) pairs some campaign fires on; ``goal_events``: event
+    names some campaign counts as a conversion; ``notify``: segments whose transitions carry
+    the user's context (traits and aggregates), for templates and consent. With ``enabled``
+    False (``segd replay --no-dispatch``) nothing triggers.
+    """
+
+    def __init__(self, campaigns: Sequence[CampaignConfig], *, enabled: bool = True) -> None:
+        on = campaigns if enabled else ()
+        self.triggers = frozenset((c.segment, c.on) for c in on)
+        self.goal_events = frozenset(c.goal.event for c in on if c.goal)
+        self.notify = frozenset(c.segment for c in on)
+
+    def triggers_of(
+        self, transitions: Iterable[Transition], contexts: Mapping[str, UserContext]
+    ) -> list[Trigger]:
+        """The transitions that fire some campaign, with the user's context at each."""
+        keys = self.triggers
+        if not keys:
+            return []
+        return [
+            Trigger(transition=t, context=contexts.get(t.id))
+            for t in transitions
+            if (t.segment, t.kind) in keys
+        ]
+
+    def goals_of(self, rows: Iterable[Row]) -> list[GoalEvent]:
+        """The rows that are some campaign's goal event."""
+        goals = self.goal_events
+        if not goals:
+            return []
+        return [GoalEvent(user=r.user, event=r.event, ts=r.ts, seq=r.seq) for r in rows if r.event in goals]
 
 
 def message_id(campaign: str, transition: str) -> str:
@@ -66,6 +100,14 @@ class _Campaign:
         }
 
 
+class Candidate(NamedTuple):
+    """A campaign that a trigger fires, with the id its message would have."""
+
+    message: str
+    campaign: _Campaign
+    trigger: Trigger
+
+
 class _Channel:
     def __init__(self, c: ChannelConfig) -> None:
         self.config = c
@@ -94,68 +136,69 @@ class DispatchCore:
             self.by_trigger.setdefault((c.config.segment, c.config.on), []).append(c)
         self.goals = {c.name: c.config.goal for c in self.campaigns.values() if c.config.goal}
         self.caps = Caps(config.throttle.per_user)
-        # user -> [(campaign, message id, variant, at)] that a goal event may still convert
-        self.exposures: dict[str, list[tuple[str, str, str, float]]] = {}
+        # user -> the exposures a goal event may still convert
+        self.exposures: dict[str, list[Exposure]] = {}
         self.goal_horizon = max((g.within for g in self.goals.values()), default=0.0)
 
-    @property
-    def goal_events(self) -> frozenset[str]:
-        return frozenset(g.event for g in self.goals.values())
-
-    def load(
-        self, capped: Iterable[tuple[str, float]], exposures: Iterable[tuple[str, str, str, str, float]]
-    ) -> None:
-        """Start-up: cap places ``(user, due)`` and exposures ``(user, campaign, id, variant, at)``."""
+    def load(self, capped: Iterable[tuple[str, float]], exposures: Iterable[Exposure]) -> None:
+        """Start-up: cap places ``(user, due)`` and the exposures still in a goal window."""
         for user, due in capped:
             self.caps.add(user, due)
-        for user, campaign, mid, variant, at in exposures:
-            if campaign in self.goals:
-                self.exposures.setdefault(user, []).append((campaign, mid, variant, at))
+        for e in exposures:
+            if e.campaign in self.goals:
+                self.exposures.setdefault(e.user, []).append(e)
 
     # ------------------------------------------------------------------ triggers
 
-    def candidates(self, triggers: Iterable[Trigger]) -> list[tuple[str, _Campaign, Trigger]]:
-        """``(message id, campaign, trigger)`` for each campaign a trigger fires (activation
-        checked). The caller drops ids already in the outbox before ``decide``."""
+    def candidates(self, triggers: Iterable[Trigger]) -> list[Candidate]:
+        """Each campaign a trigger fires (activation checked). The caller drops the message
+        ids already in the outbox before ``decide``."""
         out = []
-        for t in triggers:
-            for c in self.by_trigger.get((t[1], t[3]), ()):
-                if t[4] >= c.activated:
-                    out.append((message_id(c.name, t[0]), c, t))
+        for trigger in triggers:
+            t = trigger.transition
+            for c in self.by_trigger.get((t.segment, t.kind), ()):
+                if t.at >= c.activated:
+                    out.append(Candidate(message_id(c.name, t.id), c, trigger))
         return out
 
-    def decide(self, candidates: list[tuple[str, _Campaign, Trigger]], now: float) -> list[MessageRow]:
+    def decide(self, candidates: list[Candidate], now: float) -> list[Decision]:
         """One decision per candidate (none of them decided before), at engine clock ``now``."""
-        ordered = sorted(candidates, key=lambda x: (x[2][2], x[2][4], x[1].config.priority, x[1].name))
-        return [self._decide(mid, c, t, now) for mid, c, t in ordered]
 
-    def _decide(self, mid: str, c: _Campaign, t: Trigger, now: float) -> MessageRow:
-        tid, segment, user, _, at = t[0], t[1], t[2], t[3], t[4]
-        ctx = t[6] if len(t) > 6 and t[6] else {}
-        traits = ctx.get("traits") or {}
+        def order(x: Candidate) -> tuple[str, float, int, str]:
+            t = x.trigger.transition
+            return (t.user, t.at, x.campaign.config.priority, x.campaign.name)
+
+        return [self._decide(x.message, x.campaign, x.trigger, now) for x in sorted(candidates, key=order)]
+
+    def _decide(self, mid: str, c: _Campaign, trigger: Trigger, now: float) -> Decision:
+        t = trigger.transition
+        segment, user, at = t.segment, t.user, t.at
+        ctx = trigger.context
+        traits: Mapping[str, Any] = ctx.traits if ctx is not None else {}
         cfg = c.config
         variant = assign(cfg, user)
 
         def row(
             status: str, reason: str = "", channel: str = "", due: float = now, payload: bytes | None = None
-        ) -> MessageRow:
+        ) -> Decision:
             if cfg.goal is not None and status in ("pending", HOLDOUT):
-                self.exposures.setdefault(user, []).append((c.name, mid, variant, at))
-            return MessageRow(
-                mid,
-                c.name,
-                variant,
-                segment,
-                user,
-                tid,
-                at,
-                now,
-                due,
-                channel,
-                cfg.priority,
-                status,
-                reason,
-                payload,
+                exposure = Exposure(user=user, campaign=c.name, message=mid, variant=variant, at=at)
+                self.exposures.setdefault(user, []).append(exposure)
+            return Decision(
+                id=mid,
+                campaign=c.name,
+                variant=variant,
+                segment=segment,
+                user=user,
+                transition=t.id,
+                at=at,
+                decided=now,
+                due=due,
+                channel=channel,
+                priority=cfg.priority,
+                status=status,
+                reason=reason,
+                payload=payload,
             )
 
         if variant == HOLDOUT:
@@ -171,7 +214,7 @@ class DispatchCore:
             "variant": variant,
             "id": mid,
             "traits": traits,
-            "aggregates": ctx.get("aggregates") or {},
+            "aggregates": ctx.aggregates if ctx is not None else {},
         }
         channel, to, reason = self._resolve(cfg, traits, values)
         if channel is None:
@@ -219,26 +262,32 @@ class DispatchCore:
 
     # ------------------------------------------------------------------ goals and housekeeping
 
-    def convert(
-        self, events: Iterable[tuple[str, str, float, int]]
-    ) -> list[tuple[str, str, str, str, float, int]]:
-        """Conversions ``(message, campaign, variant, user, ts, seq)`` for goal events
-        ``(user, event, ts, seq)``: the goal event of a campaign whose message (or holdout)
-        the user got at ``at``, with ``at <= ts <= at + within``. Each message converts once."""
+    def convert(self, events: Iterable[GoalEvent]) -> list[Conversion]:
+        """Conversions for goal events: the goal event of a campaign whose message (or
+        holdout) the user got at ``at``, with ``at <= ts <= at + within``. Each message
+        converts once."""
         out = []
-        for user, event, ts, seq in events:
-            exposed = self.exposures.get(user)
+        for g in events:
+            exposed = self.exposures.get(g.user)
             if not exposed:
                 continue
             keep = []
             for e in exposed:
-                campaign, mid, variant, at = e
-                goal = self.goals.get(campaign)
-                if goal is not None and goal.event == event and at <= ts <= at + goal.within:
-                    out.append((mid, campaign, variant, user, ts, seq))
+                goal = self.goals.get(e.campaign)
+                if goal is not None and goal.event == g.event and e.at <= g.ts <= e.at + goal.within:
+                    out.append(
+                        Conversion(
+                            message=e.message,
+                            campaign=e.campaign,
+                            variant=e.variant,
+                            user=g.user,
+                            ts=g.ts,
+                            seq=g.seq,
+                        )
+                    )
                 else:
                     keep.append(e)
-            self.exposures[user] = keep
+            self.exposures[g.user] = keep
         return out
 
     def forget(self, user: str) -> None:
@@ -251,7 +300,7 @@ class DispatchCore:
         self.caps.prune(now)
         cut = now - self.goal_horizon
         for user in list(self.exposures):
-            kept = [e for e in self.exposures[user] if e[3] > cut]
+            kept = [e for e in self.exposures[user] if e.at > cut]
             if kept:
                 self.exposures[user] = kept
             else:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ import structlog
 
 from actors.dispatch.channels import Channel, DeliveryError, Message, TokenBucket, open_channel
 from actors.dispatch.core import DispatchCore, campaign_key
+from actors.dispatch.report import campaign_report, summarize
 from actors.dispatch.throttle import opted_out, unsubscribed
+from actors.records import DueMessage, GoalEvent, Trigger, decoder
 from segd.config import ChannelConfig, Config
-from store.outbox import DueMessage, OutboxStore
+from store.outbox import OutboxStore
 
 log = structlog.get_logger("segd.dispatch")
 
@@ -39,6 +42,14 @@ IDLE = 0.25  # seconds a worker sleeps when nothing is due (unless woken)
 MAX_BACKOFF = 3600.0  # seconds: the longest wait between two attempts
 PRUNE_EVERY = 10_000  # triggers between two prunes of the caps and goal windows
 STOP_GRACE = 5.0  # seconds deliveries in flight may take to finish at reload or stop
+
+
+#: ``await traits_of(user)``: the user's current traits, None for a user never seen; raises
+#: when they cannot be read now (a shard restarting). Injected by the runtime.
+TraitsLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
+
+_TRIGGERS = decoder(list[Trigger])
+_GOALS = decoder(list[GoalEvent])
 
 
 def backoff(cfg: ChannelConfig, attempts: int) -> float:
@@ -58,10 +69,10 @@ class Dispatcher:
         segment_fingerprints: dict[str, str],
         start_clock: float,
         deliver: bool = True,
-        shards: list | None = None,
+        traits_of: TraitsLookup | None = None,
     ) -> None:
         self.config = config
-        self.shards = shards or []  # UserShard handles: consent is read again before a deferred send
+        self.traits_of = traits_of  # consent is read again before a deferred or retried send
         self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
         self.clock = start_clock
         self.core = self._load_core(config, segment_fingerprints)
@@ -161,19 +172,21 @@ class Dispatcher:
                 asyncio.get_running_loop().create_task(self._worker(cfg), name=f"channel-{cfg.name}")
             )
 
-    async def submit(self, triggers: list[tuple], goals: list[tuple], clock: float) -> int:
-        """Decide and record the triggers not seen before, record conversions; advance the
-        engine clock to ``clock``. Returns the number of new decisions."""
+    async def submit(self, triggers_blob: bytes, goals_blob: bytes, clock: float) -> int:
+        """Decide and record the triggers (encoded ``list[Trigger]``) not seen before, record
+        the conversions of the goal events (encoded ``list[GoalEvent]``); advance the engine
+        clock to ``clock``. Returns the number of new decisions."""
         if self.deliver and not self._tasks:
             await self.start()  # also after Ray restarted this actor: __init__ ran, start did not
+        triggers, goals = _TRIGGERS.decode(triggers_blob), _GOALS.decode(goals_blob)
         if clock > self.clock:
             self.clock = clock
         new = []
         if triggers:
             candidates = self.core.candidates(triggers)
             if candidates:
-                known = self.store.known([mid for mid, _, _ in candidates])
-                rows = self.core.decide([x for x in candidates if x[0] not in known], self.clock)
+                known = self.store.known([x.message for x in candidates])
+                rows = self.core.decide([x for x in candidates if x.message not in known], self.clock)
                 new = self.store.record(rows)
             self._since_prune += len(triggers)
         if goals and (conversions := self.core.convert(goals)):
@@ -246,19 +259,16 @@ class Dispatcher:
 
     async def _withdrawn(self, m: DueMessage) -> bool:
         """A message that waited (quiet hours, retries) goes out only if the user still
-        consents: read their current traits from their shard. A shard that cannot answer
-        now (restarting) leaves the message pending for the next round."""
-        if not self.shards or (m.reason != "quiet_hours" and not m.attempts):
+        consents: read their current traits (from their shard). Traits that cannot be read
+        now (a shard restarting) leave the message pending for the next round."""
+        if self.traits_of is None or (m.reason != "quiet_hours" and not m.attempts):
             return False
-        from segd.daemon.runtime import shard_of
-
         try:
-            view = await self.shards[shard_of(m.user, len(self.shards))].user.remote(m.user)
+            traits = await self.traits_of(m.user)
         except Exception as exc:
             log.info("consent_check_deferred", id=m.id, error=type(exc).__name__)
             return True
-        traits = (view or {}).get("traits") or {}
-        if view is not None and not unsubscribed(traits) and m.channel not in opted_out(traits):
+        if traits is not None and not unsubscribed(traits) and m.channel not in opted_out(traits):
             return False
         self._suppress(m, "consent")
         return True
@@ -313,60 +323,11 @@ class Dispatcher:
         return summarize(self.store.counts())
 
     async def report(self) -> list[dict[str, Any]]:
-        """Per campaign and variant: assigned, sent, pending, suppressed by reason, dead,
-        conversions and conversion rate (conversions / assigned; see README)."""
-        conv = self.store.conversions()
-        rows: dict[tuple[str, str], dict[str, Any]] = {}
-        for campaign, variant, status, reason, n in self.store.report():
-            r = rows.setdefault(
-                (campaign, variant),
-                {
-                    "variant": variant,
-                    "assigned": 0,
-                    "sent": 0,
-                    "pending": 0,
-                    "holdout": 0,
-                    "dead": 0,
-                    "suppressed": {},
-                },
-            )
-            r["assigned"] += n
-            if status == "suppressed":
-                r["suppressed"][reason] = r["suppressed"].get(reason, 0) + n
-            elif status in ("pending", "claimed"):
-                r["pending"] += n
-            else:
-                r[status] = r.get(status, 0) + n
-        out = []
-        for c in self.config.campaigns:
-            names = ["holdout"] * (c.holdout > 0) + [v.name for v in c.variants] or [""]
-            names += sorted({v for (cn, v) in rows if cn == c.name} - set(names))
-            variants = []
-            for v in names:
-                r = rows.get((c.name, v)) or {
-                    "variant": v,
-                    "assigned": 0,
-                    "sent": 0,
-                    "pending": 0,
-                    "holdout": 0,
-                    "dead": 0,
-                    "suppressed": {},
-                }
-                r["conversions"] = conv.get((c.name, v), 0)
-                r["conversion_rate"] = round(r["conversions"] / r["assigned"], 6) if r["assigned"] else None
-                variants.append(r)
-            out.append(
-                {
-                    "campaign": c.name,
-                    "segment": c.segment,
-                    "on": c.on,
-                    "channel": c.channel,
-                    "activated": self.core.campaigns[c.name].activated,
-                    "goal": {"event": c.goal.event, "within": c.goal.within} if c.goal else None,
-                    "variants": variants,
-                }
-            )
-        return out
+        """The ``campaigns`` op's answer (see ``actors.dispatch.report.campaign_report``)."""
+        activated = {name: c.activated for name, c in self.core.campaigns.items()}
+        return campaign_report(
+            self.config.campaigns, activated, self.store.report(), self.store.conversions()
+        )
 
     async def forget(self, user: str) -> int:
         """Erase ``user``'s messages from the outbox, the in-memory rules and local channel
@@ -387,29 +348,3 @@ class Dispatcher:
     async def close(self) -> None:
         await self._stop_workers()
         self.store.close()
-
-
-def summarize(counts: dict[tuple[str, str], int]) -> dict[str, Any]:
-    """Outbox counts per (status, reason) as the ``stats`` op's ``messages`` map:
-    ``sent``, ``pending`` (``deferred``: of them, waiting for quiet hours to end),
-    ``holdout``, ``suppressed`` by reason, ``failed`` (``dead_letter``)."""
-    out: dict[str, Any] = {
-        "sent": 0,
-        "pending": 0,
-        "deferred": 0,
-        "holdout": 0,
-        "suppressed": {},
-        "failed": {"dead_letter": 0},
-    }
-    for (status, reason), n in counts.items():
-        if status == "suppressed":
-            out["suppressed"][reason] = out["suppressed"].get(reason, 0) + n
-        elif status in ("pending", "claimed"):
-            out["pending"] += n
-            if reason == "quiet_hours":
-                out["deferred"] += n
-        elif status == "dead":
-            out["failed"]["dead_letter"] += n
-        elif status in out:
-            out[status] += n
-    return out

@@ -1,26 +1,22 @@
-"""A shard: hosts the user actors of one hash range and their deadlines (DESIGN "Shape").
+"""A shard's pure core: the user actors of one hash range and their deadlines (DESIGN "Shape").
 
-``ShardCore`` is the pure core: plain Python, no Ray, no I/O, no clock of its own. The Ray
-actor shell around it (``UserShard``, below) stays thin and imports Ray only inside methods.
+``ShardCore`` is plain Python: no Ray, no I/O, no clock of its own. Its Ray actor shell is
+``actors.shard.shell.UserShard``.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import Any
 
 import msgpack
 
 from actors.model import Model
-from actors.user import Transition, UserActor, transition_id
+from actors.records import Row, Transition, UserContext, UserView
+from actors.user import UserActor, transition_id
 from segd.errors import SegdError
 
-__all__ = ["ShardCore", "SnapshotMismatch", "Row", "UserShard"]
-
-#: One log row as the daemon ships it: (seq, user, type, event, ts, clock, body), where body
-#: is the msgpack bytes of the props (track) or traits (identify) map, or None/b"".
-Row = tuple[int, str, str, str | None, float | None, float, bytes | None]
+__all__ = ["ShardCore", "SnapshotMismatch"]
 
 _SNAPSHOT_FORMAT = 1
 
@@ -50,7 +46,7 @@ class ShardCore:
         # Segments with campaigns: their transitions carry the user's context (traits and
         # aggregates at that moment) for the dispatcher, collected here until taken.
         self.notify = notify
-        self.contexts: dict[str, dict[str, Any]] = {}
+        self.contexts: dict[str, UserContext] = {}
 
     # ------------------------------------------------------------------ events and time
 
@@ -63,12 +59,15 @@ class ShardCore:
         users, heap, model = self._users, self._heap, self.model
         applied, top = self.applied_seq, self.clock
         unpack = msgpack.unpackb
-        for seq, user, type_, event, ts, clock, body in rows:
-            actor = users.get(user)
+        for row in rows:
+            seq, clock, body = row.seq, row.clock, row.body
+            actor = users.get(row.user)
             if actor is None:
-                actor = users[user] = UserActor(model, user)
+                actor = users[row.user] = UserActor(model, row.user)
             before = actor.deadline
-            got = actor.apply(seq, type_, event, ts, clock, unpack(body, raw=False) if body else None)
+            got = actor.apply(
+                seq, row.type, row.event, row.ts, clock, unpack(body, raw=False) if body else None
+            )
             if got:
                 out += got
                 if self.notify:
@@ -112,10 +111,10 @@ class ShardCore:
             if t.segment in self.notify:
                 if ctx is None:
                     view = actor.view(now)
-                    ctx = {"traits": view["traits"], "aggregates": view["aggregates"]}
+                    ctx = UserContext(traits=view.traits, aggregates=view.aggregates)
                 self.contexts[t.id] = ctx
 
-    def take_contexts(self) -> dict[str, dict[str, Any]]:
+    def take_contexts(self) -> dict[str, UserContext]:
         """The contexts collected since the last call, by transition id."""
         out, self.contexts = self.contexts, {}
         return out
@@ -131,18 +130,10 @@ class ShardCore:
         """Number of users hosted."""
         return len(self._users)
 
-    def user(self, user_id: str) -> dict[str, Any] | None:
+    def user(self, user_id: str) -> UserView | None:
         """The ``user`` op's answer at the shard clock, or None for a user never seen."""
         actor = self._users.get(user_id)
         return None if actor is None else actor.view(self.clock)
-
-    def members(self, segment: str) -> list[str]:
-        """Sorted ids of this shard's members of ``segment``. Raises KeyError if unknown."""
-        seg = self.model.seg_by_name.get(segment)
-        if seg is None:
-            raise KeyError(f"unknown segment {segment!r}")
-        bit = seg.bit
-        return sorted(u for u, a in self._users.items() if a.members & bit)
 
     def forget(self, user: str) -> list[Transition]:
         """Remove a user; return the exits this causes (one per segment it was in).
@@ -156,7 +147,14 @@ class ShardCore:
             return []
         at, seq = self.clock, actor.last_seq
         return [
-            Transition(transition_id(name, user, "exit", seq, at, "f"), name, user, "exit", at, seq)
+            Transition(
+                id=transition_id(name, user, "exit", seq, at, "f"),
+                segment=name,
+                user=user,
+                kind="exit",
+                at=at,
+                seq=seq,
+            )
             for name in self._in_order(actor.members)
         ]
 
@@ -206,86 +204,3 @@ class ShardCore:
             raise SnapshotMismatch(f"corrupt shard snapshot: {exc}") from exc
         shard._compact()
         return shard
-
-
-# ---------------------------------------------------------------------- the Ray shell
-
-
-class UserShard:
-    """The Ray actor hosting one ``ShardCore`` (options and ``.remote()`` live in segd.daemon.runtime).
-
-    State-changing calls carry ``expect``, the applied seq the router believes this shard is
-    at. A shard that Ray restarted comes back empty, so it refuses such calls (returns
-    ``(False, applied_seq, [])``) and the router restores it from its snapshot plus the log.
-    Successful calls return ``(True, applied_seq, transitions)``.
-    """
-
-    def __init__(self, config: Any, index: int, shards: int) -> None:
-        import structlog
-
-        self.model = Model.compile(config)
-        self.notify = frozenset(c.segment for c in config.campaigns)
-        self.core = ShardCore(self.model, self.notify)
-        self.index = index
-        self.shards = shards
-        structlog.get_logger("segd.shard").info("shard_started", shard=index, shards=shards)
-
-    def apply(self, rows: bytes | list, clock: float, expect: int) -> tuple[bool, int, list]:
-        """Apply ``rows`` (a list of ``Row`` tuples, or their msgpack) then advance to ``clock``."""
-        core = self.core
-        if core.applied_seq != expect:
-            return False, core.applied_seq, []
-        if isinstance(rows, bytes):
-            rows = msgpack.unpackb(rows, use_list=False)
-        out = core.apply_batch(rows)
-        out += core.advance(clock)
-        return True, core.applied_seq, self._with_contexts(out)
-
-    def advance(self, clock: float, expect: int) -> tuple[bool, int, list]:
-        core = self.core
-        if core.applied_seq != expect:
-            return False, core.applied_seq, []
-        return True, core.applied_seq, self._with_contexts(core.advance(clock))
-
-    def _with_contexts(self, transitions: list[Transition]) -> list[tuple]:
-        """Transitions as 7-tuples: the 6 fields of SPEC's map, then the context or None."""
-        ctx = self.core.take_contexts()
-        return [(*t, ctx.get(t.id)) for t in transitions]
-
-    def set_notify(self, notify: frozenset[str]) -> None:
-        """The segments whose transitions carry the user's context (config reload)."""
-        self.notify = self.core.notify = frozenset(notify)
-
-    def restore(self, state: bytes | None, notify: frozenset[str] | None = None) -> int:
-        """Replace the core by a snapshot's (or an empty one); returns its applied seq.
-        ``notify`` replaces the constructor's (a restarted shard gets the reloaded one)."""
-        if notify is not None:
-            self.notify = frozenset(notify)
-        self.core = (
-            ShardCore.restore(self.model, state, self.notify) if state else ShardCore(self.model, self.notify)
-        )
-        return self.core.applied_seq
-
-    def snapshot(self, expect: int) -> tuple[int, bytes] | None:
-        """``(applied_seq, state)``, or None if this is not the state the router expects."""
-        if self.core.applied_seq != expect:
-            return None
-        return self.core.applied_seq, self.core.snapshot()
-
-    def user(self, user: str) -> dict[str, Any] | None:
-        return self.core.user(user)
-
-    def forget(self, user: str, expect: int) -> tuple[bool, int, list]:
-        """Drop ``user``; ``(True, applied_seq, exits)`` (exits for membership only: no message)."""
-        core = self.core
-        if core.applied_seq != expect:
-            return False, core.applied_seq, []
-        return True, core.applied_seq, [tuple(t) for t in core.forget(user)]
-
-    def stats(self) -> dict[str, Any]:
-        return {"users": self.core.users, "applied_seq": self.core.applied_seq, "clock": self.core.clock}
-
-    def node(self) -> str:
-        import ray
-
-        return ray.get_runtime_context().get_node_id()

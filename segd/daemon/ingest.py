@@ -13,17 +13,35 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import structlog
 
+from actors.records import Ack, NewEvent, Row
 from segd.clock import Clock
 from segd.errors import ProtocolError, StoreError
-from store.eventlog import EventLog, NewEvent, Row
+from store.eventlog import EventLog
 
 log = structlog.get_logger("segd.daemon.ingest")
 
 T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Append:
+    """Events to log in the next group commit; ``done`` gets one Ack per event."""
+
+    events: list[NewEvent]
+    done: asyncio.Future[list[Ack]]
+
+
+@dataclass(slots=True)
+class Exclusive:
+    """Work to run between two commits; ``done`` gets its result."""
+
+    fn: Callable[[], Awaitable[Any]]
+    done: asyncio.Future[Any]
 
 
 class Committer:
@@ -44,17 +62,17 @@ class Committer:
         self.pending = 0  # events submitted and not yet committed
         self.commits = 0
         self.commit_seconds = 0.0  # total time spent in commits, for stats
-        self._queue: list[tuple[list[NewEvent], asyncio.Future]] = []
+        self._queue: list[Append | Exclusive] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segd-commit")
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-commit")
 
-    async def submit(self, events: list[NewEvent]) -> list[tuple[int, bool]]:
-        """Log ``events`` durably; returns one ``(seq, duplicate)`` per event.
+    async def submit(self, events: list[NewEvent]) -> list[Ack]:
+        """Log ``events`` durably; returns one Ack per event, in order.
 
         Raises ProtocolError ``overloaded`` (nothing logged, retry later), ``unavailable``
         (shutting down) or ``internal`` (the commit failed; nothing of the group is logged).
@@ -66,11 +84,11 @@ class Committer:
                 "overloaded",
                 f"{self.pending} events are waiting for the disk; nothing was logged, retry later",
             )
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((events, fut))
+        done: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
+        self._queue.append(Append(events, done))
         self.pending += len(events)
         self._wake.set()
-        return await fut
+        return await done
 
     async def exclusive(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` on the event loop between two commits: everything submitted before
@@ -78,10 +96,10 @@ class Committer:
         it returns. For ``forget``, which must not race with appends."""
         if self._closing:
             raise ProtocolError("unavailable", "segd is shutting down; retry on the next daemon")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((fn, fut))
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(Exclusive(fn, done))
         self._wake.set()
-        return await fut
+        return await done
 
     async def in_writer(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` on the writer thread (only from inside ``exclusive``)."""
@@ -104,34 +122,34 @@ class Committer:
                 self._wake.clear()
                 continue
             items, self._queue = self._queue, []
-            groups: list = []
+            group: list[Append] = []
             for item in items:
-                if callable(item[0]):
-                    if groups:
-                        await self._commit(groups)
-                        groups = []
-                    fn, fut = item
-                    try:
-                        fut.set_result(await fn())
-                    except Exception as exc:
-                        fut.set_exception(exc)
-                else:
-                    groups.append(item)
-            if groups:
-                await self._commit(groups)
+                match item:
+                    case Append():
+                        group.append(item)
+                    case Exclusive(fn, done):
+                        if group:
+                            await self._commit(group)
+                            group = []
+                        try:
+                            done.set_result(await fn())
+                        except Exception as exc:
+                            done.set_exception(exc)
+            if group:
+                await self._commit(group)
 
-    async def _commit(self, groups: list[tuple[list[NewEvent], asyncio.Future]]) -> None:
+    async def _commit(self, group: list[Append]) -> None:
         loop = asyncio.get_running_loop()
-        flat = [e for events, _ in groups for e in events]
+        flat = [e for a in group for e in a.events]
         started = time.perf_counter()
         try:
             appended = self.eventlog.stage(flat, self.clock)
             await loop.run_in_executor(self._executor, self.eventlog.commit)
         except StoreError as exc:
             log.error("commit_failed", n=len(flat), error=str(exc))
-            for _, fut in groups:
-                if not fut.done():
-                    fut.set_exception(
+            for a in group:
+                if not a.done.done():
+                    a.done.set_exception(
                         ProtocolError(
                             "internal", "the event log could not commit; nothing of this request was logged"
                         )
@@ -143,11 +161,11 @@ class Committer:
         self.commits += 1
         self.commit_seconds += elapsed
         log.debug("batch_committed", n=len(flat), seq=self.eventlog.last_seq, ms=round(elapsed * 1000, 3))
-        results = appended.results
+        acks = appended.acks
         i = 0
-        for events, fut in groups:
-            if not fut.done():
-                fut.set_result(results[i : i + len(events)])
-            i += len(events)
+        for a in group:
+            if not a.done.done():
+                a.done.set_result(acks[i : i + len(a.events)])
+            i += len(a.events)
         if self.on_commit is not None and appended.rows:
             self.on_commit(appended.rows)

@@ -18,8 +18,8 @@ from actors.model import Model
 from segd.clock import Clock
 from segd.config import Config
 from segd.daemon import runtime
-from segd.daemon.lifecycle import DataDirLock
 from segd.daemon.router import Router
+from store.datadir import DataDirLock
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
 
@@ -69,9 +69,7 @@ async def _replay(
             await router.recover(until=until, progress=progress)
             await router.close()
             await rt.close_dispatcher()
-            sizes: dict[str, int] = {}
-            for m in range(runtime.MANAGERS):
-                sizes.update(await rt.sizes(m))
+            sizes = await rt.sizes()
         finally:
             rt.close()
             runtime.shutdown_ray(ray_started)

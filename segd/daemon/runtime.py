@@ -1,7 +1,9 @@
 """The Ray layer: start or join Ray, create the actor pools, wrap every remote call.
 
 This is the only module of ``segd/`` that uses Ray's API (``.remote()``, options, kills),
-as Ray Serve keeps its calls in one wrapper layer. Actor options live here:
+as Ray Serve keeps its calls in one wrapper layer. Each method awaits its remote call and
+returns a record of ``actors.records``; Ray's actor failures become ``ActorDown`` here, so
+no caller needs to know Ray's exceptions. Actor options:
 
 - ``UserShard`` x ``[ray] shards``: synchronous actors, one submitter (the router),
   ``max_task_retries=0`` (Ray must never re-run a call: that would reorder the log) and
@@ -16,44 +18,83 @@ as Ray Serve keeps its calls in one wrapper layer. Actor options live here:
 from __future__ import annotations
 
 import asyncio
-import zlib
-from collections.abc import Awaitable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
-import msgpack
 import ray
 import structlog
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.dispatch.shell import Dispatcher, summarize
+from actors.dispatch.core import CampaignPolicy
+from actors.dispatch.report import summarize
+from actors.dispatch.shell import Dispatcher
 from actors.manager import SegmentManager
-from actors.shard.core import UserShard
+from actors.placement import MANAGERS, manager_of, shard_of
+from actors.records import (
+    GoalEvent,
+    Row,
+    SegmentPage,
+    ShardReply,
+    ShardSnapshot,
+    ShardStats,
+    Transition,
+    Trigger,
+    UserView,
+    decoder,
+    encode,
+)
+from actors.shard.shell import UserShard
 from segd.config import Config
+from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
-log = structlog.get_logger("segd.daemon.runtime")
+log = structlog.get_logger("segd.runtime")
 
-#: Segment-manager actors. One SQLite writer for membership and history is plenty for the
-#: transition rates segd sees (transitions are much rarer than events).
-MANAGERS = 1
+T = TypeVar("T")
+
 # A token CPU request: with num_cpus=0, Ray (2.60, seen here) ignores soft node affinity and
 # may stack every shard on one node; 0.01 lets a node host 100 shards per CPU.
 SHARD_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0.01}
 MANAGER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 DISPATCHER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
+RETRY_TIMEOUT = 120.0  # seconds to wait for Ray to bring an actor back
 
 _RemoteShard = ray.remote(UserShard)
 _RemoteManager = ray.remote(SegmentManager)
 _RemoteDispatcher = ray.remote(Dispatcher)
+_REPLY = decoder(ShardReply)
+_TRANSITIONS = decoder(list[Transition])
+_REFUSED = ShardReply(ok=False, applied_seq=-1)
 
 
-def shard_of(user: str, shards: int) -> int:
-    """The shard hosting ``user``: stable across processes and machines (not ``hash()``)."""
-    return zlib.crc32(user.encode()) % shards
+class ActorDown(Unavailable):
+    """A remote actor died or is being restarted by Ray."""
 
 
-def manager_of(segment: str) -> int:
-    return zlib.crc32(segment.encode()) % MANAGERS
+async def _get(ref: Any) -> Any:
+    """Await a remote call; Ray's actor failures become ActorDown."""
+    try:
+        return await ref
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+        raise ActorDown(f"an actor is restarting ({type(exc).__name__}); retry shortly") from exc
+
+
+async def retrying(what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await call(*args)``, again while the actor is down, for up to RETRY_TIMEOUT seconds.
+
+    For idempotent calls only (the managers record by transition id, the dispatcher by
+    message id): a call that reached the actor before it died may run twice.
+    """
+    deadline = time.monotonic() + RETRY_TIMEOUT
+    while True:
+        try:
+            return await call(*args)
+        except ActorDown as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("actor_retry", actor=what, error=str(exc.__cause__.__class__.__name__))
+            await asyncio.sleep(0.2)
 
 
 def init_ray(config: Config) -> bool:
@@ -79,8 +120,25 @@ def init_ray(config: Config) -> bool:
     return True
 
 
+def shutdown_ray(started: bool) -> None:
+    if started and ray.is_initialized():
+        ray.shutdown()
+
+
+class ShardTraits:
+    """The dispatcher's consent lookup (``actors.dispatch.shell.TraitsLookup``): a user's
+    current traits, read from their shard. Pickled into the dispatcher's process."""
+
+    def __init__(self, shards: list[Any]) -> None:
+        self.shards = shards
+
+    async def __call__(self, user: str) -> Mapping[str, Any] | None:
+        view: UserView | None = await _get(self.shards[shard_of(user, len(self.shards))].user.remote(user))
+        return None if view is None else view.traits
+
+
 class Runtime:
-    """Handles on the actor pools; every method returns an awaitable of the remote result."""
+    """Handles on the actor pools; every method awaits its remote call."""
 
     def __init__(
         self,
@@ -92,9 +150,10 @@ class Runtime:
         deliver: bool = True,
         start_clock: float = float("-inf"),
     ) -> None:
-        """``dispatch`` False: no dispatcher (``segd replay --no-dispatch``); ``deliver`` False:
-        decide and record messages but send none (``segd replay``). ``start_clock`` is the
-        engine clock now: campaigns new in this config fire from it on."""
+        """``fingerprints``: segment -> (description, fingerprint). ``dispatch`` False: no
+        dispatcher (``segd replay --no-dispatch``); ``deliver`` False: decide and record
+        messages but send none (``segd replay``). ``start_clock`` is the engine clock now:
+        campaigns new in this config fire from it on."""
         self.config = config
         self.n = config.ray.shards
         here = ray.get_runtime_context().get_node_id()
@@ -108,8 +167,8 @@ class Runtime:
         self._dispatch = dispatch
         self._deliver = deliver
         self._pinned = pinned
-        self._set_campaigns(config)
-        self.dispatcher = None
+        self.policy = CampaignPolicy(config.campaigns, enabled=dispatch)
+        self.dispatcher: Any = None
         others = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
         nodes = [here, *others]
         self.shards = [
@@ -124,114 +183,134 @@ class Runtime:
         if dispatch and (config.campaigns or (config.daemon.data_dir / OUTBOX_FILE).exists()):
             self._make_dispatcher(config, {s: fp for s, (_, fp) in fingerprints.items()}, start_clock)
 
-    # shards
+    # ------------------------------------------------------------------ shards
+    #
+    # State-changing shard calls answer a ShardReply; one whose shard is down answers
+    # ok=False like a shard that refused the expected seq: either way the router recovers it.
 
-    def apply(self, i: int, rows: list, clock: float, expect: int) -> Awaitable:
-        # Rows cross the Ray boundary as one msgpack blob: cloudpickle spends ~7 us per
-        # namedtuple in the daemon (the busiest process), msgpack ~0.7 us.
-        return self.shards[i].apply.remote(msgpack.packb(rows), clock, expect)
+    async def _reply(self, i: int, ref: Any) -> ShardReply:
+        try:
+            return _REPLY.decode(await _get(ref))
+        except ActorDown as exc:
+            log.warning("shard_unreachable", shard=i, error=exc.__cause__.__class__.__name__)
+            return _REFUSED
 
-    def advance(self, i: int, clock: float, expect: int) -> Awaitable:
-        return self.shards[i].advance.remote(clock, expect)
+    async def apply(self, i: int, rows: list[Row], clock: float, expect: int) -> ShardReply:
+        return await self._reply(i, self.shards[i].apply.remote(encode(rows), clock, expect))
 
-    def restore(self, i: int, state: bytes | None) -> Awaitable:
-        return self.shards[i].restore.remote(state, self.notify)
+    async def advance(self, i: int, clock: float, expect: int) -> ShardReply:
+        return await self._reply(i, self.shards[i].advance.remote(clock, expect))
 
-    def snapshot(self, i: int, expect: int) -> Awaitable:
-        return self.shards[i].snapshot.remote(expect)
+    async def forget(self, i: int, user: str, expect: int) -> ShardReply:
+        return await self._reply(i, self.shards[i].forget.remote(user, expect))
 
-    def forget(self, i: int, user: str, expect: int) -> Awaitable:
-        return self.shards[i].forget.remote(user, expect)
+    async def restore(self, i: int, state: bytes | None) -> int:
+        """Load ``state`` (or nothing) into shard ``i``; its applied seq. Raises ActorDown,
+        or SnapshotMismatch for a snapshot the shard's model cannot use."""
+        applied: int = await _get(self.shards[i].restore.remote(state, self.policy.notify))
+        return applied
 
-    def forget_at_manager(self, m: int, user: str) -> Awaitable:
-        return self.managers[m].forget.remote(user)
+    async def snapshot(self, i: int, expect: int) -> ShardSnapshot | None:
+        """Shard ``i``'s state if it is at ``expect``; None if not, or if it is down."""
+        try:
+            snap: ShardSnapshot | None = await _get(self.shards[i].snapshot.remote(expect))
+        except ActorDown:
+            return None
+        return snap
 
-    def forget_messages(self, user: str) -> Awaitable:
-        return self.dispatcher.forget.remote(user)
+    async def user(self, user: str) -> UserView | None:
+        view: UserView | None = await _get(self.shards[shard_of(user, self.n)].user.remote(user))
+        return view
 
-    def user(self, user: str) -> Awaitable:
-        return self.shards[shard_of(user, self.n)].user.remote(user)
+    async def shard_stats(self, i: int) -> ShardStats:
+        stats: ShardStats = await _get(self.shards[i].stats.remote())
+        return stats
 
-    def shard_stats(self, i: int) -> Awaitable:
-        return self.shards[i].stats.remote()
+    # ------------------------------------------------------------------ managers
 
-    def shard_node(self, i: int) -> Awaitable:
-        return self.shards[i].node.remote()
+    async def record(self, m: int, transitions: list[Transition]) -> list[Transition]:
+        """Record ``transitions`` at manager ``m``; the ones it had not seen, in order."""
+        return _TRANSITIONS.decode(await _get(self.managers[m].apply.remote(encode(transitions))))
 
-    # managers
+    async def forget_at_manager(self, m: int, user: str) -> int:
+        left: int = await _get(self.managers[m].forget.remote(user))
+        return left
 
-    def record(self, m: int, transitions: list) -> Awaitable:
-        return self.managers[m].apply.remote(transitions)
+    async def sizes(self) -> dict[str, int]:
+        """Every segment's size."""
+        sizes: dict[str, int] = {}
+        for part in await asyncio.gather(*(_get(m.sizes.remote()) for m in self.managers)):
+            sizes.update(part)
+        return sizes
 
-    def sizes(self, m: int) -> Awaitable:
-        return self.managers[m].sizes.remote()
+    async def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
+        page: SegmentPage | None = await _get(
+            self.managers[manager_of(segment)].page.remote(segment, after, limit)
+        )
+        return page
 
-    def page(self, segment: str, after: str | None, limit: int) -> Awaitable:
-        return self.managers[manager_of(segment)].page.remote(segment, after, limit)
+    async def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
+        rows: list[Transition] | None = await _get(
+            self.managers[manager_of(segment)].history.remote(segment, since, until)
+        )
+        return rows
 
-    def history(self, segment: str, since: float, until: float | None) -> Awaitable:
-        return self.managers[manager_of(segment)].history.remote(segment, since, until)
+    async def reset_segments(self) -> list[str]:
+        """Segments whose stored rows were dropped at start-up, to be rebuilt from the log."""
+        parts = await asyncio.gather(*(_get(m.reset_segments.remote()) for m in self.managers))
+        return [name for part in parts for name in part]
 
-    def reset_segments(self, m: int) -> Awaitable:
-        return self.managers[m].reset_segments.remote()
-
-    # dispatcher
-
-    def _set_campaigns(self, config: Config) -> None:
-        # Campaign triggers: (segment, kind) of each campaign; goal events feed conversions;
-        # shards attach the user's context to transitions of the campaigns' segments.
-        on = self._dispatch
-        self.triggers = frozenset((c.segment, c.on) for c in config.campaigns) if on else frozenset()
-        self.goal_events = frozenset(c.goal.event for c in config.campaigns if c.goal) if on else frozenset()
-        self.notify = frozenset(c.segment for c in config.campaigns) if on else frozenset()
+    # ------------------------------------------------------------------ dispatcher
 
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         self.dispatcher = _RemoteDispatcher.options(
             scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, self.shards)
+        ).remote(config, fingerprints, clock, self._deliver, ShardTraits(self.shards))
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         """Apply new ``[campaigns]``, ``[channels]`` and ``[throttle]`` (SIGHUP)."""
         self.config = config
-        self._set_campaigns(config)
-        await asyncio.gather(*(s.set_notify.remote(self.notify) for s in self.shards))
+        self.policy = CampaignPolicy(config.campaigns, enabled=self._dispatch)
+        await asyncio.gather(*(_get(s.set_notify.remote(self.policy.notify)) for s in self.shards))
         if self.dispatcher is not None:
-            await self.dispatcher.reload.remote(config, fingerprints, clock)
+            await _get(self.dispatcher.reload.remote(config, fingerprints, clock))
         elif self._dispatch and config.campaigns:
             self._make_dispatcher(config, fingerprints, clock)
 
-    async def message_stats(self) -> dict:
+    async def dispatch(self, triggers: list[Trigger], goals: list[GoalEvent], clock: float) -> int:
+        """Hand the dispatcher the triggers and goal events of a batch; its new decisions."""
+        decided: int = await _get(self.dispatcher.submit.remote(encode(triggers), encode(goals), clock))
+        return decided
+
+    async def forget_messages(self, user: str) -> int:
+        erased: int = await _get(self.dispatcher.forget.remote(user))
+        return erased
+
+    async def message_stats(self) -> dict[str, Any]:
         """The ``messages`` of ``stats`` (all zero when there is no dispatcher)."""
-        return await self.dispatcher.stats.remote() if self.dispatcher is not None else summarize({})
+        if self.dispatcher is None:
+            return summarize({})
+        stats: dict[str, Any] = await _get(self.dispatcher.stats.remote())
+        return stats
 
-    async def campaign_report(self) -> list:
-        return await self.dispatcher.report.remote() if self.dispatcher is not None else []
-
-    def dispatch(self, triggers: list, goals: list, clock: float) -> Awaitable:
-        return self.dispatcher.submit.remote(triggers, goals, clock)
+    async def campaign_report(self) -> list[dict[str, Any]]:
+        if self.dispatcher is None:
+            return []
+        report: list[dict[str, Any]] = await _get(self.dispatcher.report.remote())
+        return report
 
     async def close_dispatcher(self) -> None:
-        """Stop delivery and close the outbox cleanly (before ``close``)."""
+        """Stop delivery and close the outbox cleanly (before ``close``); a dispatcher that
+        is down has nothing to close."""
         if self.dispatcher is not None:
             try:
-                await self.dispatcher.close.remote()
-            except Exception as exc:
-                if not is_actor_failure(exc):
-                    raise
+                await _get(self.dispatcher.close.remote())
+            except ActorDown:
+                pass
 
     def close(self) -> None:
         """Kill every actor of this runtime (Ray itself stays up)."""
         extra = [self.dispatcher] if self.dispatcher is not None else []
         for actor in [*self.shards, *self.managers, *extra]:
             ray.kill(actor, no_restart=True)
-
-
-def shutdown_ray(started: bool) -> None:
-    if started and ray.is_initialized():
-        ray.shutdown()
-
-
-def is_actor_failure(exc: BaseException) -> bool:
-    """Errors meaning a remote actor died or is restarting (recoverable by the router)."""
-    return isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError))

@@ -1,7 +1,7 @@
 """The asyncio socket shell: accept connections, read frames, answer in request order.
 
 The server knows framing, pipelining, authentication and back-pressure; what each op means
-is the ``Handler``'s business (``segd.daemon.lifecycle.Daemon``). Requests on one connection are
+is the ``Handler``'s business (``segd.daemon.ops.Ops``). Requests on one connection are
 dispatched as they arrive (so pipelined writes join the same group commit) and answered in
 request order. A bad request gets an error frame and never closes the connection, except an
 oversized frame (the stream cannot be resynchronised) and a wrong TCP token.
@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from segd.errors import ProtocolError, SegdError
+from segd.errors import ProtocolError, SegdError, Unavailable
 from segd.wire import protocol
 from segd.wire.protocol import Request
 
@@ -234,6 +234,8 @@ class Server:
             if exc.code not in ("overloaded", "unavailable"):
                 log.info("bad_request", peer=conn.peer, code=exc.code, message=exc.message)
             return protocol.error(rid, exc.code, exc.message)
+        except Unavailable as exc:
+            return protocol.error(rid, "unavailable", str(exc))
         except Exception:  # a bug: answer `internal`, log it loudly, keep serving
             log.exception("internal_error", op=frame.get("op"))
             return protocol.error(rid, "internal", "internal error; see the daemon log")
@@ -280,6 +282,8 @@ async def _respond(rid: Any, pending: Awaitable[dict[str, Any]]) -> dict[str, An
         result = await pending
     except ProtocolError as exc:
         return protocol.error(rid, exc.code, exc.message)
+    except Unavailable as exc:
+        return protocol.error(rid, "unavailable", str(exc))
     except Exception:
         log.exception("internal_error")
         return protocol.error(rid, "internal", "internal error; see the daemon log")

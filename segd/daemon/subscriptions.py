@@ -8,17 +8,16 @@ says so), so a slow or stuck subscriber can never slow ingestion or other subscr
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import structlog
 
+from actors.records import Transition
 from segd.wire import protocol
 
 log = structlog.get_logger("segd.daemon.subscriptions")
 
 QUEUE_FRAMES = 10_000  # frames a subscriber may fall behind before it is dropped
 WRITE_BUFFER = 64 * 1024  # bytes handed to the transport before we wait for the socket
-_FIELDS = ("id", "segment", "user", "kind", "at", "seq")
 
 
 class Subscriber:
@@ -65,13 +64,11 @@ class Hub:
     def remove(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    def publish(self, transitions: list[tuple[Any, ...]]) -> None:
+    def publish(self, transitions: list[Transition]) -> None:
         """Queue each transition for every subscriber whose filter takes it."""
         if not self.subscribers:
             return
-        frames = [
-            (t[1], protocol.encode({"transition": dict(zip(_FIELDS, t, strict=False))})) for t in transitions
-        ]
+        frames = [(t.segment, protocol.encode({"transition": t.to_map()})) for t in transitions]
         for sub in list(self.subscribers):
             try:
                 for segment, frame in frames:

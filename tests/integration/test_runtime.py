@@ -431,10 +431,11 @@ def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
     import msgpack
 
     from actors.model import Model
+    from actors.records import NewEvent
     from segd.clock import Clock
     from segd.daemon import runtime
     from segd.daemon.router import Router
-    from store.eventlog import EventLog, NewEvent
+    from store.eventlog import EventLog
     from store.snapshots import SnapshotStore
     from tests.helpers import make_config
 
@@ -463,19 +464,28 @@ def test_router_falling_behind_reads_rows_back_from_the_log(tmp_path):
             await router.recover()
             router.start()
             for i in range(0, len(events), 50):  # all committed before the router runs once
-                rows = eventlog.append(
+                staged = eventlog.stage(
                     [
-                        NewEvent(e["user"], "track", "view", e["ts"], msgpack.packb(e["props"]), None, 0.0)
+                        NewEvent(
+                            user=e["user"],
+                            type="track",
+                            event="view",
+                            ts=e["ts"],
+                            body=msgpack.packb(e["props"]),
+                            msg_id=None,
+                            wall=0.0,
+                        )
                         for e in events[i : i + 50]
                     ],
                     clock,
-                ).rows
-                router.submit_rows(rows)
+                )
+                eventlog.commit()
+                router.submit_rows(staged.rows)
             assert await router.sync() == len(events)
             assert router.catch_ups >= 1
             page = await rt.page("electronics_fans", None, 100_000)
             await router.close()
-            return page["members"]
+            return page.members
         finally:
             rt.close()
             eventlog.close()

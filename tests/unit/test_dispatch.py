@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from actors.dispatch.core import DispatchCore, message_id
 from actors.dispatch.throttle import Caps, assign, quiet_until
+from actors.records import Conversion, Exposure, GoalEvent, Transition, Trigger, UserContext
 from segd.config import CampaignConfig, CapConfig, VariantConfig, parse_config
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -43,13 +44,20 @@ def core(*, campaigns=None, throttle=None, activations=None, **more) -> Dispatch
 
 
 def trigger(user="alice", segment="fans", kind="enter", at=T0, seq=1, traits=None, aggs=None, tid=None):
-    ctx = {"traits": traits or {}, "aggregates": aggs if aggs is not None else {"views": 1}}
-    return (tid or f"t-{user}-{segment}-{kind}-{at}", segment, user, kind, at, seq, ctx)
+    ctx = UserContext(traits=traits or {}, aggregates=aggs if aggs is not None else {"views": 1})
+    t = Transition(
+        id=tid or f"t-{user}-{segment}-{kind}-{at}", segment=segment, user=user, kind=kind, at=at, seq=seq
+    )
+    return Trigger(transition=t, context=ctx)
+
+
+def goal(user: str, event: str, ts: float, seq: int) -> GoalEvent:
+    return GoalEvent(user=user, event=event, ts=ts, seq=seq)
 
 
 def decide(c: DispatchCore, triggers, now=None):
     triggers = list(triggers)
-    now = max(t[4] for t in triggers) if now is None else now
+    now = max(t.transition.at for t in triggers) if now is None else now
     return c.decide(c.candidates(triggers), now)
 
 
@@ -289,17 +297,17 @@ def test_goal_events_convert_once_within_the_window():
     c = core(campaigns=campaigns)
     rows = decide(c, [trigger(f"u{i}") for i in range(20)])
     users = [r.user for r in rows]
-    events = [(u, "purchase", T0 + 10, 100 + i) for i, u in enumerate(users[:10])]
+    events = [goal(u, "purchase", T0 + 10, 100 + i) for i, u in enumerate(users[:10])]
     events += [
-        (users[10], "view", T0 + 10, 200),
-        (users[11], "purchase", T0 + 86400 + 1, 201),
-        (users[12], "purchase", T0 - 1, 202),
-        (users[0], "purchase", T0 + 20, 203),
+        goal(users[10], "view", T0 + 10, 200),
+        goal(users[11], "purchase", T0 + 86400 + 1, 201),
+        goal(users[12], "purchase", T0 - 1, 202),
+        goal(users[0], "purchase", T0 + 20, 203),
     ]
     got = c.convert(events)
-    assert sorted(g[3] for g in got) == sorted(users[:10])
+    assert sorted(g.user for g in got) == sorted(users[:10])
     by_id = {r.id: r for r in rows}
-    assert all(by_id[m].variant == v for m, _, v, _, _, _ in got)
+    assert all(by_id[g.message].variant == g.variant for g in got)
 
 
 def test_load_restores_caps_and_exposures():
@@ -312,7 +320,9 @@ def test_load_restores_caps_and_exposures():
         }
     }
     c = core(campaigns=campaigns, throttle={"per_user": [{"max": 1, "per": "1h"}]})
-    c.load([("alice", T0)], [("bob", "promo", "m1", "", T0)])
+    c.load([("alice", T0)], [Exposure(user="bob", campaign="promo", message="m1", variant="", at=T0)])
     [row] = decide(c, [trigger("alice", at=T0 + 60)])
     assert row.reason == "frequency_cap"
-    assert c.convert([("bob", "purchase", T0 + 5, 9)]) == [("m1", "promo", "", "bob", T0 + 5, 9)]
+    assert c.convert([goal("bob", "purchase", T0 + 5, 9)]) == [
+        Conversion(message="m1", campaign="promo", variant="", user="bob", ts=T0 + 5, seq=9)
+    ]

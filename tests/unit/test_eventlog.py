@@ -5,56 +5,77 @@ import sqlite3
 import msgpack
 import sqlite_utils
 
+from actors.records import NewEvent
 from segd.clock import Clock
-from store.eventlog import EventLog, NewEvent, decode
+from store.eventlog import Appended, EventLog, decode
 
 
 def ev(user="u", event="view", ts=None, msg_id=None, wall=100.0, props=None, type_="track"):
     return NewEvent(
-        user, type_, event if type_ == "track" else None, ts, msgpack.packb(props or {}), msg_id, wall
+        user=user,
+        type=type_,
+        event=event if type_ == "track" else None,
+        ts=ts,
+        body=msgpack.packb(props or {}),
+        msg_id=msg_id,
+        wall=wall,
     )
+
+
+class _Appended:
+    """``stage`` + ``commit`` of one group, with its acks as ``(seq, duplicate)`` pairs."""
+
+    def __init__(self, done: Appended) -> None:
+        self.results = [(a.seq, a.duplicate) for a in done.acks]
+        self.rows = done.rows
+
+
+def append(log: EventLog, events: list[NewEvent], clock: Clock) -> _Appended:
+    done = log.stage(events, clock)
+    log.commit()
+    return _Appended(done)
 
 
 def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
     log = EventLog(tmp_path)
-    r = log.append([ev(), ev(), ev()], Clock("wall"))
+    r = append(log, [ev(), ev(), ev()], Clock("wall"))
     assert r.results == [(1, False), (2, False), (3, False)]
     log.close()
     log = EventLog(tmp_path)
     assert (log.last_seq, log.count) == (3, 3)
-    assert log.append([ev()], Clock("wall")).results == [(4, False)]
+    assert append(log, [ev()], Clock("wall")).results == [(4, False)]
 
 
 def test_duplicate_msg_id_returns_original_seq_within_and_across_groups(tmp_path):
     log = EventLog(tmp_path)
     clock = Clock("wall")
-    assert log.append([ev(msg_id="a"), ev(msg_id="a"), ev(msg_id="b")], clock).results == [
+    assert append(log, [ev(msg_id="a"), ev(msg_id="a"), ev(msg_id="b")], clock).results == [
         (1, False),
         (1, True),
         (2, False),
     ]
-    assert log.append([ev(msg_id="b"), ev()], clock).results == [(2, True), (3, False)]
+    assert append(log, [ev(msg_id="b"), ev()], clock).results == [(2, True), (3, False)]
     log.close()
-    assert EventLog(tmp_path).append([ev(msg_id="a")], clock).results == [(1, True)]
+    assert append(EventLog(tmp_path), [ev(msg_id="a")], clock).results == [(1, True)]
 
 
 def test_wall_clock_never_goes_backwards_and_defaults_ts_to_receive_time(tmp_path):
     log = EventLog(tmp_path)
     clock = Clock("wall")
-    rows = log.append([ev(wall=50.0), ev(wall=40.0, ts=7.0)], clock).rows
+    rows = append(log, [ev(wall=50.0), ev(wall=40.0, ts=7.0)], clock).rows
     assert [(r.ts, r.clock) for r in rows] == [(50.0, 50.0), (7.0, 50.0)]
 
 
 def test_event_clock_is_the_watermark_of_event_times(tmp_path):
     log = EventLog(tmp_path)
     clock = Clock("event")
-    rows = log.append([ev(ts=10.0), ev(ts=5.0), ev(ts=None), ev(ts=20.0)], clock).rows
+    rows = append(log, [ev(ts=10.0), ev(ts=5.0), ev(ts=None), ev(ts=20.0)], clock).rows
     assert [(r.ts, r.clock) for r in rows] == [(10.0, 10.0), (5.0, 10.0), (10.0, 10.0), (20.0, 20.0)]
 
 
 def test_scan_returns_rows_in_order_with_bounds(tmp_path):
     log = EventLog(tmp_path)
-    log.append([ev(user=f"u{i}", props={"i": i}) for i in range(25)], Clock("wall"))
+    append(log, [ev(user=f"u{i}", props={"i": i}) for i in range(25)], Clock("wall"))
     rows = [r for chunk in log.scan(after=3, until=20, batch=7) for r in chunk]
     assert [r.seq for r in rows] == list(range(4, 21))
     assert decode(rows[0].body) == {"i": 3}
@@ -62,7 +83,7 @@ def test_scan_returns_rows_in_order_with_bounds(tmp_path):
 
 def test_identify_stores_traits_and_track_stores_props(tmp_path):
     log = EventLog(tmp_path)
-    log.append([ev(props={"p": 1}), ev(type_="identify", props={"t": 2})], Clock("wall"))
+    append(log, [ev(props={"p": 1}), ev(type_="identify", props={"t": 2})], Clock("wall"))
     db = sqlite_utils.Database(tmp_path / "events.db")
     rows = list(db["events"].rows)
     assert msgpack.unpackb(rows[0]["props"]) == {"p": 1} and rows[0]["traits"] is None

@@ -5,14 +5,17 @@ import asyncio
 import msgpack
 import pytest
 
+from actors.records import NewEvent
 from segd.clock import Clock
 from segd.daemon.ingest import Committer
 from segd.errors import ProtocolError
-from store.eventlog import EventLog, NewEvent
+from store.eventlog import EventLog
 
 
 def ev(i):
-    return NewEvent(f"u{i}", "track", "view", None, msgpack.packb({}), None, 1.0)
+    return NewEvent(
+        user=f"u{i}", type="track", event="view", ts=None, body=msgpack.packb({}), msg_id=None, wall=1.0
+    )
 
 
 async def test_concurrent_submits_share_commits_and_keep_order(tmp_path):
@@ -22,7 +25,7 @@ async def test_concurrent_submits_share_commits_and_keep_order(tmp_path):
     c.start()
     results = await asyncio.gather(*(c.submit([ev(i)]) for i in range(500)))
     await c.close()
-    assert sorted(r[0][0] for r in results) == list(range(1, 501))
+    assert sorted(acks[0].seq for acks in results) == list(range(1, 501))
     assert c.commits < 500  # group commit: many requests per transaction
     assert [r.seq for r in routed] == list(range(1, 501))  # routed in log order
 

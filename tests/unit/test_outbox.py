@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
-from store.outbox import MessageRow, OutboxStore
+from actors.records import Conversion, Decision
+from store.outbox import OutboxStore
 
 T0 = 1_700_000_000.0
 
 
 def row(
     mid: str, user: str = "alice", due: float = T0, status: str = "pending", channel: str = "out"
-) -> MessageRow:
-    return MessageRow(
-        mid, "promo", "", "fans", user, f"t-{mid}", T0, T0, due, channel, 0, status, "", b"\x80"
+) -> Decision:
+    return Decision(
+        id=mid,
+        campaign="promo",
+        variant="",
+        segment="fans",
+        user=user,
+        transition=f"t-{mid}",
+        at=T0,
+        decided=T0,
+        due=due,
+        channel=channel,
+        priority=0,
+        status=status,
+        reason="",
+        payload=b"\x80",
     )
+
+
+def messages(store: OutboxStore) -> list[dict]:
+    """Every message row as a dict, in decision order."""
+    cur = store.conn.execute("SELECT * FROM messages ORDER BY rowid")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def test_record_inserts_each_message_id_once(tmp_path):
@@ -46,7 +67,7 @@ def test_a_claim_survives_a_crash_and_is_retried_under_the_same_id(tmp_path):
     assert (m.id, m.attempts) == ("a", 1)
     again.claim(["a"])
     again.sent([("a", T0 + 1)])
-    [msg] = again.messages()
+    [msg] = messages(again)
     assert (msg["status"], msg["attempts"], msg["sent_at"]) == ("sent", 2, T0 + 1)
 
 
@@ -71,7 +92,7 @@ def test_activation_is_kept_while_the_key_is_unchanged(tmp_path):
 
 def test_conversions_count_once_per_message(tmp_path):
     store = OutboxStore(tmp_path)
-    assert (
-        store.convert([("a", "promo", "v1", "alice", T0, 5), ("a", "promo", "v1", "alice", T0 + 1, 6)]) == 1
-    )
+    first = Conversion(message="a", campaign="promo", variant="v1", user="alice", ts=T0, seq=5)
+    again = Conversion(message="a", campaign="promo", variant="v1", user="alice", ts=T0 + 1, seq=6)
+    assert store.convert([first, again]) == 1
     assert store.conversions() == {("promo", "v1"): 1}

@@ -17,6 +17,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actors.records import Row
 from actors.shard.core import ShardCore
 from actors.user import Model, UserActor
 from segd.config import parse_config
@@ -67,7 +68,7 @@ def logs(draw, max_rows=40):
                     st.sampled_from(["plan", "name"]), st.sampled_from(["vip", "free", None]), max_size=2
                 )
             )
-            rows.append((seq, user, "identify", None, clock, clock, msgpack.packb(traits)))
+            rows.append(Row(seq, user, "identify", None, clock, clock, msgpack.packb(traits)))
             continue
         event = draw(st.sampled_from(["view", "view", "buy", "open"]))
         jitter = draw(st.one_of(st.just(0.0), st.floats(-30 * HOUR, 2 * HOUR)))
@@ -75,12 +76,12 @@ def logs(draw, max_rows=40):
             "cat": draw(st.sampled_from(["a", "b", "c"])),
             "amount": draw(st.one_of(st.integers(-5, 120), st.floats(0, 80), st.none())),
         }
-        rows.append((seq, user, "track", event, clock + jitter, clock, msgpack.packb(props)))
+        rows.append(Row(seq, user, "track", event, clock + jitter, clock, msgpack.packb(props)))
     return rows
 
 
 def final_clock(rows):
-    return rows[-1][5] + 40 * HOUR
+    return rows[-1].clock + 40 * HOUR
 
 
 def assert_incremental_equals_full(shard: ShardCore) -> None:
@@ -112,7 +113,7 @@ def check_membership_follows_transitions(transitions, shard):
         assert state.get(key, False) == (t.kind == "exit"), t
         state[key] = t.kind == "enter"
     for (user, seg), inside in state.items():
-        assert (seg in shard.user(user)["segments"]) == inside
+        assert (seg in shard.user(user).segments) == inside
 
 
 @settings(max_examples=40, deadline=None)
@@ -127,7 +128,7 @@ def test_advance_calls_between_batches_change_nothing(rows, data):
         j = data.draw(st.integers(i + 1, len(rows)), label="batch end")
         out += shard.apply_batch(rows[i:j])
         if j < len(rows) and data.draw(st.booleans(), label="advance"):
-            lo, hi = rows[j - 1][5], rows[j][5]
+            lo, hi = rows[j - 1].clock, rows[j].clock
             out += shard.advance(data.draw(st.floats(lo, hi), label="advance to"))
             assert_incremental_equals_full(shard)
         i = j
@@ -145,8 +146,8 @@ def test_snapshot_restore_midway_equals_uninterrupted(rows, data):
     first = ShardCore(MODEL)
     out = first.apply_batch(rows[:k])
     if k and data.draw(st.booleans(), label="advance before snapshot"):
-        hi = rows[k][5] if k < len(rows) else final_clock(rows)
-        out += first.advance(data.draw(st.floats(rows[k - 1][5], hi)))
+        hi = rows[k].clock if k < len(rows) else final_clock(rows)
+        out += first.advance(data.draw(st.floats(rows[k - 1].clock, hi)))
     second = ShardCore.restore(MODEL, first.snapshot())
     assert second.applied_seq == first.applied_seq and second.clock == first.clock
     out += second.apply_batch(rows[k:])
@@ -162,7 +163,7 @@ def test_shard_count_does_not_change_transitions(rows, n):
     shards = [ShardCore(MODEL) for _ in range(n)]
     routed: list[list] = [[] for _ in range(n)]
     for row in rows:
-        routed[zlib.crc32(row[1].encode()) % n].append(row)
+        routed[zlib.crc32(row.user.encode()) % n].append(row)
     out = []
     for shard, part in zip(shards, routed, strict=True):
         out += shard.apply_batch(part)

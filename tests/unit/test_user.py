@@ -171,7 +171,7 @@ def test_late_event_counts_for_lifetime_not_window():
     )
     out = f.track("view", T0, ts=T0 - 8 * DAY)
     assert kinds(out) == [("any", "enter")]
-    assert f.actor.view(T0)["aggregates"] == {"views_7d": 0, "views": 1}
+    assert f.actor.view(T0).aggregates == {"views_7d": 0, "views": 1}
 
 
 def test_out_of_order_event_expires_by_its_own_time():
@@ -199,7 +199,7 @@ def test_every_kind_through_the_actor():
     f.track("buy", T0 + 20, price=10)
     f.track("view", T0 + 30, price=99)
     view = f.actor.view(T0 + 30)
-    assert view["aggregates"] == {
+    assert view.aggregates == {
         "count": 3,
         "sum": 24,
         "min": 4,
@@ -212,7 +212,7 @@ def test_every_kind_through_the_actor():
         "distinct": 2,
         "w_sum": 24,
     }
-    assert f.actor.view(T0 + DAY)["aggregates"]["w_sum"] == 10
+    assert f.actor.view(T0 + DAY).aggregates["w_sum"] == 10
 
 
 def test_where_sees_props_event_and_pre_event_aggregates():
@@ -227,19 +227,19 @@ def test_where_sees_props_event_and_pre_event_aggregates():
     )
     f.track("a", T0, x=9)
     f.track("a", T0 + 1, x=1)
-    assert f.actor.view(T0 + 1)["aggregates"] == {"n": 2, "firsts": 1, "big": 1}
+    assert f.actor.view(T0 + 1).aggregates == {"n": 2, "firsts": 1, "big": 1}
 
 
 def test_identify_merges_key_by_key_and_null_removes():
     f = Feed(model(segments={"mailable": {"when": "exists(traits.email)"}}))
     assert kinds(f.identify(T0, email="a@x", name="A")) == [("mailable", "enter")]
     f.identify(T0 + 1, name="B", plan="pro")
-    assert f.actor.view(T0)["traits"] == {"email": "a@x", "name": "B", "plan": "pro"}
+    assert f.actor.view(T0).traits == {"email": "a@x", "name": "B", "plan": "pro"}
     assert f.identify(T0 + 1, name="C") == []  # a trait no segment reads still changes
-    assert f.actor.view(T0)["traits"] == {"email": "a@x", "name": "C", "plan": "pro"}
+    assert f.actor.view(T0).traits == {"email": "a@x", "name": "C", "plan": "pro"}
     assert kinds(f.identify(T0 + 2, email=None)) == [("mailable", "exit")]
     f.identify(T0 + 3, name=None, plan=None)
-    assert f.actor.traits is None and f.actor.view(T0)["traits"] == {}
+    assert f.actor.traits is None and f.actor.view(T0).traits == {}
 
 
 def test_first_event_evaluates_every_segment():

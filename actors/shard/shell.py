@@ -1,0 +1,95 @@
+"""The Ray actor hosting one ``ShardCore`` (its options and ``.remote()`` calls live in
+``segd.daemon.runtime``).
+
+The ``expect`` protocol: every state-changing call carries the applied seq the router
+believes this shard is at. A shard that Ray restarted comes back empty (Ray may even deliver
+calls to the new instance without any error), so it refuses such calls with
+``ShardReply(ok=False)`` and the router restores it from its snapshot plus the log.
+
+Rows arrive and replies leave as msgpack bytes of ``actors.records`` (``encode``): the daemon
+is the busiest process, and msgspec encodes a row in ~35 ns where cloudpickle took ~7 us.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from actors.model import Model
+from actors.records import Row, ShardReply, ShardSnapshot, ShardStats, Transition, UserView, decoder, encode
+from actors.shard.core import ShardCore
+
+_ROWS = decoder(list[Row])
+
+
+class UserShard:
+    """One shard: a ``ShardCore`` for ``config``'s model, shard ``index`` of ``shards``."""
+
+    def __init__(self, config: Any, index: int, shards: int) -> None:
+        self.model = Model.compile(config)
+        self.notify = frozenset(c.segment for c in config.campaigns)
+        self.core = ShardCore(self.model, self.notify)
+        self.index = index
+        self.shards = shards
+        structlog.get_logger("segd.shard").info("shard_started", shard=index, shards=shards)
+
+    def apply(self, rows: bytes, clock: float, expect: int) -> bytes:
+        """Apply ``rows`` (encoded ``list[Row]``), then advance to ``clock``; an encoded
+        ``ShardReply``."""
+        core = self.core
+        if core.applied_seq != expect:
+            return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
+        out = core.apply_batch(_ROWS.decode(rows))
+        out += core.advance(clock)
+        return encode(self._reply(out))
+
+    def advance(self, clock: float, expect: int) -> bytes:
+        """Fire every deadline up to ``clock``; an encoded ``ShardReply``."""
+        core = self.core
+        if core.applied_seq != expect:
+            return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
+        return encode(self._reply(core.advance(clock)))
+
+    def _reply(self, transitions: list[Transition]) -> ShardReply:
+        return ShardReply(
+            ok=True,
+            applied_seq=self.core.applied_seq,
+            transitions=transitions,
+            contexts=self.core.take_contexts(),
+        )
+
+    def set_notify(self, notify: frozenset[str]) -> None:
+        """The segments whose transitions carry the user's context (config reload)."""
+        self.notify = self.core.notify = frozenset(notify)
+
+    def restore(self, state: bytes | None, notify: frozenset[str] | None = None) -> int:
+        """Replace the core by a snapshot's (or an empty one); returns its applied seq.
+        ``notify`` replaces the constructor's (a restarted shard gets the reloaded one).
+        Raises SnapshotMismatch for a snapshot this model cannot use."""
+        if notify is not None:
+            self.notify = frozenset(notify)
+        self.core = (
+            ShardCore.restore(self.model, state, self.notify) if state else ShardCore(self.model, self.notify)
+        )
+        return self.core.applied_seq
+
+    def snapshot(self, expect: int) -> ShardSnapshot | None:
+        """The core's state, or None if this is not the state the router expects."""
+        if self.core.applied_seq != expect:
+            return None
+        return ShardSnapshot(applied_seq=self.core.applied_seq, state=self.core.snapshot())
+
+    def user(self, user: str) -> UserView | None:
+        return self.core.user(user)
+
+    def forget(self, user: str, expect: int) -> bytes:
+        """Drop ``user``; an encoded ``ShardReply`` whose transitions are the user's exits
+        (for membership only: no message is sent for them)."""
+        core = self.core
+        if core.applied_seq != expect:
+            return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
+        return encode(ShardReply(ok=True, applied_seq=core.applied_seq, transitions=core.forget(user)))
+
+    def stats(self) -> ShardStats:
+        return ShardStats(users=self.core.users, applied_seq=self.core.applied_seq, clock=self.core.clock)

@@ -1,0 +1,211 @@
+"""What each op of SPEC section 2 means, over a running daemon's parts.
+
+``Ops`` is built by ``segd.daemon.lifecycle.Daemon`` once every part is up, so nothing here
+is ever missing. The socket server (and, through the same handlers, the HTTP face) calls
+``handle``; each ``op_NAME`` validates nothing itself (``segd.wire.protocol`` did) and
+answers a map of the op's response fields, or raises ProtocolError (its code and message
+become the error frame) or Unavailable (an actor restarting: ``unavailable``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import msgspec
+import structlog
+
+from actors.records import NewEvent
+from segd import __version__
+from segd.clock import Clock
+from segd.config import Config
+from segd.daemon.ingest import Committer
+from segd.daemon.router import Router, RouterFailed
+from segd.daemon.runtime import Runtime
+from segd.daemon.server import Connection, Streaming
+from segd.daemon.subscriptions import Hub
+from segd.errors import ProtocolError
+from segd.wire.protocol import EventIn, Request
+from store.eventlog import EventLog
+
+log = structlog.get_logger("segd.daemon")
+
+
+class Ops:
+    """The op handlers of one running daemon (see ``segd.daemon.server.Handler``)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        eventlog: EventLog,
+        clock: Clock,
+        committer: Committer,
+        router: Router,
+        runtime: Runtime,
+        hub: Hub,
+        connections: Callable[[], int],
+        started: float,
+    ) -> None:
+        self.config = config
+        self.eventlog = eventlog
+        self.clock = clock
+        self.committer = committer
+        self.router = router
+        self.runtime = runtime
+        self.hub = hub
+        self.connections = connections  # open client connections, for stats
+        self.started = started
+        self.draining = False  # set when the daemon starts stopping: every op is `unavailable`
+
+    def handle(
+        self, req: Request, conn: Connection
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]] | Streaming:
+        """Dispatch one validated request."""
+        if self.draining:
+            raise ProtocolError("unavailable", "segd is shutting down")
+        op = getattr(self, f"op_{req.op}", None)
+        if op is None:
+            raise ProtocolError("unknown_op", f"op {req.op!r} is not available in this segd yet")
+        result: dict[str, Any] | Awaitable[dict[str, Any]] | Streaming = op(req, conn)
+        return result
+
+    # ---------------------------------------------------------------- writes
+
+    def op_ping(self, req: Request, conn: Connection) -> dict[str, Any]:
+        wall = time.time()
+        return {"version": __version__, "time": wall, "clock": self.clock.now(wall)}
+
+    async def op_track(self, req: Request, conn: Connection) -> dict[str, Any]:
+        [ack] = await self.committer.submit([_new_event(req.args["event"], time.time())])
+        return {"seq": ack.seq, "duplicate": True} if ack.duplicate else {"seq": ack.seq}
+
+    op_identify = op_track
+
+    async def op_batch(self, req: Request, conn: Connection) -> dict[str, Any]:
+        items = req.args["events"]
+        wall = time.time()
+        valid = [_new_event(it, wall) for it in items if isinstance(it, EventIn)]
+        acks = iter(await self.committer.submit(valid) if valid else [])
+        out: list[dict[str, Any]] = []
+        for it in items:
+            if isinstance(it, ProtocolError):
+                out.append({"error": {"code": it.code, "message": it.message}})
+            else:
+                ack = next(acks)
+                out.append({"seq": ack.seq, "duplicate": True} if ack.duplicate else {"seq": ack.seq})
+        return {"results": out}
+
+    async def op_sync(self, req: Request, conn: Connection) -> dict[str, Any]:
+        try:
+            return {"seq": await self.router.sync()}
+        except RouterFailed as exc:
+            raise ProtocolError("internal", str(exc)) from exc
+
+    async def op_forget(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Erase a user everywhere (SPEC ``forget``). Runs between two commits, so no event of
+        the user can be appended while it is erased: the router first applies everything
+        logged before, then the user leaves its shard, the segment managers (no history,
+        no message) and the outbox; last, the log rows go."""
+        user = req.args["user"]
+
+        async def erase() -> dict[str, Any]:
+            try:
+                left = await self.router.forget(user)
+            except RouterFailed as exc:
+                raise ProtocolError("internal", str(exc)) from exc
+            events = await self.committer.in_writer(self.eventlog.forget, user)
+            log.info("user_forgotten", events=events, segments_left=left)
+            return {"seq": self.eventlog.last_seq, "events": events, "segments": left}
+
+        return await self.committer.exclusive(erase)
+
+    # ---------------------------------------------------------------- queries
+
+    async def op_user(self, req: Request, conn: Connection) -> dict[str, Any]:
+        view = await self.runtime.user(req.args["user"])
+        if view is None:
+            raise ProtocolError("not_found", f"user {req.args['user']!r} has never been seen")
+        return msgspec.structs.asdict(view)
+
+    async def op_segments(self, req: Request, conn: Connection) -> dict[str, Any]:
+        sizes = await self.runtime.sizes()
+        return {
+            "segments": [
+                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
+                for s in sorted(self.config.segments, key=lambda s: s.name)
+            ]
+        }
+
+    async def op_segment(self, req: Request, conn: Connection) -> dict[str, Any]:
+        a = req.args
+        page = await self.runtime.page(a["name"], a["after"], a["limit"])
+        if page is None:
+            raise ProtocolError("not_found", f"unknown segment {a['name']!r}")
+        return msgspec.structs.asdict(page)
+
+    async def op_history(self, req: Request, conn: Connection) -> dict[str, Any]:
+        a = req.args
+        rows = await self.runtime.history(a["segment"], a["since"], a["until"])
+        if rows is None:
+            raise ProtocolError("not_found", f"unknown segment {a['segment']!r}")
+        return {"transitions": [t.to_map() for t in rows]}
+
+    def op_subscribe(self, req: Request, conn: Connection) -> Streaming:
+        names = req.args["segments"]
+        if names != "*":
+            known = {s.name for s in self.config.segments}
+            if unknown := [n for n in names if n not in known]:
+                raise ProtocolError("not_found", f"unknown segments: {', '.join(unknown)}")
+        sub = self.hub.add(names, conn.peer)
+        return Streaming({}, sub.run)
+
+    async def op_campaigns(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Per campaign and variant: assigned, sent, pending, suppressed by reason, dead,
+        conversions and conversion rate (an extension of SPEC's ops)."""
+        return {"campaigns": await self.runtime.campaign_report()}
+
+    async def op_stats(self, req: Request, conn: Connection) -> dict[str, Any]:
+        return await self.stats()
+
+    async def stats(self) -> dict[str, Any]:
+        """The ``stats`` op's answer; also what the Prometheus endpoint exports."""
+        el, cm, rt = self.eventlog, self.committer, self.router
+        shards = await asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n)))
+        return {
+            "events": el.count,
+            "last_seq": el.last_seq,
+            "users": sum(s.users for s in shards),
+            "applied_seq": rt.routed_seq,
+            "lag": rt.lag,
+            "segments": await self.runtime.sizes(),
+            "messages": await self.runtime.message_stats(),
+            "transitions": rt.transitions,
+            "shards": [{"users": s.users, "applied_seq": s.applied_seq} for s in shards],
+            "recoveries": rt.recoveries,
+            "catch_ups": rt.catch_ups,
+            "subscribers": len(self.hub.subscribers),
+            "subscribers_dropped": self.hub.dropped,
+            "pending": cm.pending,
+            "commits": cm.commits,
+            "commit_ms_avg": round(cm.commit_seconds * 1000 / cm.commits, 3) if cm.commits else 0.0,
+            "commit_seconds": round(cm.commit_seconds, 6),
+            "connections": self.connections(),
+            "clock": self.clock.value,
+            "uptime": round(time.time() - self.started, 3),
+        }
+
+
+def _new_event(ev: EventIn, wall: float) -> NewEvent:
+    return NewEvent(
+        user=ev.user,
+        type=ev.type,
+        event=ev.event,
+        ts=ev.ts,
+        body=msgpack.packb(ev.data, use_bin_type=True),
+        msg_id=ev.msg_id,
+        wall=wall,
+    )
