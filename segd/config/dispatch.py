@@ -1,97 +1,23 @@
 """Config sections for dispatch: ``[channels.*]``, ``[campaigns.*]``, ``[throttle]``.
 
-The dataclasses, and ``DispatchSections``, the part of the config parser that reads these
+``DispatchSections`` is the part of the config parser that reads these
 tables and checks their templates (a mixin of ``segd.config``'s parser, whose ``take``,
 ``convert``, ``unknown``, ``error`` and ``path`` it uses).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 from segd import templates
+from segd.config.model import (
+    CHANNEL_KINDS,
+    CampaignConfig,
+    CapConfig,
+    ChannelConfig,
+    GoalConfig,
+    ThrottleConfig,
+    VariantConfig,
+)
 from segd.config.values import _known, _show, parse_clock_time, parse_duration
-
-CHANNEL_KINDS = ("file", "webhook", "smtp", "http")
-
-
-@dataclass(frozen=True)
-class ChannelConfig:
-    """``[channels.NAME]``: where messages go. Which fields apply depends on ``kind``."""
-
-    name: str
-    kind: str
-    rate: float | None = None  # messages per second; None = unlimited
-    timeout: float = 10.0  # seconds per delivery attempt
-    path: Path | None = None  # file
-    url: str = ""  # webhook, http
-    method: str = "POST"  # http
-    headers: tuple[tuple[str, str], ...] = ()  # webhook, http
-    body: tuple[tuple[str, str], ...] = ()  # http: provider field -> template
-    host: str = ""  # smtp
-    port: int = 25  # smtp
-    username: str = ""  # smtp
-    password: str = ""  # smtp
-    starttls: bool = False  # smtp
-    ssl: bool = False  # smtp (implicit TLS)
-    sender: str = ""  # smtp: From address
-    to: str = ""  # recipient template; default by kind (see DEFAULT_TO)
-    max_attempts: int = 8  # delivery attempts before a message is dead-lettered
-    backoff: float = 1.0  # seconds before the first retry; doubles per attempt
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    """One A/B variant of a campaign; ``template`` None means the campaign's template."""
-
-    name: str
-    weight: float = 1.0
-    template: str | None = None
-    subject: str | None = None
-
-
-@dataclass(frozen=True)
-class GoalConfig:
-    """A campaign's conversion goal: ``event`` tracked within ``within`` after a send."""
-
-    event: str
-    within: float
-
-
-@dataclass(frozen=True)
-class CampaignConfig:
-    """``[campaigns.NAME]``: a message sent when users enter or leave a segment."""
-
-    name: str
-    segment: str
-    channel: str
-    template: str
-    on: str = "enter"
-    priority: int = 0
-    stale_after: float | None = None
-    subject: str = ""
-    fallback: tuple[str, ...] = ()  # channel order when channel = "preferred" cannot be used
-    variants: tuple[VariantConfig, ...] = ()
-    holdout: float = 0.0
-    goal: GoalConfig | None = None
-
-
-@dataclass(frozen=True)
-class CapConfig:
-    """At most ``max`` messages per user in any ``per`` seconds."""
-
-    max: int
-    per: float
-
-
-@dataclass(frozen=True)
-class ThrottleConfig:
-    """``[throttle]``: rules across all campaigns."""
-
-    per_user: tuple[CapConfig, ...] = ()
-    quiet_start: int | None = None  # minutes after midnight, user's timezone
-    quiet_end: int | None = None
 
 
 class DispatchSections:

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segd.config.dispatch import (  # noqa: F401  (re-exported: the whole config is segd.config)
-    CHANNEL_KINDS,
-    CampaignConfig,
-    CapConfig,
-    ChannelConfig,
-    DispatchSections,
-    GoalConfig,
-    ThrottleConfig,
-    VariantConfig,
+from segd.config.dispatch import DispatchSections
+from segd.config.model import (
+    AGGREGATE_KINDS,
+    RESERVED_NAMES,
+    VALUE_KINDS,
+    AggregateConfig,
+    Config,
+    DaemonConfig,
+    RayConfig,
+    SegmentConfig,
 )
 from segd.config.values import (  # noqa: F401  (parse_* are part of this module's API)
     _closest,
@@ -40,111 +40,7 @@ from segd.config.values import (  # noqa: F401  (parse_* are part of this module
 )
 from segd.errors import ConfigError
 
-AGGREGATE_KINDS = (
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "first",
-    "last",
-    "first_time",
-    "last_time",
-    "distinct",
-)
-#: Kinds that aggregate a value and so need ``of``; the others only look at event times.
-VALUE_KINDS = frozenset({"sum", "min", "max", "avg", "first", "last", "distinct"})
-#: Words of the rule language that cannot name an aggregate.
-RESERVED_NAMES = frozenset(
-    {
-        "and",
-        "or",
-        "not",
-        "in",
-        "true",
-        "false",
-        "null",
-        "traits",
-        "props",
-        "event",
-        "now",
-        "days_since",
-        "hours_since",
-        "exists",
-        "segment",
-    }
-)
-
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """``[daemon]``: where the daemon keeps its data and how it listens."""
-
-    data_dir: Path = Path("var")
-    socket: Path = Path("var/segd.sock")
-    tcp: str = ""  # "host:port"; empty = TCP off
-    token: str = ""  # shared secret, required when tcp is set
-    clock: str = "wall"  # "wall" | "event"
-    tick: float = 1.0  # seconds between timer advances in wall mode
-    max_frame: int = 4 << 20  # bytes
-    synchronous: str = "full"  # SQLite synchronous for the log: "full" | "normal"
-    max_pending: int = 200_000  # events waiting for a commit before `overloaded`
-    max_connections: int = 1024
-    snapshot_every: int = 100_000  # events a shard applies between snapshots
-    metrics: str = ""  # "host:port" of the Prometheus endpoint; empty = off
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """``[ray]``: the Ray cluster to start or join and the size of the actor pools."""
-
-    address: str = ""  # "" start a local Ray; "auto" or "host:port" join
-    shards: int = 2
-    num_cpus: int = 0  # for a local Ray; 0 = Ray's own default
-
-
-@dataclass(frozen=True)
-class AggregateConfig:
-    """``[aggregates.NAME]``: one value computed per user over their track events."""
-
-    name: str
-    kind: str
-    event: str = "*"
-    of: str | None = None  # expression over the event (props.NAME...)
-    where: str | None = None  # filter expression over the event
-    within: float | None = None  # sliding window in seconds; None = lifetime
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """``[segments.NAME]``: a membership rule over a user's aggregates and traits."""
-
-    name: str
-    when: str
-    description: str = ""
-    group: str = ""
-    priority: int = 0
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole config file. Tables keep their order from the file."""
-
-    path: Path | None = None
-    daemon: DaemonConfig = field(default_factory=DaemonConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    aggregates: tuple[AggregateConfig, ...] = ()
-    segments: tuple[SegmentConfig, ...] = ()
-    channels: tuple[ChannelConfig, ...] = ()
-    campaigns: tuple[CampaignConfig, ...] = ()
-    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
-
-    @property
-    def label(self) -> str:
-        """The file name used in error messages."""
-        return str(self.path) if self.path else "<defaults>"
 
 
 def load_config(path: str | Path | None) -> Config:
