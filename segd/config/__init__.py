@@ -18,13 +18,14 @@ from segd.config.model import (
     VariantConfig,
 )
 from segd.config.reader import load_config, parse_config
-from segd.config.values import parse_clock_time, parse_duration, parse_size
+from segd.config.values import Address, parse_address, parse_clock_time, parse_duration, parse_size
 
 __all__ = [
     "AGGREGATE_KINDS",
     "CHANNEL_KINDS",
     "RESERVED_NAMES",
     "VALUE_KINDS",
+    "Address",
     "AggregateConfig",
     "CampaignConfig",
     "CapConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "ThrottleConfig",
     "VariantConfig",
     "load_config",
+    "parse_address",
     "parse_clock_time",
     "parse_config",
     "parse_duration",

@@ -17,7 +17,7 @@ from segd.config.model import (
     ThrottleConfig,
     VariantConfig,
 )
-from segd.config.values import _known, _show, parse_clock_time, parse_duration
+from segd.config.values import known, parse_clock_time, parse_duration, show
 
 
 class DispatchSections:
@@ -119,7 +119,7 @@ class DispatchSections:
         for i, v in enumerate(self.take(t, raw, "variants", list, [], "a list of tables")):
             vt = f"{t}.variants[{i}]"
             if not isinstance(v, dict):
-                self.error(vt, f"must be a table with name, weight, template; got {_show(v)}")
+                self.error(vt, f"must be a table with name, weight, template; got {show(v)}")
                 continue
             self.unknown(vt, v, {"name", "weight", "template", "subject"})
             weight = self.take(vt, v, "weight", (int, float), 1.0, "a positive number")
@@ -170,7 +170,7 @@ class DispatchSections:
         for i, c in enumerate(self.take(t, raw, "per_user", list, [], "a list of {max, per} tables")):
             ct = f"throttle.per_user[{i}]"
             if not isinstance(c, dict):
-                self.error(ct, f"must be a table {{ max = N, per = '1h' }}, got {_show(c)}")
+                self.error(ct, f"must be a table {{ max = N, per = '1h' }}, got {show(c)}")
                 continue
             self.unknown(ct, c, {"max", "per"})
             mx = self.take(ct, c, "max", int, None, "a positive integer", required=True)
@@ -197,7 +197,7 @@ class DispatchSections:
         for c in campaigns:
             t = f"campaigns.{c.name}"
             if c.segment not in seg_names:
-                self.error(t, f"'segment' names an unknown segment {c.segment!r}" + _known(seg_names))
+                self.error(t, f"'segment' names an unknown segment {c.segment!r}" + known(seg_names))
             if c.channel != "preferred" and c.channel not in chan_names:
                 self.error(
                     t,
@@ -206,7 +206,7 @@ class DispatchSections:
                 )
             for f in c.fallback:
                 if f not in chan_names:
-                    self.error(t, f"'fallback' names an unknown channel {f!r}" + _known(chan_names))
+                    self.error(t, f"'fallback' names an unknown channel {f!r}" + known(chan_names))
             texts = [("template", c.template), ("subject", c.subject)]
             texts += [
                 (f"variants.{v.name}.{k}", x)

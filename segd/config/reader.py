@@ -29,15 +29,7 @@ from segd.config.model import (
     RayConfig,
     SegmentConfig,
 )
-from segd.config.values import (  # noqa: F401  (parse_* are part of this module's API)
-    _closest,
-    _known,
-    _show,
-    _tuple,
-    parse_clock_time,
-    parse_duration,
-    parse_size,
-)
+from segd.config.values import closest, parse_duration, parse_size, show
 from segd.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -102,9 +94,9 @@ class _Parser(DispatchSections):
                 self.error(table, f"missing required key '{key}' ({what})")
             return default
         value = raw[key]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _tuple(kind))
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _types(kind))
         if not ok:
-            self.error(table, f"'{key}' must be {what}, got {_show(value)}")
+            self.error(table, f"'{key}' must be {what}, got {show(value)}")
             return default
         return value
 
@@ -124,7 +116,7 @@ class _Parser(DispatchSections):
     def unknown(self, table: str, raw: dict, allowed: set[str]) -> None:
         for key in raw:
             if key not in allowed:
-                hint = _closest(key, allowed)
+                hint = closest(key, allowed)
                 self.error(
                     table,
                     f"unknown key '{key}'"
@@ -135,13 +127,13 @@ class _Parser(DispatchSections):
     def tables(self, raw: dict, key: str) -> list[tuple[str, str, dict]]:
         section = raw.get(key, {})
         if not isinstance(section, dict):
-            self.error(key, f"'{key}' must be a table of tables, got {_show(section)}")
+            self.error(key, f"'{key}' must be a table of tables, got {show(section)}")
             return []
         out = []
         for name, body in section.items():
             table = f"{key}.{name}"
             if not isinstance(body, dict):
-                self.error(table, f"must be a table, got {_show(body)}")
+                self.error(table, f"must be a table, got {show(body)}")
                 continue
             out.append((name, table, body))
         return out
@@ -238,7 +230,7 @@ class _Parser(DispatchSections):
         self.check_name(t, name, "an aggregate")
         kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(AGGREGATE_KINDS)}", required=True)
         if kind is not None and kind not in AGGREGATE_KINDS:
-            hint = _closest(kind, set(AGGREGATE_KINDS))
+            hint = closest(kind, set(AGGREGATE_KINDS))
             self.error(
                 t,
                 f"'kind' must be one of {', '.join(AGGREGATE_KINDS)}, got {kind!r}"
@@ -293,9 +285,13 @@ class _Parser(DispatchSections):
         self.check_dispatch(agg_names, seg_names, channels, campaigns)
 
 
+def _types(kind: type | tuple) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
 def _section(p: _Parser, raw: dict, key: str) -> dict:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        p.error(key, f"'{key}' must be a table, got {_show(value)}")
+        p.error(key, f"'{key}' must be a table, got {show(value)}")
         return {}
     return value
