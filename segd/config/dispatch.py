@@ -21,7 +21,7 @@ from segd.config.values import known, parse_clock_time, parse_duration, show
 
 
 class DispatchSections:
-    """Parser methods for the dispatch tables (mixed into ``segd.config._Parser``)."""
+    """Parser methods for the dispatch tables (mixed into ``segd.config.reader.Reader``)."""
 
     def channel(self, name: str, t: str, raw: dict) -> ChannelConfig | None:
         kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(CHANNEL_KINDS)}", required=True)

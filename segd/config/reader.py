@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, overload
 
 from segd.config.dispatch import DispatchSections
 from segd.config.model import (
@@ -59,15 +60,37 @@ def parse_config(
     raw: dict[str, Any], *, label: str = "<config>", base: Path = Path("."), path: Path | None = None
 ) -> Config:
     """Validate an already-parsed TOML document; see ``load_config``."""
-    p = _Parser(label, base)
+    p = Reader(label, base)
     cfg = p.config(raw, path)
     if p.problems:
         raise ConfigError(p.problems)
     return cfg
 
 
-class _Parser(DispatchSections):
-    """Collects problems instead of stopping at the first one."""
+Raw = Mapping[str, object]
+"""A TOML table as ``tomllib`` gives it; every value is checked before use."""
+
+T = TypeVar("T")
+U = TypeVar("U")
+D = TypeVar("D")
+
+
+class Entry(NamedTuple):
+    """One ``[key.NAME]`` table: its ``name``, the ``table`` label problems use, its ``body``."""
+
+    name: str
+    table: str
+    body: Raw
+
+
+class Reader(DispatchSections):
+    """Reads one config document and collects problems instead of stopping at the first.
+
+    A getter that finds a problem records it with ``error`` and returns its default, so each
+    section reader carries on and every problem is reported at once. ``problems`` keeps the
+    order in which they were found: ``segd check`` prints them in that order and tests compare
+    it. Relative paths are resolved against ``base``; ``label`` names the file in problems.
+    """
 
     def __init__(self, label: str, base: Path) -> None:
         self.label = label
@@ -75,34 +98,68 @@ class _Parser(DispatchSections):
         self.problems: list[tuple[str, str, str]] = []
 
     def error(self, table: str, message: str) -> None:
+        """Record a problem in ``table`` (``"-"`` for the document itself)."""
         self.problems.append((self.label, table, message))
 
     # --- typed getters: each records a problem and returns the default on failure ---
 
+    @overload
+    def take(
+        self, table: str, raw: Raw, key: str, kind: type[T], default: D, what: str, required: bool = False
+    ) -> T | D: ...
+
+    @overload
     def take(
         self,
         table: str,
-        raw: dict,
+        raw: Raw,
         key: str,
-        kind: type | tuple,
-        default: Any,
+        kind: tuple[type[T], type[U]],
+        default: D,
+        what: str,
+        required: bool = False,
+    ) -> T | U | D: ...
+
+    def take(
+        self,
+        table: str,
+        raw: Raw,
+        key: str,
+        kind: type[Any] | tuple[type[Any], ...],
+        default: object,
         what: str,
         required: bool = False,
     ) -> Any:
+        """``raw[key]`` if it is an instance of ``kind``, else ``default``.
+
+        A missing key is a problem only when ``required``. ``what`` describes the expected
+        value in the message. TOML booleans are not integers here: ``true`` passes only when
+        ``kind`` names ``bool``.
+        """
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
             return default
         value = raw[key]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _types(kind))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
             self.error(table, f"'{key}' must be {what}, got {show(value)}")
             return default
         return value
 
     def convert(
-        self, table: str, raw: dict, key: str, parse, default: Any, required: bool = False, what: str = ""
-    ) -> Any:
+        self,
+        table: str,
+        raw: Raw,
+        key: str,
+        parse: Callable[[object], T],
+        default: D,
+        required: bool = False,
+        what: str = "",
+    ) -> T | D:
+        """``parse(raw[key])``, or ``default`` when the key is missing or ``parse`` raises
+        ValueError (whose message becomes the problem). ``what`` is used only when required."""
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
@@ -113,7 +170,16 @@ class _Parser(DispatchSections):
             self.error(table, f"'{key}': {exc}")
             return default
 
-    def unknown(self, table: str, raw: dict, allowed: set[str]) -> None:
+    def positive_int(self, table: str, raw: Raw, key: str, default: int) -> int:
+        """An integer > 0 at ``raw[key]``, else ``default``."""
+        value = self.take(table, raw, key, int, default, "a positive integer")
+        if value <= 0:
+            self.error(table, f"'{key}' must be a positive integer, got {value}")
+            return default
+        return value
+
+    def unknown(self, table: str, raw: Raw, allowed: set[str]) -> None:
+        """One problem per key of ``raw`` not in ``allowed``, in file order, with a hint."""
         for key in raw:
             if key not in allowed:
                 hint = closest(key, allowed)
@@ -124,7 +190,17 @@ class _Parser(DispatchSections):
                     + f"; allowed: {', '.join(sorted(allowed))}",
                 )
 
-    def tables(self, raw: dict, key: str) -> list[tuple[str, str, dict]]:
+    def section(self, raw: Raw, key: str) -> Raw:
+        """The table ``[key]`` of the document; empty when absent or not a table."""
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            self.error(key, f"'{key}' must be a table, got {show(value)}")
+            return {}
+        return value
+
+    def tables(self, raw: Raw, key: str) -> list[Entry]:
+        """The ``[key.NAME]`` tables in file order; a body that is not a table is a problem
+        and left out. All of those problems are recorded before any entry is read."""
         section = raw.get(key, {})
         if not isinstance(section, dict):
             self.error(key, f"'{key}' must be a table of tables, got {show(section)}")
@@ -135,10 +211,11 @@ class _Parser(DispatchSections):
             if not isinstance(body, dict):
                 self.error(table, f"must be a table, got {show(body)}")
                 continue
-            out.append((name, table, body))
+            out.append(Entry(name, table, body))
         return out
 
     def path(self, value: str) -> Path:
+        """``value`` as a path, relative ones resolved against the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else self.base / p
 
@@ -148,13 +225,13 @@ class _Parser(DispatchSections):
         self.unknown(
             "-", raw, {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
         )
-        daemon = self.daemon(_section(self, raw, "daemon"))
-        ray = self.ray(_section(self, raw, "ray"))
+        daemon = self.daemon(self.section(raw, "daemon"))
+        ray = self.ray(self.section(raw, "ray"))
         aggregates = tuple(a for a in (self.aggregate(*t) for t in self.tables(raw, "aggregates")) if a)
         segments = tuple(s for s in (self.segment(*t) for t in self.tables(raw, "segments")) if s)
         channels = tuple(c for c in (self.channel(*t) for t in self.tables(raw, "channels")) if c)
         campaigns = tuple(c for c in (self.campaign(*t) for t in self.tables(raw, "campaigns")) if c)
-        throttle = self.throttle(_section(self, raw, "throttle"))
+        throttle = self.throttle(self.section(raw, "throttle"))
         self.cross_check(aggregates, segments, channels, campaigns)
         return Config(
             path=path,
@@ -205,13 +282,6 @@ class _Parser(DispatchSections):
             snapshot_every=self.positive_int(t, raw, "snapshot_every", d.snapshot_every),
             metrics=metrics,
         )
-
-    def positive_int(self, table: str, raw: dict, key: str, default: int) -> int:
-        value = self.take(table, raw, key, int, default, "a positive integer")
-        if value <= 0:
-            self.error(table, f"'{key}' must be a positive integer, got {value}")
-            return default
-        return value
 
     def ray(self, raw: dict) -> RayConfig:
         t, d = "ray", RayConfig()
@@ -283,15 +353,3 @@ class _Parser(DispatchSections):
             for name in sorted(overlap):
                 self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
         self.check_dispatch(agg_names, seg_names, channels, campaigns)
-
-
-def _types(kind: type | tuple) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _section(p: _Parser, raw: dict, key: str) -> dict:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        p.error(key, f"'{key}' must be a table, got {show(value)}")
-        return {}
-    return value
