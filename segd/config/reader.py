@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, overload
 
+from segd.config.daemon import read_daemon, read_ray
 from segd.config.dispatch import DispatchSections
 from segd.config.model import (
     AGGREGATE_KINDS,
@@ -26,11 +27,9 @@ from segd.config.model import (
     VALUE_KINDS,
     AggregateConfig,
     Config,
-    DaemonConfig,
-    RayConfig,
     SegmentConfig,
 )
-from segd.config.values import closest, parse_duration, parse_size, show
+from segd.config.values import closest, parse_duration, show
 from segd.errors import ConfigError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -225,8 +224,8 @@ class Reader(DispatchSections):
         self.unknown(
             "-", raw, {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
         )
-        daemon = self.daemon(self.section(raw, "daemon"))
-        ray = self.ray(self.section(raw, "ray"))
+        daemon = read_daemon(self, self.section(raw, "daemon"))
+        ray = read_ray(self, self.section(raw, "ray"))
         aggregates = tuple(a for a in (self.aggregate(*t) for t in self.tables(raw, "aggregates")) if a)
         segments = tuple(s for s in (self.segment(*t) for t in self.tables(raw, "segments")) if s)
         channels = tuple(c for c in (self.channel(*t) for t in self.tables(raw, "channels")) if c)
@@ -242,57 +241,6 @@ class Reader(DispatchSections):
             channels=channels,
             campaigns=campaigns,
             throttle=throttle,
-        )
-
-    def daemon(self, raw: dict) -> DaemonConfig:
-        t, d = "daemon", DaemonConfig()
-        self.unknown(t, raw, set(DaemonConfig.__dataclass_fields__))
-        data_dir = self.take(t, raw, "data_dir", str, None, "a directory path")
-        socket = self.take(t, raw, "socket", str, None, "a socket file path")
-        tcp = self.take(t, raw, "tcp", str, d.tcp, "'host:port' or empty")
-        token = self.take(t, raw, "token", str, d.token, "a string")
-        clock = self.take(t, raw, "clock", str, d.clock, "'wall' or 'event'")
-        if clock not in ("wall", "event"):
-            self.error(t, f"'clock' must be 'wall' or 'event', got {clock!r}")
-        if tcp:
-            host, _, port = tcp.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                self.error(t, f"'tcp' must be 'host:port' such as '127.0.0.1:7433', got {tcp!r}")
-            if not token:
-                self.error(t, "'token' is required when 'tcp' is set (clients authenticate with it)")
-        synchronous = self.take(t, raw, "synchronous", str, d.synchronous, "'full' or 'normal'")
-        if synchronous not in ("full", "normal"):
-            self.error(t, f"'synchronous' must be 'full' or 'normal', got {synchronous!r}")
-        metrics = self.take(t, raw, "metrics", str, d.metrics, "'host:port' or empty")
-        if metrics:
-            mhost, _, mport = metrics.rpartition(":")
-            if not mhost or not mport.isdigit() or not 0 <= int(mport) < 65536:
-                self.error(t, f"'metrics' must be 'host:port' such as '127.0.0.1:9464', got {metrics!r}")
-        return DaemonConfig(
-            data_dir=self.path(data_dir) if data_dir else self.base / d.data_dir,
-            socket=self.path(socket) if socket else self.base / d.socket,
-            tcp=tcp,
-            token=token,
-            clock=clock,
-            tick=self.convert(t, raw, "tick", parse_duration, d.tick),
-            max_frame=self.convert(t, raw, "max_frame", parse_size, d.max_frame),
-            synchronous=synchronous,
-            max_pending=self.positive_int(t, raw, "max_pending", d.max_pending),
-            max_connections=self.positive_int(t, raw, "max_connections", d.max_connections),
-            snapshot_every=self.positive_int(t, raw, "snapshot_every", d.snapshot_every),
-            metrics=metrics,
-        )
-
-    def ray(self, raw: dict) -> RayConfig:
-        t, d = "ray", RayConfig()
-        self.unknown(t, raw, set(RayConfig.__dataclass_fields__))
-        num_cpus = self.take(t, raw, "num_cpus", int, d.num_cpus, "an integer (0 = Ray's default)")
-        if num_cpus < 0:
-            self.error(t, f"'num_cpus' must be 0 or more, got {num_cpus}")
-        return RayConfig(
-            address=self.take(t, raw, "address", str, d.address, "'', 'auto' or 'host:port'"),
-            shards=self.positive_int(t, raw, "shards", d.shards),
-            num_cpus=num_cpus,
         )
 
     def aggregate(self, name: str, t: str, raw: dict) -> AggregateConfig | None:
