@@ -13,7 +13,6 @@ relative to the working directory.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,17 +21,15 @@ from typing import Any, NamedTuple, TypeVar, overload
 from segd.config.daemon import read_daemon, read_ray
 from segd.config.dispatch import DispatchSections
 from segd.config.model import (
-    AGGREGATE_KINDS,
-    RESERVED_NAMES,
-    VALUE_KINDS,
     AggregateConfig,
+    CampaignConfig,
+    ChannelConfig,
     Config,
     SegmentConfig,
 )
-from segd.config.values import closest, parse_duration, show
+from segd.config.segments import check_names_differ, read_aggregates, read_segments
+from segd.config.values import closest, show
 from segd.errors import ConfigError
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -226,8 +223,8 @@ class Reader(DispatchSections):
         )
         daemon = read_daemon(self, self.section(raw, "daemon"))
         ray = read_ray(self, self.section(raw, "ray"))
-        aggregates = tuple(a for a in (self.aggregate(*t) for t in self.tables(raw, "aggregates")) if a)
-        segments = tuple(s for s in (self.segment(*t) for t in self.tables(raw, "segments")) if s)
+        aggregates = read_aggregates(self, raw)
+        segments = read_segments(self, raw)
         channels = tuple(c for c in (self.channel(*t) for t in self.tables(raw, "channels")) if c)
         campaigns = tuple(c for c in (self.campaign(*t) for t in self.tables(raw, "campaigns")) if c)
         throttle = self.throttle(self.section(raw, "throttle"))
@@ -243,61 +240,12 @@ class Reader(DispatchSections):
             throttle=throttle,
         )
 
-    def aggregate(self, name: str, t: str, raw: dict) -> AggregateConfig | None:
-        self.unknown(t, raw, {"kind", "event", "of", "where", "within"})
-        self.check_name(t, name, "an aggregate")
-        kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(AGGREGATE_KINDS)}", required=True)
-        if kind is not None and kind not in AGGREGATE_KINDS:
-            hint = closest(kind, set(AGGREGATE_KINDS))
-            self.error(
-                t,
-                f"'kind' must be one of {', '.join(AGGREGATE_KINDS)}, got {kind!r}"
-                + (f" (did you mean '{hint}'?)" if hint else ""),
-            )
-            kind = None
-        event = self.take(t, raw, "event", str, "*", "an event name or '*'")
-        if not event:
-            self.error(t, "'event' must be an event name or '*', got ''")
-        of = self.take(t, raw, "of", str, None, "an expression such as 'props.price'")
-        where = self.take(t, raw, "where", str, None, "an expression")
-        within = self.convert(t, raw, "within", parse_duration, None)
-        if kind in VALUE_KINDS and of is None:
-            self.error(
-                t, f"missing required key 'of' (kind '{kind}' aggregates a value, e.g. of = 'props.price')"
-            )
-        if kind is not None and kind not in VALUE_KINDS and of is not None:
-            self.error(t, f"'of' is not used by kind '{kind}' (it only counts or times events)")
-        if kind is None:
-            return None
-        return AggregateConfig(name=name, kind=kind, event=event, of=of, where=where, within=within)
-
-    def segment(self, name: str, t: str, raw: dict) -> SegmentConfig | None:
-        self.unknown(t, raw, {"when", "description", "group", "priority"})
-        self.check_name(t, name, "a segment")
-        when = self.take(t, raw, "when", str, None, "an expression", required=True)
-        seg = SegmentConfig(
-            name=name,
-            when=when or "false",
-            description=self.take(t, raw, "description", str, "", "a string"),
-            group=self.take(t, raw, "group", str, "", "a group name or ''"),
-            priority=self.take(t, raw, "priority", int, 0, "an integer"),
-        )
-        return seg if when is not None else None
-
-    def check_name(self, table: str, name: str, what: str) -> None:
-        if not _NAME.match(name):
-            self.error(
-                table,
-                f"{what} name must be letters, digits and '_' not starting with a digit "
-                f"(it is used in expressions), got {name!r}",
-            )
-        elif name in RESERVED_NAMES:
-            self.error(table, f"{name!r} is a reserved word of the rule language and cannot name {what}")
-
-    def cross_check(self, aggregates, segments, channels, campaigns) -> None:
-        seg_names = {s.name for s in segments}
-        agg_names = {a.name for a in aggregates}
-        if overlap := {a.name for a in aggregates} & seg_names:
-            for name in sorted(overlap):
-                self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
-        self.check_dispatch(agg_names, seg_names, channels, campaigns)
+    def cross_check(
+        self,
+        aggregates: tuple[AggregateConfig, ...],
+        segments: tuple[SegmentConfig, ...],
+        channels: tuple[ChannelConfig, ...],
+        campaigns: tuple[CampaignConfig, ...],
+    ) -> None:
+        check_names_differ(self, aggregates, segments)
+        self.check_dispatch({a.name for a in aggregates}, {s.name for s in segments}, channels, campaigns)
