@@ -1,4 +1,4 @@
-"""config.toml -> frozen dataclasses.
+"""config.toml -> frozen dataclasses: ``load_config``, ``parse_config`` and their ``Reader``.
 
 Loading is strict: unknown keys, wrong types, bad durations and dangling references are all
 errors, and all of them are reported together (``ConfigError.problems``), each naming the
@@ -9,6 +9,9 @@ Relative paths (``data_dir``, ``socket``, file channel ``path``) are resolved ag
 directory of the config file, so ``segd --config /etc/segd/config.toml run`` does not depend
 on the working directory. With no config file, the embedded defaults apply and paths are
 relative to the working directory.
+
+``Reader`` is the problem collector; the tables are read by plain functions over it in
+``daemon.py``, ``segments.py`` and ``dispatch.py``, and ``parse_config`` calls them in order.
 """
 
 from __future__ import annotations
@@ -19,17 +22,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, overload
 
 from segd.config.daemon import read_daemon, read_ray
-from segd.config.dispatch import DispatchSections
-from segd.config.model import (
-    AggregateConfig,
-    CampaignConfig,
-    ChannelConfig,
-    Config,
-    SegmentConfig,
-)
+from segd.config.dispatch import check_dispatch, read_campaigns, read_channels, read_throttle
+from segd.config.model import Config
 from segd.config.segments import check_names_differ, read_aggregates, read_segments
 from segd.config.values import closest, show
 from segd.errors import ConfigError
+
+_TABLES = {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -55,12 +54,37 @@ def load_config(path: str | Path | None) -> Config:
 def parse_config(
     raw: dict[str, Any], *, label: str = "<config>", base: Path = Path("."), path: Path | None = None
 ) -> Config:
-    """Validate an already-parsed TOML document; see ``load_config``."""
-    p = Reader(label, base)
-    cfg = p.config(raw, path)
-    if p.problems:
-        raise ConfigError(p.problems)
-    return cfg
+    """Validate an already-parsed TOML document; see ``load_config``.
+
+    ``label`` names the file in problems, ``base`` resolves relative paths, ``path`` is
+    recorded as ``Config.path``. Raises ConfigError listing every problem, in the order the
+    tables appear below (daemon, ray, aggregates, segments, channels, campaigns, throttle),
+    then the cross-table checks.
+    """
+    reader = Reader(label, base)
+    reader.unknown("-", raw, _TABLES)
+    daemon = read_daemon(reader, reader.section(raw, "daemon"))
+    ray = read_ray(reader, reader.section(raw, "ray"))
+    aggregates = read_aggregates(reader, raw)
+    segments = read_segments(reader, raw)
+    channels = read_channels(reader, raw)
+    campaigns = read_campaigns(reader, raw)
+    throttle = read_throttle(reader, reader.section(raw, "throttle"))
+    # Last, because they need every table's names; a table dropped above counts as undefined.
+    check_names_differ(reader, aggregates, segments)
+    check_dispatch(reader, {a.name for a in aggregates}, {s.name for s in segments}, channels, campaigns)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=path,
+        daemon=daemon,
+        ray=ray,
+        aggregates=aggregates,
+        segments=segments,
+        channels=channels,
+        campaigns=campaigns,
+        throttle=throttle,
+    )
 
 
 Raw = Mapping[str, object]
@@ -79,7 +103,7 @@ class Entry(NamedTuple):
     body: Raw
 
 
-class Reader(DispatchSections):
+class Reader:
     """Reads one config document and collects problems instead of stopping at the first.
 
     A getter that finds a problem records it with ``error`` and returns its default, so each
@@ -214,38 +238,3 @@ class Reader(DispatchSections):
         """``value`` as a path, relative ones resolved against the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else self.base / p
-
-    # --- sections ---
-
-    def config(self, raw: dict, path: Path | None) -> Config:
-        self.unknown(
-            "-", raw, {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
-        )
-        daemon = read_daemon(self, self.section(raw, "daemon"))
-        ray = read_ray(self, self.section(raw, "ray"))
-        aggregates = read_aggregates(self, raw)
-        segments = read_segments(self, raw)
-        channels = tuple(c for c in (self.channel(*t) for t in self.tables(raw, "channels")) if c)
-        campaigns = tuple(c for c in (self.campaign(*t) for t in self.tables(raw, "campaigns")) if c)
-        throttle = self.throttle(self.section(raw, "throttle"))
-        self.cross_check(aggregates, segments, channels, campaigns)
-        return Config(
-            path=path,
-            daemon=daemon,
-            ray=ray,
-            aggregates=aggregates,
-            segments=segments,
-            channels=channels,
-            campaigns=campaigns,
-            throttle=throttle,
-        )
-
-    def cross_check(
-        self,
-        aggregates: tuple[AggregateConfig, ...],
-        segments: tuple[SegmentConfig, ...],
-        channels: tuple[ChannelConfig, ...],
-        campaigns: tuple[CampaignConfig, ...],
-    ) -> None:
-        check_names_differ(self, aggregates, segments)
-        self.check_dispatch({a.name for a in aggregates}, {s.name for s in segments}, channels, campaigns)
