@@ -58,7 +58,7 @@ def read_channels(reader: Reader, raw: Raw) -> tuple[ChannelConfig, ...]:
 def read_channel(reader: Reader, entry: Entry) -> ChannelConfig | None:
     """One channel; None when ``kind`` is missing or unknown. Which keys are allowed and
     required depends on the kind, so nothing else is checked without a valid one."""
-    name, t, raw = entry
+    name, t, raw = entry.name, entry.table, entry.body
     kinds = ", ".join(CHANNEL_KINDS)
     kind = reader.take(t, raw, "kind", str, None, f"one of {kinds}", required=True)
     if kind is not None and kind not in CHANNEL_KINDS:
@@ -122,7 +122,7 @@ def read_campaigns(reader: Reader, raw: Raw) -> tuple[CampaignConfig, ...]:
 def read_campaign(reader: Reader, entry: Entry) -> CampaignConfig | None:
     """One campaign; None when ``segment``, ``channel`` or ``template`` is missing, in which
     case ``priority``, ``stale_after`` and ``subject`` are not checked."""
-    name, t, raw = entry
+    name, t, raw = entry.name, entry.table, entry.body
     reader.unknown(t, raw, _CAMPAIGN_KEYS)
     segment = reader.take(t, raw, "segment", str, None, "a segment name", required=True)
     channel = reader.take(t, raw, "channel", str, None, "a channel name or 'preferred'", required=True)

@@ -35,7 +35,7 @@ def read_aggregates(reader: Reader, raw: Raw) -> tuple[AggregateConfig, ...]:
 
 def read_aggregate(reader: Reader, entry: Entry) -> AggregateConfig | None:
     """One aggregate; None when its ``kind`` is missing or unknown (nothing to compute)."""
-    name, t, raw = entry
+    name, t, raw = entry.name, entry.table, entry.body
     reader.unknown(t, raw, {"kind", "event", "of", "where", "within"})
     check_name(reader, t, name, "an aggregate")
     kinds = ", ".join(AGGREGATE_KINDS)
@@ -72,7 +72,7 @@ def read_segments(reader: Reader, raw: Raw) -> tuple[SegmentConfig, ...]:
 
 def read_segment(reader: Reader, entry: Entry) -> SegmentConfig | None:
     """One segment; None when ``when`` is missing. An empty ``when`` never matches."""
-    name, t, raw = entry
+    name, t, raw = entry.name, entry.table, entry.body
     reader.unknown(t, raw, {"when", "description", "group", "priority"})
     check_name(reader, t, name, "a segment")
     when = reader.take(t, raw, "when", str, None, "an expression", required=True)

@@ -1,7 +1,7 @@
 """Config values: durations, sizes, clock times, addresses, and the wording of config errors.
 
 The ``parse_*`` functions are pure and public (``segd.config`` re-exports them): each takes
-the raw TOML value and returns it converted, or raises ValueError saying what was expected.
+a raw value and returns it converted, or raises ValueError saying what was expected.
 ``show``, ``known`` and ``closest`` word the problems the section readers report.
 """
 
@@ -50,7 +50,10 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_size(value: Any) -> int:
-    """``"4MiB"``, ``"512KiB"``, ``"1GB"`` or a number of bytes -> bytes (int, > 0)."""
+    """``"4MiB"``, ``"512KiB"``, ``"1GB"`` or a number of bytes -> bytes (int, > 0).
+
+    Raises ValueError with what was expected.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
@@ -63,7 +66,7 @@ def parse_size(value: Any) -> int:
 
 
 def parse_clock_time(value: Any) -> int:
-    """``"21:00"`` -> minutes after midnight."""
+    """``"21:00"`` -> minutes after midnight (0 to 1439); raises ValueError otherwise."""
     if not isinstance(value, str) or not (m := _CLOCK_TIME.match(value)):
         raise ValueError(f"expected a time of day 'HH:MM' (00:00 to 23:59), got {value!r}")
     return int(m.group(1)) * 60 + int(m.group(2))
