@@ -1,4 +1,4 @@
-"""config.toml -> frozen dataclasses.
+"""config.toml -> frozen dataclasses: ``load_config``, ``parse_config`` and their ``Reader``.
 
 Loading is strict: unknown keys, wrong types, bad durations and dangling references are all
 errors, and all of them are reported together (``ConfigError.problems``), each naming the
@@ -9,142 +9,26 @@ Relative paths (``data_dir``, ``socket``, file channel ``path``) are resolved ag
 directory of the config file, so ``segd --config /etc/segd/config.toml run`` does not depend
 on the working directory. With no config file, the embedded defaults apply and paths are
 relative to the working directory.
+
+``Reader`` is the problem collector; the tables are read by plain functions over it in
+``daemon.py``, ``segments.py`` and ``dispatch.py``, and ``parse_config`` calls them in order.
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, overload
 
-from segd.config.dispatch import (  # noqa: F401  (re-exported: the whole config is segd.config)
-    CHANNEL_KINDS,
-    CampaignConfig,
-    CapConfig,
-    ChannelConfig,
-    DispatchSections,
-    GoalConfig,
-    ThrottleConfig,
-    VariantConfig,
-)
-from segd.config.values import (  # noqa: F401  (parse_* are part of this module's API)
-    _closest,
-    _known,
-    _show,
-    _tuple,
-    parse_clock_time,
-    parse_duration,
-    parse_size,
-)
+from segd.config.daemon import read_daemon, read_ray
+from segd.config.dispatch import check_dispatch, read_campaigns, read_channels, read_throttle
+from segd.config.model import Config
+from segd.config.segments import check_names_differ, read_aggregates, read_segments
+from segd.config.values import closest, show
 from segd.errors import ConfigError
 
-AGGREGATE_KINDS = (
-    "count",
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "first",
-    "last",
-    "first_time",
-    "last_time",
-    "distinct",
-)
-#: Kinds that aggregate a value and so need ``of``; the others only look at event times.
-VALUE_KINDS = frozenset({"sum", "min", "max", "avg", "first", "last", "distinct"})
-#: Words of the rule language that cannot name an aggregate.
-RESERVED_NAMES = frozenset(
-    {
-        "and",
-        "or",
-        "not",
-        "in",
-        "true",
-        "false",
-        "null",
-        "traits",
-        "props",
-        "event",
-        "now",
-        "days_since",
-        "hours_since",
-        "exists",
-        "segment",
-    }
-)
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    """``[daemon]``: where the daemon keeps its data and how it listens."""
-
-    data_dir: Path = Path("var")
-    socket: Path = Path("var/segd.sock")
-    tcp: str = ""  # "host:port"; empty = TCP off
-    token: str = ""  # shared secret, required when tcp is set
-    clock: str = "wall"  # "wall" | "event"
-    tick: float = 1.0  # seconds between timer advances in wall mode
-    max_frame: int = 4 << 20  # bytes
-    synchronous: str = "full"  # SQLite synchronous for the log: "full" | "normal"
-    max_pending: int = 200_000  # events waiting for a commit before `overloaded`
-    max_connections: int = 1024
-    snapshot_every: int = 100_000  # events a shard applies between snapshots
-    metrics: str = ""  # "host:port" of the Prometheus endpoint; empty = off
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """``[ray]``: the Ray cluster to start or join and the size of the actor pools."""
-
-    address: str = ""  # "" start a local Ray; "auto" or "host:port" join
-    shards: int = 2
-    num_cpus: int = 0  # for a local Ray; 0 = Ray's own default
-
-
-@dataclass(frozen=True)
-class AggregateConfig:
-    """``[aggregates.NAME]``: one value computed per user over their track events."""
-
-    name: str
-    kind: str
-    event: str = "*"
-    of: str | None = None  # expression over the event (props.NAME...)
-    where: str | None = None  # filter expression over the event
-    within: float | None = None  # sliding window in seconds; None = lifetime
-
-
-@dataclass(frozen=True)
-class SegmentConfig:
-    """``[segments.NAME]``: a membership rule over a user's aggregates and traits."""
-
-    name: str
-    when: str
-    description: str = ""
-    group: str = ""
-    priority: int = 0
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole config file. Tables keep their order from the file."""
-
-    path: Path | None = None
-    daemon: DaemonConfig = field(default_factory=DaemonConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
-    aggregates: tuple[AggregateConfig, ...] = ()
-    segments: tuple[SegmentConfig, ...] = ()
-    channels: tuple[ChannelConfig, ...] = ()
-    campaigns: tuple[CampaignConfig, ...] = ()
-    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
-
-    @property
-    def label(self) -> str:
-        """The file name used in error messages."""
-        return str(self.path) if self.path else "<defaults>"
+_TABLES = {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -170,16 +54,63 @@ def load_config(path: str | Path | None) -> Config:
 def parse_config(
     raw: dict[str, Any], *, label: str = "<config>", base: Path = Path("."), path: Path | None = None
 ) -> Config:
-    """Validate an already-parsed TOML document; see ``load_config``."""
-    p = _Parser(label, base)
-    cfg = p.config(raw, path)
-    if p.problems:
-        raise ConfigError(p.problems)
-    return cfg
+    """Validate an already-parsed TOML document; see ``load_config``.
+
+    ``label`` names the file in problems, ``base`` resolves relative paths, ``path`` is
+    recorded as ``Config.path``. Raises ConfigError listing every problem, in the order the
+    tables appear below (daemon, ray, aggregates, segments, channels, campaigns, throttle),
+    then the cross-table checks.
+    """
+    reader = Reader(label, base)
+    reader.unknown("-", raw, _TABLES)
+    daemon = read_daemon(reader, reader.section(raw, "daemon"))
+    ray = read_ray(reader, reader.section(raw, "ray"))
+    aggregates = read_aggregates(reader, raw)
+    segments = read_segments(reader, raw)
+    channels = read_channels(reader, raw)
+    campaigns = read_campaigns(reader, raw)
+    throttle = read_throttle(reader, reader.section(raw, "throttle"))
+    # Last, because they need every table's names; a table dropped above counts as undefined.
+    check_names_differ(reader, aggregates, segments)
+    check_dispatch(reader, {a.name for a in aggregates}, {s.name for s in segments}, channels, campaigns)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Config(
+        path=path,
+        daemon=daemon,
+        ray=ray,
+        aggregates=aggregates,
+        segments=segments,
+        channels=channels,
+        campaigns=campaigns,
+        throttle=throttle,
+    )
 
 
-class _Parser(DispatchSections):
-    """Collects problems instead of stopping at the first one."""
+Raw = Mapping[str, object]
+"""A TOML table as ``tomllib`` gives it; every value is checked before use."""
+
+T = TypeVar("T")
+U = TypeVar("U")
+D = TypeVar("D")
+
+
+class Entry(NamedTuple):
+    """One ``[key.NAME]`` table: its ``name``, the ``table`` label problems use, its ``body``."""
+
+    name: str
+    table: str
+    body: Raw
+
+
+class Reader:
+    """Reads one config document and collects problems instead of stopping at the first.
+
+    A getter that finds a problem records it with ``error`` and returns its default, so each
+    section reader carries on and every problem is reported at once. ``problems`` keeps the
+    order in which they were found: ``segd check`` prints them in that order and tests compare
+    it. Relative paths are resolved against ``base``; ``label`` names the file in problems.
+    """
 
     def __init__(self, label: str, base: Path) -> None:
         self.label = label
@@ -187,34 +118,68 @@ class _Parser(DispatchSections):
         self.problems: list[tuple[str, str, str]] = []
 
     def error(self, table: str, message: str) -> None:
+        """Record a problem in ``table`` (``"-"`` for the document itself)."""
         self.problems.append((self.label, table, message))
 
     # --- typed getters: each records a problem and returns the default on failure ---
 
+    @overload
+    def take(
+        self, table: str, raw: Raw, key: str, kind: type[T], default: D, what: str, required: bool = False
+    ) -> T | D: ...
+
+    @overload
     def take(
         self,
         table: str,
-        raw: dict,
+        raw: Raw,
         key: str,
-        kind: type | tuple,
-        default: Any,
+        kind: tuple[type[T], type[U]],
+        default: D,
+        what: str,
+        required: bool = False,
+    ) -> T | U | D: ...
+
+    def take(
+        self,
+        table: str,
+        raw: Raw,
+        key: str,
+        kind: type[Any] | tuple[type[Any], ...],
+        default: object,
         what: str,
         required: bool = False,
     ) -> Any:
+        """``raw[key]`` if it is an instance of ``kind``, else ``default``.
+
+        A missing key is a problem only when ``required``. ``what`` describes the expected
+        value in the message. TOML booleans are not integers here: ``true`` passes only when
+        ``kind`` names ``bool``.
+        """
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
             return default
         value = raw[key]
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in _tuple(kind))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
         if not ok:
-            self.error(table, f"'{key}' must be {what}, got {_show(value)}")
+            self.error(table, f"'{key}' must be {what}, got {show(value)}")
             return default
         return value
 
     def convert(
-        self, table: str, raw: dict, key: str, parse, default: Any, required: bool = False, what: str = ""
-    ) -> Any:
+        self,
+        table: str,
+        raw: Raw,
+        key: str,
+        parse: Callable[[object], T],
+        default: D,
+        required: bool = False,
+        what: str = "",
+    ) -> T | D:
+        """``parse(raw[key])``, or ``default`` when the key is missing or ``parse`` raises
+        ValueError (whose message becomes the problem). ``what`` is used only when required."""
         if key not in raw:
             if required:
                 self.error(table, f"missing required key '{key}' ({what})")
@@ -225,10 +190,19 @@ class _Parser(DispatchSections):
             self.error(table, f"'{key}': {exc}")
             return default
 
-    def unknown(self, table: str, raw: dict, allowed: set[str]) -> None:
+    def positive_int(self, table: str, raw: Raw, key: str, default: int) -> int:
+        """An integer > 0 at ``raw[key]``, else ``default``."""
+        value = self.take(table, raw, key, int, default, "a positive integer")
+        if value <= 0:
+            self.error(table, f"'{key}' must be a positive integer, got {value}")
+            return default
+        return value
+
+    def unknown(self, table: str, raw: Raw, allowed: set[str]) -> None:
+        """One problem per key of ``raw`` not in ``allowed``, in file order, with a hint."""
         for key in raw:
             if key not in allowed:
-                hint = _closest(key, allowed)
+                hint = closest(key, allowed)
                 self.error(
                     table,
                     f"unknown key '{key}'"
@@ -236,170 +210,31 @@ class _Parser(DispatchSections):
                     + f"; allowed: {', '.join(sorted(allowed))}",
                 )
 
-    def tables(self, raw: dict, key: str) -> list[tuple[str, str, dict]]:
+    def section(self, raw: Raw, key: str) -> Raw:
+        """The table ``[key]`` of the document; empty when absent or not a table."""
+        value = raw.get(key, {})
+        if not isinstance(value, dict):
+            self.error(key, f"'{key}' must be a table, got {show(value)}")
+            return {}
+        return value
+
+    def tables(self, raw: Raw, key: str) -> list[Entry]:
+        """The ``[key.NAME]`` tables in file order; a body that is not a table is a problem
+        and left out. All of those problems are recorded before any entry is read."""
         section = raw.get(key, {})
         if not isinstance(section, dict):
-            self.error(key, f"'{key}' must be a table of tables, got {_show(section)}")
+            self.error(key, f"'{key}' must be a table of tables, got {show(section)}")
             return []
         out = []
         for name, body in section.items():
             table = f"{key}.{name}"
             if not isinstance(body, dict):
-                self.error(table, f"must be a table, got {_show(body)}")
+                self.error(table, f"must be a table, got {show(body)}")
                 continue
-            out.append((name, table, body))
+            out.append(Entry(name, table, body))
         return out
 
     def path(self, value: str) -> Path:
+        """``value`` as a path, relative ones resolved against the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else self.base / p
-
-    # --- sections ---
-
-    def config(self, raw: dict, path: Path | None) -> Config:
-        self.unknown(
-            "-", raw, {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
-        )
-        daemon = self.daemon(_section(self, raw, "daemon"))
-        ray = self.ray(_section(self, raw, "ray"))
-        aggregates = tuple(a for a in (self.aggregate(*t) for t in self.tables(raw, "aggregates")) if a)
-        segments = tuple(s for s in (self.segment(*t) for t in self.tables(raw, "segments")) if s)
-        channels = tuple(c for c in (self.channel(*t) for t in self.tables(raw, "channels")) if c)
-        campaigns = tuple(c for c in (self.campaign(*t) for t in self.tables(raw, "campaigns")) if c)
-        throttle = self.throttle(_section(self, raw, "throttle"))
-        self.cross_check(aggregates, segments, channels, campaigns)
-        return Config(
-            path=path,
-            daemon=daemon,
-            ray=ray,
-            aggregates=aggregates,
-            segments=segments,
-            channels=channels,
-            campaigns=campaigns,
-            throttle=throttle,
-        )
-
-    def daemon(self, raw: dict) -> DaemonConfig:
-        t, d = "daemon", DaemonConfig()
-        self.unknown(t, raw, set(DaemonConfig.__dataclass_fields__))
-        data_dir = self.take(t, raw, "data_dir", str, None, "a directory path")
-        socket = self.take(t, raw, "socket", str, None, "a socket file path")
-        tcp = self.take(t, raw, "tcp", str, d.tcp, "'host:port' or empty")
-        token = self.take(t, raw, "token", str, d.token, "a string")
-        clock = self.take(t, raw, "clock", str, d.clock, "'wall' or 'event'")
-        if clock not in ("wall", "event"):
-            self.error(t, f"'clock' must be 'wall' or 'event', got {clock!r}")
-        if tcp:
-            host, _, port = tcp.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                self.error(t, f"'tcp' must be 'host:port' such as '127.0.0.1:7433', got {tcp!r}")
-            if not token:
-                self.error(t, "'token' is required when 'tcp' is set (clients authenticate with it)")
-        synchronous = self.take(t, raw, "synchronous", str, d.synchronous, "'full' or 'normal'")
-        if synchronous not in ("full", "normal"):
-            self.error(t, f"'synchronous' must be 'full' or 'normal', got {synchronous!r}")
-        metrics = self.take(t, raw, "metrics", str, d.metrics, "'host:port' or empty")
-        if metrics:
-            mhost, _, mport = metrics.rpartition(":")
-            if not mhost or not mport.isdigit() or not 0 <= int(mport) < 65536:
-                self.error(t, f"'metrics' must be 'host:port' such as '127.0.0.1:9464', got {metrics!r}")
-        return DaemonConfig(
-            data_dir=self.path(data_dir) if data_dir else self.base / d.data_dir,
-            socket=self.path(socket) if socket else self.base / d.socket,
-            tcp=tcp,
-            token=token,
-            clock=clock,
-            tick=self.convert(t, raw, "tick", parse_duration, d.tick),
-            max_frame=self.convert(t, raw, "max_frame", parse_size, d.max_frame),
-            synchronous=synchronous,
-            max_pending=self.positive_int(t, raw, "max_pending", d.max_pending),
-            max_connections=self.positive_int(t, raw, "max_connections", d.max_connections),
-            snapshot_every=self.positive_int(t, raw, "snapshot_every", d.snapshot_every),
-            metrics=metrics,
-        )
-
-    def positive_int(self, table: str, raw: dict, key: str, default: int) -> int:
-        value = self.take(table, raw, key, int, default, "a positive integer")
-        if value <= 0:
-            self.error(table, f"'{key}' must be a positive integer, got {value}")
-            return default
-        return value
-
-    def ray(self, raw: dict) -> RayConfig:
-        t, d = "ray", RayConfig()
-        self.unknown(t, raw, set(RayConfig.__dataclass_fields__))
-        num_cpus = self.take(t, raw, "num_cpus", int, d.num_cpus, "an integer (0 = Ray's default)")
-        if num_cpus < 0:
-            self.error(t, f"'num_cpus' must be 0 or more, got {num_cpus}")
-        return RayConfig(
-            address=self.take(t, raw, "address", str, d.address, "'', 'auto' or 'host:port'"),
-            shards=self.positive_int(t, raw, "shards", d.shards),
-            num_cpus=num_cpus,
-        )
-
-    def aggregate(self, name: str, t: str, raw: dict) -> AggregateConfig | None:
-        self.unknown(t, raw, {"kind", "event", "of", "where", "within"})
-        self.check_name(t, name, "an aggregate")
-        kind = self.take(t, raw, "kind", str, None, f"one of {', '.join(AGGREGATE_KINDS)}", required=True)
-        if kind is not None and kind not in AGGREGATE_KINDS:
-            hint = _closest(kind, set(AGGREGATE_KINDS))
-            self.error(
-                t,
-                f"'kind' must be one of {', '.join(AGGREGATE_KINDS)}, got {kind!r}"
-                + (f" (did you mean '{hint}'?)" if hint else ""),
-            )
-            kind = None
-        event = self.take(t, raw, "event", str, "*", "an event name or '*'")
-        if not event:
-            self.error(t, "'event' must be an event name or '*', got ''")
-        of = self.take(t, raw, "of", str, None, "an expression such as 'props.price'")
-        where = self.take(t, raw, "where", str, None, "an expression")
-        within = self.convert(t, raw, "within", parse_duration, None)
-        if kind in VALUE_KINDS and of is None:
-            self.error(
-                t, f"missing required key 'of' (kind '{kind}' aggregates a value, e.g. of = 'props.price')"
-            )
-        if kind is not None and kind not in VALUE_KINDS and of is not None:
-            self.error(t, f"'of' is not used by kind '{kind}' (it only counts or times events)")
-        if kind is None:
-            return None
-        return AggregateConfig(name=name, kind=kind, event=event, of=of, where=where, within=within)
-
-    def segment(self, name: str, t: str, raw: dict) -> SegmentConfig | None:
-        self.unknown(t, raw, {"when", "description", "group", "priority"})
-        self.check_name(t, name, "a segment")
-        when = self.take(t, raw, "when", str, None, "an expression", required=True)
-        seg = SegmentConfig(
-            name=name,
-            when=when or "false",
-            description=self.take(t, raw, "description", str, "", "a string"),
-            group=self.take(t, raw, "group", str, "", "a group name or ''"),
-            priority=self.take(t, raw, "priority", int, 0, "an integer"),
-        )
-        return seg if when is not None else None
-
-    def check_name(self, table: str, name: str, what: str) -> None:
-        if not _NAME.match(name):
-            self.error(
-                table,
-                f"{what} name must be letters, digits and '_' not starting with a digit "
-                f"(it is used in expressions), got {name!r}",
-            )
-        elif name in RESERVED_NAMES:
-            self.error(table, f"{name!r} is a reserved word of the rule language and cannot name {what}")
-
-    def cross_check(self, aggregates, segments, channels, campaigns) -> None:
-        seg_names = {s.name for s in segments}
-        agg_names = {a.name for a in aggregates}
-        if overlap := {a.name for a in aggregates} & seg_names:
-            for name in sorted(overlap):
-                self.error(f"segments.{name}", f"name {name!r} is also an aggregate; names must differ")
-        self.check_dispatch(agg_names, seg_names, channels, campaigns)
-
-
-def _section(p: _Parser, raw: dict, key: str) -> dict:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        p.error(key, f"'{key}' must be a table, got {_show(value)}")
-        return {}
-    return value

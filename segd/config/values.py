@@ -1,6 +1,8 @@
-"""Config values: durations, sizes, clock times, and the wording of config errors.
+"""Config values: durations, sizes, clock times, addresses, and the wording of config errors.
 
-Shared by ``segd.config`` and ``segd.config.dispatch``; no other module needs them.
+The ``parse_*`` functions are pure and public (``segd.config`` re-exports them): each takes
+a raw value and returns it converted, or raises ValueError saying what was expected.
+``show``, ``known`` and ``closest`` word the problems the section readers report.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*\Z")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -48,7 +50,10 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_size(value: Any) -> int:
-    """``"4MiB"``, ``"512KiB"``, ``"1GB"`` or a number of bytes -> bytes (int, > 0)."""
+    """``"4MiB"``, ``"512KiB"``, ``"1GB"`` or a number of bytes -> bytes (int, > 0).
+
+    Raises ValueError with what was expected.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     elif isinstance(value, str) and (m := _SIZE.match(value)):
@@ -61,17 +66,46 @@ def parse_size(value: Any) -> int:
 
 
 def parse_clock_time(value: Any) -> int:
-    """``"21:00"`` -> minutes after midnight."""
+    """``"21:00"`` -> minutes after midnight (0 to 1439); raises ValueError otherwise."""
     if not isinstance(value, str) or not (m := _CLOCK_TIME.match(value)):
         raise ValueError(f"expected a time of day 'HH:MM' (00:00 to 23:59), got {value!r}")
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
-def _tuple(kind: type | tuple) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
+class Address(NamedTuple):
+    """A TCP endpoint; ``host`` is bare (an IPv6 literal without its brackets)."""
+
+    host: str
+    port: int
 
 
-def _show(value: Any) -> str:
+def parse_address(value: str, *, allow_port_zero: bool = False) -> Address:
+    """``"127.0.0.1:7433"``, ``"[::1]:7433"`` or ``"localhost:7433"`` -> ``Address(host, port)``.
+
+    The port is what follows the last ``:``: ASCII digits, 1 to 65535, or 0 to 65535 when
+    ``allow_port_zero`` (port 0 asks the OS for a free one). The host must not be empty. An
+    IPv6 host is written in brackets and returned without them; an unbracketed host that
+    contains ``:`` is still split at the last one, as segd always has (``::1:7433``).
+    Raises ValueError naming the value and what was expected.
+    """
+    host, colon, port = value.rpartition(":")
+    if not colon or not host:
+        raise ValueError(f"expected 'host:port' such as '127.0.0.1:7433', got {value!r}")
+    if host.startswith("[") and host.endswith("]") and len(host) > 2:
+        host = host[1:-1]
+    if "[" in host or "]" in host:
+        raise ValueError(f"expected an IPv6 host in brackets such as '[::1]:7433', got {value!r}")
+    # isdigit() alone also admits digits such as '²' that int() rejects.
+    if not (port.isascii() and port.isdigit()):
+        raise ValueError(f"expected a port number after the last ':', got {value!r}")
+    lowest = 0 if allow_port_zero else 1
+    if not lowest <= int(port) <= 65535:
+        raise ValueError(f"expected a port from {lowest} to 65535, got {value!r}")
+    return Address(host, int(port))
+
+
+def show(value: object) -> str:
+    """Name a TOML value's type for a message: ``a string ('x')``, ``a table ({...})``."""
     names = {
         bool: "a boolean",
         int: "an integer",
@@ -83,10 +117,12 @@ def _show(value: Any) -> str:
     return f"{names.get(type(value), type(value).__name__)} ({value!r})"
 
 
-def _known(names: set[str]) -> str:
+def known(names: set[str]) -> str:
+    """The names a reference could have used, as a message suffix."""
     return f" (known: {', '.join(sorted(names))})" if names else " (none defined)"
 
 
-def _closest(word: str, choices: set[str]) -> str | None:
+def closest(word: str, choices: set[str]) -> str | None:
+    """The choice ``word`` was most likely a typo of, or None when none is close."""
     found = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
     return found[0] if found else None

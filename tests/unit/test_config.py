@@ -1,10 +1,11 @@
 """config.toml loading: every section, defaults, and errors that name file, table and key."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from segd.config import load_config, parse_config, parse_duration, parse_size
+from segd.config import Address, load_config, parse_address, parse_config, parse_duration, parse_size
 from segd.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,33 @@ def test_bad_durations(text):
 
 def test_sizes():
     assert parse_size("4MiB") == 4 << 20 and parse_size("1KB") == 1000 and parse_size(512) == 512
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("127.0.0.1:7433", ("127.0.0.1", 7433)),
+        ("localhost:1", ("localhost", 1)),
+        ("[::1]:65535", ("::1", 65535)),
+        ("::1:7433", ("::1", 7433)),
+    ],
+)
+def test_addresses(text, address):
+    assert parse_address(text) == Address(*address)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "7433", ":7433", "h:", "h:x", "h:+1", "h: 1", "h:\u00b2", "h:0", "h:65536", "[]:1", "[::1:1"]
+)
+def test_bad_addresses(text):
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_address(text)
+
+
+def test_port_zero_only_where_the_caller_allows_it():
+    assert parse_address("h:0", allow_port_zero=True) == ("h", 0)
+    with pytest.raises(ValueError, match="from 0 to 65535"):
+        parse_address("h:65536", allow_port_zero=True)
 
 
 def test_misspelled_key_names_table_key_and_suggestion():

@@ -1,0 +1,84 @@
+"""Config sections for the process itself: ``[daemon]`` and ``[ray]``.
+
+Each ``read_*`` function takes the section's raw table, records every problem on the reader,
+and returns the section's dataclass with defaults standing in for bad values. The order in
+which keys are checked is the order their problems are reported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from segd.config.model import DaemonConfig, RayConfig
+from segd.config.values import parse_address, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    # Only for annotations: reader.py imports this module to assemble the Config.
+    from segd.config.reader import Raw, Reader
+
+
+def read_daemon(reader: Reader, raw: Raw) -> DaemonConfig:
+    """``[daemon]``; ``data_dir`` and ``socket`` are resolved against the config's directory."""
+    t, d = "daemon", DaemonConfig()
+    reader.unknown(t, raw, set(DaemonConfig.__dataclass_fields__))
+    data_dir = reader.take(t, raw, "data_dir", str, None, "a directory path")
+    socket = reader.take(t, raw, "socket", str, None, "a socket file path")
+    tcp = reader.take(t, raw, "tcp", str, d.tcp, "'host:port' or empty")
+    token = reader.take(t, raw, "token", str, d.token, "a string")
+    clock = reader.take(t, raw, "clock", str, d.clock, "'wall' or 'event'")
+    if clock not in ("wall", "event"):
+        reader.error(t, f"'clock' must be 'wall' or 'event', got {clock!r}")
+    if tcp:
+        check_address(reader, t, "tcp", tcp, "127.0.0.1:7433")
+        if not token:
+            reader.error(t, "'token' is required when 'tcp' is set (clients authenticate with it)")
+    synchronous = reader.take(t, raw, "synchronous", str, d.synchronous, "'full' or 'normal'")
+    if synchronous not in ("full", "normal"):
+        reader.error(t, f"'synchronous' must be 'full' or 'normal', got {synchronous!r}")
+    metrics = reader.take(t, raw, "metrics", str, d.metrics, "'host:port' or empty")
+    if metrics:
+        # Port 0 asks the OS for a free port (MetricsServer supports it; the tests use it).
+        check_address(reader, t, "metrics", metrics, "127.0.0.1:9464", allow_port_zero=True)
+    return DaemonConfig(
+        data_dir=reader.path(data_dir) if data_dir else reader.base / d.data_dir,
+        socket=reader.path(socket) if socket else reader.base / d.socket,
+        tcp=tcp,
+        token=token,
+        clock=clock,
+        tick=reader.convert(t, raw, "tick", parse_duration, d.tick),
+        max_frame=reader.convert(t, raw, "max_frame", parse_size, d.max_frame),
+        synchronous=synchronous,
+        max_pending=reader.positive_int(t, raw, "max_pending", d.max_pending),
+        max_connections=reader.positive_int(t, raw, "max_connections", d.max_connections),
+        snapshot_every=reader.positive_int(t, raw, "snapshot_every", d.snapshot_every),
+        metrics=metrics,
+    )
+
+
+def check_address(
+    reader: Reader, table: str, key: str, value: str, example: str, *, allow_port_zero: bool = False
+) -> None:
+    """A problem unless ``value`` is a valid ``host:port`` (see ``parse_address``).
+
+    The value stays text in the config; the daemon parses it again where it binds.
+    """
+    try:
+        parse_address(value, allow_port_zero=allow_port_zero)
+    except ValueError:
+        # The parser's own wording is for runtime callers; this problem's wording is
+        # what `segd check` has always printed.
+        reader.error(table, f"'{key}' must be 'host:port' such as '{example}', got {value!r}")
+
+
+def read_ray(reader: Reader, raw: Raw) -> RayConfig:
+    """``[ray]``: ``num_cpus`` 0 means Ray's own default; ``shards`` must be positive."""
+    t, d = "ray", RayConfig()
+    reader.unknown(t, raw, set(RayConfig.__dataclass_fields__))
+    num_cpus = reader.take(t, raw, "num_cpus", int, d.num_cpus, "an integer (0 = Ray's default)")
+    if num_cpus < 0:
+        reader.error(t, f"'num_cpus' must be 0 or more, got {num_cpus}")
+    return RayConfig(
+        address=reader.take(t, raw, "address", str, d.address, "'', 'auto' or 'host:port'"),
+        shards=reader.positive_int(t, raw, "shards", d.shards),
+        num_cpus=num_cpus,
+    )
