@@ -46,7 +46,7 @@ from segd.rules.syntax import (
     known_names,
     parse,
 )
-from segd.rules.timing import Part
+from segd.rules.timing import Fn, FormFn, NextChange, Part
 
 WHEN = "when"
 WHERE = "where"  # also the scope of ``of`` expressions
@@ -105,7 +105,7 @@ class Compiled:
     ``t > ctx.now`` such that the value is the same on ``[ctx.now, t)``: exactly the first
     float at which it changes when ``now()``/``days_since``/``hours_since`` enter linearly
     or quadratically (see ``segd.rules.timing`` for the float-noise limits), and at most
-    ``rules_time.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
+    ``segd.rules.timing.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
     ``days_since``); then the value may not have changed at ``t`` and the caller asks again.
     ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a
     context must not be shared with another thread during the call.
@@ -162,7 +162,7 @@ _NOCONST = object()
 
 
 def _compare_fn(
-    op: str, fa: Callable, fb: Callable, k: Any = _NOCONST, agg: str | None = None
+    op: str, fa: Fn, fb: Fn, k: Any = _NOCONST, agg: str | None = None
 ) -> Callable[[Context], bool]:
     """Closure for ``a op b`` (op one of == != < <= > >=); ``k`` is b's value if constant,
     ``agg`` names a if it is an aggregate."""
@@ -191,7 +191,7 @@ def _compare_fn(
     return order
 
 
-def _arith_fn(op: str, fa: Callable, fb: Callable) -> Callable[[Context], Any]:
+def _arith_fn(op: str, fa: Fn, fb: Fn) -> Fn:
     fop = _ARITH[op]
 
     def arith(c: Context) -> Any:
@@ -211,7 +211,7 @@ def _arith_fn(op: str, fa: Callable, fb: Callable) -> Callable[[Context], Any]:
     return arith
 
 
-def _in_fn(negate: bool, fx: Callable, fl: Callable, k: Any = _NOCONST) -> Callable[[Context], bool]:
+def _in_fn(negate: bool, fx: Fn, fl: Fn, k: Any = _NOCONST) -> Callable[[Context], bool]:
     """Closure for ``x in L`` / ``x not in L``; ``k`` is L's value if constant."""
     if type(k) in _SEQS and all(type(e) is str or (type(e) in _NUMS and e == e) for e in k):
         # strings and non-NaN numbers: once x is known to be one too, set membership is
@@ -225,7 +225,7 @@ def _in_fn(negate: bool, fx: Callable, fl: Callable, k: Any = _NOCONST) -> Calla
     return lambda c: _in(fx(c), fl(c))
 
 
-def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
+def _path_fn(root: str, path: tuple[str, ...]) -> Fn:
     first, rest = path[0], path[1:]
     if root == "traits":
 
@@ -250,7 +250,7 @@ def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
     return nested
 
 
-def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Context], Any]:
+def _since_fn(fx: Fn, unit: float, agg: str | None = None) -> Fn:
     """``(now - x) / unit``; ``agg`` names x if it is an aggregate (read inline: one call less)."""
     if agg is not None:
 
@@ -306,7 +306,7 @@ class _Compiler:
                 if all(k.const for k in kids):
                     return rt.const_part([k.value for k in kids])
                 fns = [k.fn for k in kids]
-                fn = lambda c: [f(c) for f in fns]  # noqa: E731
+                fn: Fn = lambda c: [f(c) for f in fns]  # noqa: E731
                 td = any(k.td for k in kids)
                 return Part(fn, td=td, kind="list", nc=rt.generic_nc(fn, kids) if td else None, items=kids)
             case Aggregate(name=name):
@@ -370,8 +370,8 @@ class _Compiler:
             self.segments.add(seg)
             return Part(lambda c: seg in c.segments)
         if name == "now":
-            fn = lambda c: c.now  # noqa: E731
-            form = lambda c: (c.now, 1.0)  # noqa: E731
+            fn: Fn = lambda c: c.now  # noqa: E731
+            form: FormFn = lambda c: (c.now, 1.0)  # noqa: E731
             return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form), slope=self.line(1.0))
         x = self.compile(args[0], d)
         if name == "exists":
@@ -394,7 +394,7 @@ class _Compiler:
             if x.const:
                 return rt.const_part(not x.value)
             return Part(lambda c: not fx(c), td=x.td, kind="bool", nc=rt.truth_nc(x) if x.td else None)
-        fn = lambda c: -v if type(v := fx(c)) in _NUMS else None  # noqa: E731
+        fn: Fn = lambda c: -v if type(v := fx(c)) in _NUMS else None  # noqa: E731
         if x.const:
             return rt.const_part(fn(Context()))
         if not x.td:
@@ -407,6 +407,7 @@ class _Compiler:
         fa, fb = a.fn, b.fn
         if op in ("and", "or"):
             # `True if x else False` is one call cheaper than `bool(x)` on this hot path
+            fn: Fn
             if op == "and":
                 fn = lambda c: True if fa(c) and fb(c) else False  # noqa: E731, SIM210
             else:
@@ -430,12 +431,12 @@ class _Compiler:
 
     @staticmethod
     def fold(
-        fn: Callable,
+        fn: Fn,
         a: Part,
         b: Part,
         kind: str,
-        make_nc: Callable,
-        form: Callable | None = None,
+        make_nc: Callable[[], NextChange],
+        form: FormFn | None = None,
         slope: float | None = None,
     ) -> Part:
         if a.const and b.const:
@@ -445,8 +446,8 @@ class _Compiler:
         return Part(fn, td=True, kind=kind, form=form, nc=make_nc(), slope=slope)
 
 
-def _eq_fn(fa: Callable, fb: Callable | None, k: Any = _NOCONST) -> Callable[[Context], bool]:
-    return _compare_fn("==", fa, fb, k)  # type: ignore[arg-type]
+def _eq_fn(fa: Fn, fb: Fn, k: Any = _NOCONST) -> Callable[[Context], bool]:
+    return _compare_fn("==", fa, fb, k)
 
 
 def compile_expr(
