@@ -150,11 +150,17 @@ def test_arithmetic(text, value):
 def test_arithmetic_beyond_float_range_is_null():
     assert ev("big / 3", aggs={"big": 10**400}) is None
     assert ev("big + 0.5", aggs={"big": 10**400}) is None
+
+
+def test_int_arithmetic_beyond_float_range_stays_an_int():
     assert ev("big * 2 > 0", aggs={"big": 10**400}) is True  # ints do not overflow
 
 
 def test_arithmetic_on_aggregate_values():
     assert ev("views_7d * 2 + purchases", aggs={"views_7d": 3, "purchases": 1}) == 7
+
+
+def test_division_by_a_zero_aggregate_is_null():
     assert ev("views_7d / purchases", aggs={"views_7d": 3, "purchases": 0}) is None
 
 
@@ -184,9 +190,13 @@ class _Exploding(dict):
         raise AssertionError(f"evaluated {key} despite short-circuit")
 
 
-def test_and_or_short_circuit():
+def test_and_short_circuits():
     aggs = _Exploding()
     assert ev("false and views_7d > 1", aggs=aggs) is False
+
+
+def test_or_short_circuits():
+    aggs = _Exploding()
     assert ev("true or views_7d > 1", aggs=aggs) is True
 
 
@@ -197,21 +207,31 @@ def test_nested_trait_path_looks_into_maps():
     traits = {"address": {"city": "Oslo", "geo": {"lat": 59.9}}, "plan": "pro"}
     assert ev("traits.address.city == 'Oslo'", traits=traits) is True
     assert ev("traits.address.geo.lat", traits=traits) == 59.9
+
+
+def test_nested_trait_path_through_a_non_map_or_a_missing_key_is_null():
+    traits = {"address": {"city": "Oslo", "geo": {"lat": 59.9}}, "plan": "pro"}
     assert ev("traits.plan.city", traits=traits) is None
     assert ev("traits.nope.city", traits=traits) is None
     assert ev("traits.address.zip", traits=traits) is None
 
 
-def test_props_and_event_in_where_scope():
+def test_props_in_where_scope():
     assert ev("props.price * 2", props={"price": 5}) == 10
     assert ev("props.item.sku", props={"item": {"sku": "A1"}}) == "A1"
     assert ev("props.missing") is None  # no props at all
+
+
+def test_event_in_where_scope():
     assert ev("event == 'view'", event="view") is True
     assert ev("event") is None
 
 
 def test_aggregate_reads_the_context_mapping():
     assert ev("views_7d", aggs={"views_7d": 4}) == 4
+
+
+def test_null_aggregate_compares_false():
     assert ev("views_7d >= 3", aggs={"views_7d": None}) is False
 
 

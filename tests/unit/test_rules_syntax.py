@@ -50,8 +50,11 @@ def test_literal_evaluates_to_its_value(text, value):
     assert result == value and type(result) is type(value)
 
 
-def test_integer_literal_stays_an_int_and_decimal_a_float():
+def test_integer_literal_stays_an_int():
     assert type(ev("3")) is int
+
+
+def test_decimal_literal_is_a_float():
     assert type(ev("3.0")) is float
 
 
@@ -175,8 +178,11 @@ def test_rule_error_pickles():
     assert str(back) == str(e) and back.column == e.column
 
 
-def test_deep_nesting_is_an_error_not_a_crash():
+def test_deep_parenthesis_nesting_is_an_error_not_a_crash():
     with pytest.raises(RuleError, match="nests too deeply"):
         comp("(" * 500 + "1" + ")" * 500)
+
+
+def test_a_long_operator_chain_is_an_error_not_a_crash():
     with pytest.raises(RuleError, match="nests too deeply"):
         comp(" + ".join(["1"] * 500))

@@ -21,9 +21,15 @@ def test_now_is_the_context_time():
     assert ev("now()", now=123.5) == 123.5
 
 
-def test_days_since_and_hours_since():
+def test_days_since_counts_days():
     assert ev("days_since(last_seen)", now=3 * DAY, aggs={"last_seen": DAY}) == 2.0
+
+
+def test_hours_since_counts_hours():
     assert ev("hours_since(last_seen)", now=7200.0, aggs={"last_seen": 0}) == 2.0
+
+
+def test_days_since_and_hours_since_of_a_non_number_are_null():
     assert ev("days_since(last_seen)", now=5.0, aggs={"last_seen": None}) is None
     assert ev("days_since('yesterday')", now=5.0) is None
     assert ev("hours_since(true)", now=5.0) is None
@@ -88,6 +94,10 @@ def test_now_compared_with_a_constant():
     ctx = Context(now=1.6e9)
     t = assert_exact(c, ctx)
     assert t == math.nextafter(1700000000.0, INF)
+
+
+def test_now_compared_with_a_constant_never_changes_once_past_it():
+    c = comp("now() > 1700000000", WHEN)
     assert c.next_change(Context(now=1.8e9)) is None
 
 
@@ -100,6 +110,9 @@ def test_null_time_inputs_never_change():
     c = comp("days_since(last_seen) >= 14", WHEN)
     assert c.next_change(Context(now=5.0, aggs={"last_seen": None})) is None
     assert c.next_change(Context(now=5.0, aggs={"last_seen": "x"})) is None
+
+
+def test_time_dependent_number_compared_with_a_string_never_changes():
     c2 = comp("days_since(last_seen) == 'x'", WHEN)
     assert c2.next_change(Context(now=5.0, aggs={"last_seen": 1.0})) is None
 
@@ -121,9 +134,12 @@ def test_combinations_with_and_or_not(text, when_true):
     assert abs(t - (1.7e9 + when_true * DAY)) < 1e-4
 
 
-def test_a_static_operand_that_decides_the_result_freezes_it():
+def test_a_static_false_operand_of_and_freezes_it():
     ctx = Context(now=1.7e9, aggs={"views_7d": 0, "last_seen": 1.7e9})
     assert comp("views_7d >= 1 and days_since(last_seen) >= 14", WHEN).next_change(ctx) is None
+
+
+def test_a_static_true_operand_of_or_freezes_it():
     ctx = Context(now=1.7e9, aggs={"views_7d": 9, "last_seen": 1.7e9})
     assert comp("views_7d >= 5 or days_since(last_seen) >= 3", WHEN).next_change(ctx) is None
 
@@ -156,19 +172,30 @@ def test_difference_of_two_days_since_is_constant():
     assert c.next_change(Context(now=5e5, aggs={"x": 0.0, "y": 1.0})) is None
 
 
-def test_equality_with_a_time_dependent_side():
+def test_equality_with_a_time_dependent_side_starts_at_the_value():
     c = comp("now() == 2000", WHEN)
     ctx = Context(now=1000.0)
     t = assert_exact(c, ctx)
     assert t == 2000.0
+
+
+def test_equality_with_a_time_dependent_side_ends_one_float_later():
+    c = comp("now() == 2000", WHEN)
     t2 = assert_exact(c, Context(now=2000.0))
     assert t2 == math.nextafter(2000.0, INF)
+
+
+def test_equality_with_a_time_dependent_side_never_changes_once_past():
+    c = comp("now() == 2000", WHEN)
     assert c.next_change(Context(now=2000.5)) is None
 
 
 def test_in_a_list_of_times():
     c = comp("now() in [1500, 3000]", WHEN)
     assert c.next_change(Context(now=1000.0)) == 1500.0
+
+
+def test_not_in_a_list_holding_an_aggregate_time():
     c2 = comp("now() not in [x, 1500]", WHEN)
     assert c2.next_change(Context(now=1000.0, aggs={"x": 1200.0})) == 1200.0
 
@@ -176,6 +203,10 @@ def test_in_a_list_of_times():
 def test_in_a_list_valued_aggregate():
     c = comp("now() in x", WHEN)
     assert c.next_change(Context(now=1000.0, aggs={"x": [900, 1800, "a", 1200]})) == 1200.0
+
+
+def test_in_a_string_valued_aggregate_never_changes():
+    c = comp("now() in x", WHEN)
     assert c.next_change(Context(now=1000.0, aggs={"x": "abc"})) is None
 
 
@@ -192,6 +223,10 @@ def test_unsolved_shapes_fall_back_to_a_bounded_step():
     ctx = Context(now=1000.0, aggs={"x": 1000.0 - DAY})
     t = c.next_change(ctx)
     assert t == 1000.0 + timing.FALLBACK_STEP
+
+
+def test_unsolved_shapes_find_a_flip_within_one_step_exactly():
+    c = comp("1 / days_since(x) < 0.5", WHEN)
     # within one step the flip is found exactly by bisection
     near = Context(now=1000.0 + DAY - 30, aggs={"x": 1000.0 - DAY})
     assert_exact(c, near)
