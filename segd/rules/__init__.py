@@ -13,8 +13,8 @@ from segd.rules.compiler import (
     Context,
     Names,
     compile_expr,
-    segment_order,
 )
+from segd.rules.order import segment_order
 from segd.rules.syntax import (
     FUNCTIONS,
     KEYWORDS,

@@ -4,8 +4,8 @@
 ``Compiled``: a Python closure over a ``Context`` plus what the expression references, and
 ``next_change``, the exact time at which the value next changes while only time passes.
 Nothing is ever handed to Python's eval; evaluation never walks the AST. The syntax (tokens,
-AST, parser, ``RuleError``) lives in ``segd.rules.syntax`` and is re-exported here; the
-next_change analysis lives in ``segd.rules.timing``.
+AST, parser, ``RuleError``) lives in ``segd.rules.syntax``, the next_change analysis in
+``segd.rules.timing``; ``segd.rules`` re-exports the public names of all of them.
 
 Semantics, exactly (the unit tests hold a reference interpreter to them):
 
@@ -22,9 +22,8 @@ Semantics, exactly (the unit tests hold a reference interpreter to them):
 
 from __future__ import annotations
 
-import heapq
 import operator
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -33,8 +32,6 @@ from segd.rules import linear as rl
 from segd.rules import timing as rt
 from segd.rules.syntax import (
     FUNCTIONS,
-    KEYWORDS,
-    MAX_NESTING,
     Aggregate,
     Binary,
     Call,
@@ -49,33 +46,7 @@ from segd.rules.syntax import (
     known_names,
     parse,
 )
-from segd.rules.timing import Part
-
-# the syntax half lives in segd.rules.syntax; its public names are part of this module's API
-__all__ = [
-    "FUNCTIONS",
-    "KEYWORDS",
-    "MAX_DEPTH",
-    "MAX_NESTING",
-    "WHEN",
-    "WHERE",
-    "Aggregate",
-    "Binary",
-    "Call",
-    "Compiled",
-    "Context",
-    "EventName",
-    "ListExpr",
-    "Literal",
-    "Names",
-    "Node",
-    "Path",
-    "RuleError",
-    "Unary",
-    "compile_expr",
-    "parse",
-    "segment_order",
-]
+from segd.rules.timing import Fn, FormFn, NextChange, Part
 
 WHEN = "when"
 WHERE = "where"  # also the scope of ``of`` expressions
@@ -134,7 +105,7 @@ class Compiled:
     ``t > ctx.now`` such that the value is the same on ``[ctx.now, t)``: exactly the first
     float at which it changes when ``now()``/``days_since``/``hours_since`` enter linearly
     or quadratically (see ``segd.rules.timing`` for the float-noise limits), and at most
-    ``rules_time.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
+    ``segd.rules.timing.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
     ``days_since``); then the value may not have changed at ``t`` and the caller asks again.
     ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a
     context must not be shared with another thread during the call.
@@ -191,7 +162,7 @@ _NOCONST = object()
 
 
 def _compare_fn(
-    op: str, fa: Callable, fb: Callable, k: Any = _NOCONST, agg: str | None = None
+    op: str, fa: Fn, fb: Fn, k: Any = _NOCONST, agg: str | None = None
 ) -> Callable[[Context], bool]:
     """Closure for ``a op b`` (op one of == != < <= > >=); ``k`` is b's value if constant,
     ``agg`` names a if it is an aggregate."""
@@ -220,7 +191,7 @@ def _compare_fn(
     return order
 
 
-def _arith_fn(op: str, fa: Callable, fb: Callable) -> Callable[[Context], Any]:
+def _arith_fn(op: str, fa: Fn, fb: Fn) -> Fn:
     fop = _ARITH[op]
 
     def arith(c: Context) -> Any:
@@ -240,7 +211,7 @@ def _arith_fn(op: str, fa: Callable, fb: Callable) -> Callable[[Context], Any]:
     return arith
 
 
-def _in_fn(negate: bool, fx: Callable, fl: Callable, k: Any = _NOCONST) -> Callable[[Context], bool]:
+def _in_fn(negate: bool, fx: Fn, fl: Fn, k: Any = _NOCONST) -> Callable[[Context], bool]:
     """Closure for ``x in L`` / ``x not in L``; ``k`` is L's value if constant."""
     if type(k) in _SEQS and all(type(e) is str or (type(e) in _NUMS and e == e) for e in k):
         # strings and non-NaN numbers: once x is known to be one too, set membership is
@@ -254,7 +225,7 @@ def _in_fn(negate: bool, fx: Callable, fl: Callable, k: Any = _NOCONST) -> Calla
     return lambda c: _in(fx(c), fl(c))
 
 
-def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
+def _path_fn(root: str, path: tuple[str, ...]) -> Fn:
     first, rest = path[0], path[1:]
     if root == "traits":
 
@@ -279,7 +250,7 @@ def _path_fn(root: str, path: tuple[str, ...]) -> Callable[[Context], Any]:
     return nested
 
 
-def _since_fn(fx: Callable, unit: float, agg: str | None = None) -> Callable[[Context], Any]:
+def _since_fn(fx: Fn, unit: float, agg: str | None = None) -> Fn:
     """``(now - x) / unit``; ``agg`` names x if it is an aggregate (read inline: one call less)."""
     if agg is not None:
 
@@ -335,7 +306,7 @@ class _Compiler:
                 if all(k.const for k in kids):
                     return rt.const_part([k.value for k in kids])
                 fns = [k.fn for k in kids]
-                fn = lambda c: [f(c) for f in fns]  # noqa: E731
+                fn: Fn = lambda c: [f(c) for f in fns]  # noqa: E731
                 td = any(k.td for k in kids)
                 return Part(fn, td=td, kind="list", nc=rt.generic_nc(fn, kids) if td else None, items=kids)
             case Aggregate(name=name):
@@ -399,8 +370,8 @@ class _Compiler:
             self.segments.add(seg)
             return Part(lambda c: seg in c.segments)
         if name == "now":
-            fn = lambda c: c.now  # noqa: E731
-            form = lambda c: (c.now, 1.0)  # noqa: E731
+            fn: Fn = lambda c: c.now  # noqa: E731
+            form: FormFn = lambda c: (c.now, 1.0)  # noqa: E731
             return Part(fn, td=True, kind="num", form=form, nc=rt.value_nc(fn, form), slope=self.line(1.0))
         x = self.compile(args[0], d)
         if name == "exists":
@@ -423,7 +394,7 @@ class _Compiler:
             if x.const:
                 return rt.const_part(not x.value)
             return Part(lambda c: not fx(c), td=x.td, kind="bool", nc=rt.truth_nc(x) if x.td else None)
-        fn = lambda c: -v if type(v := fx(c)) in _NUMS else None  # noqa: E731
+        fn: Fn = lambda c: -v if type(v := fx(c)) in _NUMS else None  # noqa: E731
         if x.const:
             return rt.const_part(fn(Context()))
         if not x.td:
@@ -436,6 +407,7 @@ class _Compiler:
         fa, fb = a.fn, b.fn
         if op in ("and", "or"):
             # `True if x else False` is one call cheaper than `bool(x)` on this hot path
+            fn: Fn
             if op == "and":
                 fn = lambda c: True if fa(c) and fb(c) else False  # noqa: E731, SIM210
             else:
@@ -459,12 +431,12 @@ class _Compiler:
 
     @staticmethod
     def fold(
-        fn: Callable,
+        fn: Fn,
         a: Part,
         b: Part,
         kind: str,
-        make_nc: Callable,
-        form: Callable | None = None,
+        make_nc: Callable[[], NextChange],
+        form: FormFn | None = None,
         slope: float | None = None,
     ) -> Part:
         if a.const and b.const:
@@ -474,8 +446,8 @@ class _Compiler:
         return Part(fn, td=True, kind=kind, form=form, nc=make_nc(), slope=slope)
 
 
-def _eq_fn(fa: Callable, fb: Callable | None, k: Any = _NOCONST) -> Callable[[Context], bool]:
-    return _compare_fn("==", fa, fb, k)  # type: ignore[arg-type]
+def _eq_fn(fa: Fn, fb: Fn, k: Any = _NOCONST) -> Callable[[Context], bool]:
+    return _compare_fn("==", fa, fb, k)
 
 
 def compile_expr(
@@ -503,59 +475,3 @@ def compile_expr(
         time_dependent=root.td,
         next_change=(root.nc or rt.never) if root.td else rt.never,
     )
-
-
-def segment_order(refs: Mapping[str, Iterable[str]], groups: Mapping[str, str]) -> list[str]:
-    """Every segment name in evaluation order: after everything it references.
-
-    Referencing a member of group G means waiting for all of G (a group's membership is
-    decided once all members are evaluated). Ties break by name, so the order is
-    deterministic. Raises RuleError on a cycle, naming the segments along it.
-    """
-    refs = {s: sorted(set(r)) for s, r in refs.items()}
-    names = set(refs) | set(groups) | {r for rs in refs.values() for r in rs}
-    members: dict[str, list[str]] = {}
-    for s in sorted(names):
-        if groups.get(s):
-            members.setdefault(groups[s], []).append(s)
-    deps: dict[str, set[str]] = {s: set() for s in names}
-    for s, rs in refs.items():
-        for r in rs:
-            deps[s].add(r)
-            deps[s].update(members.get(groups.get(r, ""), ()))
-    waiting = {s: len(d) for s, d in deps.items()}
-    users: dict[str, list[str]] = {s: [] for s in names}
-    for s, d in deps.items():
-        for r in d:
-            users[r].append(s)
-    ready = [s for s, n in waiting.items() if n == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        s = heapq.heappop(ready)
-        order.append(s)
-        for u in users[s]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) == len(names):
-        return order
-    # every segment left waits on another one left: walking dependencies must loop
-    left = {s for s, n in waiting.items() if n > 0}
-    path, seen = [min(left)], {}
-    while path[-1] not in seen:
-        seen[path[-1]] = len(path) - 1
-        path.append(min(deps[path[-1]] & left))
-    cycle = path[seen[path[-1]] : -1]
-    start = cycle.index(min(cycle))
-    cycle = cycle[start:] + cycle[:start]
-    steps, notes = [cycle[0]], []
-    for s, t in zip(cycle, cycle[1:] + cycle[:1], strict=True):
-        steps.append(t)
-        if t not in refs.get(s, ()):
-            via = next(r for r in refs[s] if groups.get(r) and groups.get(r) == groups.get(t))
-            notes.append(f"{s} references {via}, which is decided with {t} in group '{groups[t]}'")
-    message = "segment reference cycle: " + " -> ".join(steps)
-    if notes:
-        message += " (" + "; ".join(notes) + ")"
-    raise RuleError(table=f"segments.{cycle[0]}", key="when", column=1, message=message)

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import TYPE_CHECKING
 
-from segd.rules.timing import _MAX_WALK, NUMS, UNKNOWN, Ctx, NextChange, Part, combine
+from segd.rules.timing import _MAX_WALK, NUMS, UNKNOWN, NextChange, Part, combine
+
+if TYPE_CHECKING:  # for annotations only: segd.rules.compiler imports this module
+    from segd.rules.compiler import Context
 
 _INF = math.inf
 _NINF = -math.inf
@@ -29,9 +33,15 @@ def line_slope(op: str, a: Part, b: Part) -> float | None:
     in time, and never NaN once it is finite at some time. The slope is computed by the very
     ``combine`` the form uses (``c0`` never enters a slope). None when zero or infinite.
     """
-    if (a.slope is None) == (b.slope is None) or a.td and b.td:
+    if a.td and b.td:
         return None
-    fixed = b if a.slope is not None else a
+    if a.slope is not None and b.slope is None:
+        fixed, slope, moving_left = b, a.slope, True
+    elif b.slope is not None and a.slope is None:
+        fixed, slope, moving_left = a, b.slope, False
+    else:
+        return None
+    k: float
     if op in ("+", "-"):
         k = 0.0
     elif fixed.const and type(fixed.value) in NUMS:
@@ -41,7 +51,7 @@ def line_slope(op: str, a: Part, b: Part) -> float | None:
     try:
         if not math.isfinite(k):
             return None
-        p = combine(op, (0.0, a.slope), (k,)) if a.slope is not None else combine(op, (k,), (0.0, b.slope))
+        p = combine(op, (0.0, slope), (k,)) if moving_left else combine(op, (k,), (0.0, slope))
     except OverflowError:
         return None
     return p[1] if p is not None and p is not UNKNOWN and len(p) == 2 and math.isfinite(p[1]) else None
@@ -82,30 +92,36 @@ def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:
     null, non-finite or int side, an overflow, a guess that needs a longer search) is left to
     ``generic``, which is also returned as it is when ``x op y`` does not qualify.
     """
-    if op not in _BY_SIGN or (x.slope is None) == (y.slope is None) or x.td and y.td:
+    if op not in _BY_SIGN or x.td and y.td:
         return generic
-    moving, fixed, flip = (x, y, 1) if y.slope is None else (y, x, -1)
-    # the slope of x - y exactly as pair_nc's combine computes it
-    d1 = combine("-", (0.0, x.slope) if flip == 1 else (0.0,), (0.0,) if flip == 1 else (0.0, y.slope))[1]
+    # d1: the slope of x - y exactly as pair_nc's combine computes it
+    if x.slope is not None and y.slope is None:
+        moving, fixed, flip, slope = x, y, 1, x.slope
+        d1 = combine("-", (0.0, slope), (0.0,))[1]
+    elif y.slope is not None and x.slope is None:
+        moving, fixed, flip, slope = y, x, -1, y.slope
+        d1 = combine("-", (0.0,), (0.0, slope))[1]
+    else:
+        return generic
     fm, ff, k_const, kc = moving.fn, fixed.fn, fixed.const, fixed.value
     if k_const and (type(kc) not in NUMS or abs(kc) > _BIG):
         return generic  # constantly null, or an overflow
     # the value by the sign of (moving - fixed), which is flip * the sign of (x - y)
     by_sign = _BY_SIGN[op] if flip == 1 else _BY_SIGN[op][::-1]
     # that sign moves monotonically from -last through 0 to last, and stays there
-    last = 1 if moving.slope > 0 else -1
+    last = 1 if slope > 0 else -1
     # with the sign at -last: the value then, the test for it, and the value at any time
     v_first, before = by_sign[1 - last], operator.lt if last == 1 else operator.gt
     value = _OPS[op if flip == 1 else _MIRROR[op]]
     nextafter, ulp = math.nextafter, math.ulp
 
-    def nc(c: Ctx) -> float | None:
+    def nc(c: Context) -> float | None:
         w = fm(c)
         k = kc if k_const else ff(c)
         if type(w) is not float or not (k_const or type(k) is float or type(k) is int):
             return generic(c)
         try:
-            d0 = w - k if flip == 1 else k - w
+            d0: float = w - k if flip == 1 else k - w  # both numbers, checked above
         except OverflowError:
             return generic(c)
         if not -_INF < d0 < _INF:
@@ -136,7 +152,7 @@ def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:
                 c.now = now
         return walk(c, now, r, guess, (w > k) - (w < k), k)
 
-    def walk(c: Ctx, now: float, r: float, guess: float, s: int, k: float) -> float | None:
+    def walk(c: Context, now: float, r: float, guess: float, s: int, k: float) -> float | None:
         """pair_next_change's walk from ``now``, while first_true needs at most two probes."""
         lo, hi, v0 = now, 0.0, by_sign[s + 1]
         try:

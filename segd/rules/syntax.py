@@ -128,7 +128,8 @@ def _describe(t: _Tok) -> str:
 
 
 def _tokenize(text: str, fail: Callable[[int, str], RuleError]) -> list[_Tok]:
-    toks, i = [], 0
+    toks: list[_Tok] = []
+    i = 0
     while i < len(text):
         m = _TOKEN.match(text, i)
         if m is None:
@@ -138,9 +139,12 @@ def _tokenize(text: str, fail: Callable[[int, str], RuleError]) -> list[_Tok]:
             hint = f" (expected '{ch}=' for a comparison)" if ch in "=!" else ""
             raise fail(i, f"unexpected character {ch!r}{hint}")
         kind, s, i = m.lastgroup, m.group(), m.end()
+        assert kind is not None  # every alternative of _TOKEN is a named group
         if kind == "num":
             if i < len(text) and (text[i].isalnum() or text[i] == "_"):
-                bad = s + re.match(r"\w*", text[i:]).group()
+                tail = re.match(r"\w*", text[i:])
+                assert tail is not None  # \w* matches anywhere, if only the empty string
+                bad = s + tail.group()
                 raise fail(m.start(), f"malformed number '{bad}' (expected a number such as 3, 2.5 or 1e3)")
             value: Any = int(s) if m.group(3) is None and m.group(4) is None else float(s)
         elif kind == "str":
@@ -297,7 +301,7 @@ class _Parser:
             return EventName(t.pos)
         if word not in ("traits", "props"):
             return Aggregate(t.pos, word)
-        path = []
+        path: list[str] = []
         while not path or self.at("."):
             self.expect(".", f" and a name after '{word}'")
             if self.tok.kind != "name":

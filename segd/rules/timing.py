@@ -25,26 +25,45 @@ the floats next to the vertex are probed.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeAlias, overload
 
-Poly = tuple[float, ...]
-Ctx = Any  # a segd.rules.Context (not imported: segd.rules imports this module)
-NextChange = Callable[[Ctx], float | None]
+if TYPE_CHECKING:  # for annotations only: segd.rules.compiler imports this module
+    from segd.rules.compiler import Context
+
 NUMS = (int, float)
 SEQS = (list, tuple)
 
 
-class _Unknown:
-    __slots__ = ()
+class _Unknown(enum.Enum):
+    # an enum member, not a plain object, so that type checkers narrow ``f is UNKNOWN``
+    UNKNOWN = 0
 
     def __repr__(self) -> str:
         return "UNKNOWN"
 
 
 #: A form for a time-dependent value we cannot model exactly.
-UNKNOWN: Any = _Unknown()
+UNKNOWN: Final = _Unknown.UNKNOWN
+
+Poly = tuple[float, ...]
+#: A form (see the module docstring): a polynomial in ``t - now``, None (not a number) or UNKNOWN.
+Form: TypeAlias = "Poly | _Unknown | None"
+#: A compiled subexpression: its value in a context.
+Fn: TypeAlias = "Callable[[Context], Any]"
+#: The form of a numeric subexpression in a context.
+FormFn: TypeAlias = "Callable[[Context], Form]"
+#: A next_change closure (see ``segd.rules.Compiled``).
+NextChange: TypeAlias = "Callable[[Context], float | None]"
+
+
+class EqFn(Protocol):
+    """Builds the closure of ``a == b`` from the closures of a and b (``k``: b's constant value)."""
+
+    def __call__(self, fa: Fn, fb: Fn, k: Any = ..., /) -> Fn: ...
+
 
 #: How far :func:`scan` looks ahead for expressions it cannot solve: they are re-examined at
 #: least this often (seconds), and a single flip inside the step is still found exactly.
@@ -66,7 +85,11 @@ def trim(p: Poly) -> Poly:
     return p if n == len(p) else p[:n]
 
 
-def combine(op: str, a: Poly, b: Poly) -> Poly | None | Any:
+@overload
+def combine(op: Literal["+", "-"], a: Poly, b: Poly) -> Poly: ...
+@overload
+def combine(op: str, a: Poly, b: Poly) -> Form: ...
+def combine(op: str, a: Poly, b: Poly) -> Form:
     """The form of ``a op b`` for ``op`` in ``+ - * /``: a Poly, None (null) or UNKNOWN.
 
     ``c0`` is combined with the same float operation as the closure, so it stays exact.
@@ -223,6 +246,7 @@ def pair_next_change(
         found.insert(0, (0.0, False))  # leaving an exact equality is a candidate too
     roots = [r for r, _ in found]
     lo = now
+    t: float | None
     for i, (r, touch) in enumerate(found):
         guess = now + r
         if not math.isfinite(guess):
@@ -245,7 +269,12 @@ def pair_next_change(
         hi = max(hi, math.nextafter(lo, _INF))
         for _ in range(_MAX_WALK):
             s_from = s
-            t = first_true(lambda x, s_from=s_from: sign_at(x) != s_from, lo, guess, hi)
+
+            # a def, not a lambda: mypy cannot infer a lambda whose default binds s_from
+            def moved(x: float, s_from: int = s_from) -> bool:
+                return sign_at(x) != s_from
+
+            t = first_true(moved, lo, guess, hi)
             if t is None:
                 break
             if not same(value_at(t), v0):
@@ -259,12 +288,12 @@ def pair_next_change(
 # ----------------------------------------------------------------------------- per-node analysis
 
 
-def never(c: Ctx) -> None:
+def never(c: Context) -> None:
     """The next_change of anything that cannot change with time alone."""
     return None
 
 
-def at(c: Ctx, now: float) -> Ctx:
+def at(c: Context, now: float) -> Context:
     """The same context at another time (aggregates, traits and segments held fixed)."""
     return c.__class__(now, c.aggs, c.traits, c.props, c.event, c.segments)
 
@@ -283,15 +312,26 @@ class Part:
 
     __slots__ = ("fn", "const", "value", "td", "kind", "form", "nc", "items", "slope", "agg")
 
+    fn: Fn
+    const: bool
+    value: Any
+    td: bool
+    kind: str
+    form: FormFn | None
+    nc: NextChange | None
+    items: list[Part] | None
+    slope: float | None
+    agg: str | None
+
     def __init__(
         self,
-        fn: Callable[[Ctx], Any],
+        fn: Fn,
         *,
         const: bool = False,
         value: Any = None,
         td: bool = False,
         kind: str = "",
-        form: Callable | None = None,
+        form: FormFn | None = None,
         nc: NextChange | None = None,
         items: list[Part] | None = None,
         slope: float | None = None,
@@ -309,7 +349,7 @@ def _num_form(v: Any) -> Poly | None:
     return (v,) if type(v) in NUMS else None
 
 
-def form_of(x: Part) -> Callable[[Ctx], Any]:
+def form_of(x: Part) -> FormFn:
     """``ctx -> form`` of any part: time-independent numbers are constant forms."""
     if x.td:
         return x.form or never
@@ -320,10 +360,10 @@ def form_of(x: Part) -> Callable[[Ctx], Any]:
     return lambda c: _num_form(fn(c))
 
 
-def since_form(formx: Callable, fn: Callable, unit: float) -> Callable[[Ctx], Any]:
+def since_form(formx: FormFn, fn: Fn, unit: float) -> FormFn:
     """Form of ``(now - x) / unit`` (days_since, hours_since); ``fn`` is its closure."""
 
-    def form(c: Ctx) -> Any:
+    def form(c: Context) -> Form:
         f = formx(c)
         if f is None or f is UNKNOWN:
             return f
@@ -336,20 +376,20 @@ def since_form(formx: Callable, fn: Callable, unit: float) -> Callable[[Ctx], An
     return form
 
 
-def neg_form(formx: Callable) -> Callable[[Ctx], Any]:
+def neg_form(formx: FormFn) -> FormFn:
     """Form of ``-x``."""
 
-    def form(c: Ctx) -> Any:
+    def form(c: Context) -> Form:
         f = formx(c)
         return f if f is None or f is UNKNOWN else neg(f)
 
     return form
 
 
-def arith_form(op: str, forma: Callable, formb: Callable) -> Callable[[Ctx], Any]:
+def arith_form(op: str, forma: FormFn, formb: FormFn) -> FormFn:
     """Form of ``a op b`` for ``+ - * /``."""
 
-    def form(c: Ctx) -> Any:
+    def form(c: Context) -> Form:
         x, y = forma(c), formb(c)
         if x is None or y is None:
             return None
@@ -372,7 +412,7 @@ def min_time(times: Iterable[float | None]) -> float | None:
 _MAX_SETTLE = 16
 
 
-def earliest(fn: Callable[[Ctx], Any], ncs: list[NextChange]) -> NextChange:
+def earliest(fn: Fn, ncs: list[NextChange]) -> NextChange:
     """next_change of ``fn``, a value computed from parts whose next changes are ``ncs``.
 
     Between two changes of its parts the value is constant, so stepping from one part change
@@ -380,7 +420,7 @@ def earliest(fn: Callable[[Ctx], Any], ncs: list[NextChange]) -> NextChange:
     answers are. After ``_MAX_SETTLE`` steps the last one is returned (the caller re-asks).
     """
 
-    def nc(c: Ctx) -> float | None:
+    def nc(c: Context) -> float | None:
         v0, cur, t = fn(c), c, None
         for _ in range(_MAX_SETTLE):
             t = min_time(f(cur) for f in ncs)
@@ -394,10 +434,10 @@ def earliest(fn: Callable[[Ctx], Any], ncs: list[NextChange]) -> NextChange:
     return nc
 
 
-def value_nc(fn: Callable, form: Callable) -> NextChange:
+def value_nc(fn: Fn, form: FormFn) -> NextChange:
     """next_change of a number-valued td part: the first float where the number differs."""
 
-    def nc(c: Ctx) -> float | None:
+    def nc(c: Context) -> float | None:
         f = form(c)
         if f is None or (f is not UNKNOWN and len(f) == 1):
             return None
@@ -406,11 +446,11 @@ def value_nc(fn: Callable, form: Callable) -> NextChange:
     return nc
 
 
-def pair_nc(x: Part, y: Part, value_fn: Callable[[Ctx], Any]) -> NextChange:
+def pair_nc(x: Part, y: Part, value_fn: Fn) -> NextChange:
     """next_change of ``value_fn``, a comparison of the number-or-null parts x and y."""
     fx, fy, formx, formy = x.fn, y.fn, form_of(x), form_of(y)
 
-    def nc(c: Ctx) -> float | None:
+    def nc(c: Context) -> float | None:
         a, b = formx(c), formy(c)
         if a is None or b is None:
             return None  # a side that is not a number now stays so: the value is constant
@@ -435,12 +475,12 @@ def pair_nc(x: Part, y: Part, value_fn: Callable[[Ctx], Any]) -> NextChange:
     return nc
 
 
-def scan_nc(fn: Callable[[Ctx], Any]) -> NextChange:
+def scan_nc(fn: Fn) -> NextChange:
     """next_change by :func:`scan`, for what we do not solve."""
     return lambda c: scan(lambda t: fn(at(c, t)), c.now)
 
 
-def generic_nc(fn: Callable, kids: Iterable[Part]) -> NextChange:
+def generic_nc(fn: Fn, kids: Iterable[Part]) -> NextChange:
     """A value computed from its children can only change when one of them does."""
     tds = [k for k in kids if k.td]
     if any(k.kind != "bool" for k in tds):  # numbers/lists feeding something we do not solve
@@ -458,7 +498,7 @@ def truth_nc(x: Part) -> NextChange:
     return pair_nc(x, const_part(0), lambda c: bool(fx(c)))
 
 
-def bool_nc(fn: Callable, op: str, a: Part, b: Part) -> NextChange:
+def bool_nc(fn: Fn, op: str, a: Part, b: Part) -> NextChange:
     """next_change of ``fn``, ``a and b`` / ``a or b``."""
     ta, tb = truth_nc(a), truth_nc(b)
     if a.td and b.td:
@@ -470,7 +510,7 @@ def bool_nc(fn: Callable, op: str, a: Part, b: Part) -> NextChange:
     return lambda c: None if fs(c) else moving(c)
 
 
-def compare_nc(fn: Callable, a: Part, b: Part) -> NextChange:
+def compare_nc(fn: Fn, a: Part, b: Part) -> NextChange:
     """next_change of ``fn``, the comparison ``a op b`` (== != < <= > >=)."""
     kinds = {a.kind if a.td else "", b.kind if b.td else ""}
     if "num" in kinds and kinds & {"bool", "list"}:
@@ -480,7 +520,7 @@ def compare_nc(fn: Callable, a: Part, b: Part) -> NextChange:
     return pair_nc(a, b, fn)
 
 
-def in_nc(fn: Callable, x: Part, seq: Part, eq: Callable[..., Callable]) -> NextChange:
+def in_nc(fn: Fn, x: Part, seq: Part, eq: EqFn) -> NextChange:
     """next_change of ``fn``, ``x in seq`` or ``x not in seq``; ``eq(fx, fy, k)`` builds ``==``."""
     if seq.td and seq.kind != "list":
         return never  # neither a list nor a string, whatever the time: in and not in are false
@@ -492,11 +532,11 @@ def in_nc(fn: Callable, x: Part, seq: Part, eq: Callable[..., Callable]) -> Next
     if x.td and not seq.td:
         fseq, fx = seq.fn, x.fn
 
-        def nc(c: Ctx) -> float | None:
+        def nc(c: Context) -> float | None:
             elems = fseq(c)
             if type(elems) not in SEQS:
                 return None  # a number is never a substring, and never in a non-list
-            ncs = [pair_nc(x, const_part(e), eq(fx, None, e)) for e in elems if type(e) in NUMS]
+            ncs = [pair_nc(x, (k := const_part(e)), eq(fx, k.fn, e)) for e in elems if type(e) in NUMS]
             return earliest(fn, ncs)(c)
 
         return nc
