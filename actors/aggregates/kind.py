@@ -2,8 +2,9 @@
 
 ``AggKind`` is the interface each kind implements; the helpers are the semantics common to
 lifetime and windowed kinds: which values are numbers, distinct keys, exact sums, min/max
-ties, and the exact snapshot encoding of big ints and float arrays. The kinds themselves, and
-the full contract and semantics, are in ``actors.aggregates``.
+ties, and the exact snapshot encoding of big ints and float arrays. The kinds themselves are in
+``actors.aggregates.lifetime`` and ``actors.aggregates.window``; the full contract and
+semantics in ``actors.aggregates``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,20 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["AggKind", "is_number", "distinct_key"]
+__all__ = [
+    "AggKind",
+    "better",
+    "distinct_key",
+    "extreme",
+    "grow",
+    "int_in",
+    "int_out",
+    "is_number",
+    "pack_arr",
+    "shared",
+    "unpack_arr",
+    "window_sum",
+]
 
 _LITTLE = sys.byteorder == "little"
 
@@ -59,14 +73,14 @@ def _canonical(v: Any) -> Any:
     return v
 
 
-def _pack_arr(a: array) -> bytes:
+def pack_arr(a: array) -> bytes:
     if not _LITTLE:  # pragma: no cover - snapshots are little-endian everywhere
         a = array("d", a)
         a.byteswap()
     return a.tobytes()
 
 
-def _unpack_arr(b: bytes) -> array:
+def unpack_arr(b: bytes) -> array:
     a = array("d")
     a.frombytes(b)
     if not _LITTLE:  # pragma: no cover
@@ -74,22 +88,22 @@ def _unpack_arr(b: bytes) -> array:
     return a
 
 
-def _better(new: Any, cur: Any, lower: bool) -> bool:
+def better(new: Any, cur: Any, lower: bool) -> bool:
     """Is ``new`` a strictly better min (lower=True) / max than ``cur``? 1 == 1.0: float wins."""
     if new == cur:
         return type(new) is float and type(cur) is not float
     return new < cur if lower else new > cur
 
 
-def _extreme(values: Any, lower: bool) -> Any:
+def extreme(values: Any, lower: bool) -> Any:
     best = None
     for v in values:
-        if best is None or _better(v, best, lower):
+        if best is None or better(v, best, lower):
             best = v
     return best
 
 
-def _grow(partials: tuple, x: float) -> tuple:
+def grow(partials: tuple, x: float) -> tuple:
     """Shewchuk: add x to non-overlapping partials exactly (the math.fsum algorithm)."""
     out = []
     for y in partials:
@@ -104,16 +118,16 @@ def _grow(partials: tuple, x: float) -> tuple:
     return tuple(out)
 
 
-def _int_out(n: int) -> Any:
+def int_out(n: int) -> Any:
     # msgpack carries 64-bit ints only; an exact sum may outgrow that.
     return n if -(1 << 63) <= n < (1 << 64) else str(n)
 
 
-def _int_in(v: Any) -> int:
+def int_in(v: Any) -> int:
     return int(v) if isinstance(v, str) else v
 
 
-def _window_sum(values: list) -> Any:
+def window_sum(values: list) -> Any:
     for v in values:
         if type(v) is float:
             return math.fsum(values)
