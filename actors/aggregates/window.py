@@ -61,11 +61,7 @@ def _time_next(times: array, within: float, now: float) -> float | None:
 class TimeWindow(AggKind):
     """count / first_time / last_time over a window: state None | float | array('d')."""
 
-    __slots__ = ("mode",)
-
-    def __init__(self, kind, within):
-        super().__init__(kind, within)
-        self.mode = kind
+    __slots__ = ()
 
     def fold(self, state, ts, value, now):
         within = self.within
@@ -93,7 +89,7 @@ class TimeWindow(AggKind):
         return state[0] if n else None
 
     def value(self, state, now):
-        mode = self.mode
+        mode = self.kind
         if state is None:
             return 0 if mode == "count" else None
         within = self.within
@@ -154,11 +150,10 @@ def _dedupe(times: array, values: list, now: float) -> None:
 class ValueWindow(AggKind):
     """Value kinds over a window: state None | (array('d') times, list values)."""
 
-    __slots__ = ("mode", "accept")
+    __slots__ = ("accept",)
 
     def __init__(self, kind, within):
         super().__init__(kind, within)
-        self.mode = kind
         numeric = kind in ("sum", "avg", "min", "max")
         self.accept = is_number if numeric else (lambda v: v is not None)
 
@@ -166,13 +161,13 @@ class ValueWindow(AggKind):
         state = self.prune(state, now)
         if ts + self.within <= now or not self.accept(value):
             return state
-        if self.mode == "distinct":
+        if self.kind == "distinct":
             value = distinct_key(value)
         if state is None:
             return (array("d", (ts,)), [value])
         times, values = state
         values.insert(_insert(times, ts), value)
-        if self.mode == "distinct":
+        if self.kind == "distinct":
             _dedupe(times, values, now)
         return state
 
@@ -189,7 +184,7 @@ class ValueWindow(AggKind):
         return state
 
     def value(self, state, now):
-        mode = self.mode
+        mode = self.kind
         if state is None:
             return 0 if mode in ("sum", "distinct") else None
         times, values = state
@@ -217,7 +212,7 @@ class ValueWindow(AggKind):
         if state is None:
             return None
         values = state[1]
-        if self.mode == "sum":
+        if self.kind == "sum":
             values = [int_out(v) if type(v) is int else v for v in values]
         return [pack_arr(state[0]), list(values)]
 
@@ -225,8 +220,8 @@ class ValueWindow(AggKind):
         if obj is None:
             return None
         values = obj[1]
-        if self.mode == "sum":
+        if self.kind == "sum":
             values = [int_in(v) for v in values]
-        elif self.mode == "distinct":
+        elif self.kind == "distinct":
             values = [shared(v) for v in values]
         return (unpack_arr(obj[0]), values)
