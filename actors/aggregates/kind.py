@@ -139,9 +139,6 @@ class AggKind:
 
     __slots__ = ("kind", "within")
 
-    #: True for kinds that aggregate ``of`` values (they get ``value`` passed to ``fold``).
-    takes_value = False
-
     def __init__(self, kind: str, within: float | None) -> None:
         self.kind = kind
         self.within = within

@@ -31,7 +31,6 @@ class _Sum(AggKind):
     (int_total, *float_partials)."""
 
     __slots__ = ()
-    takes_value = True
 
     def fold(self, state, ts, value, now):
         t = type(value)
@@ -75,7 +74,6 @@ class _Avg(AggKind):
     """State: None | (n, int_total, *float_partials)."""
 
     __slots__ = ()
-    takes_value = True
 
     def fold(self, state, ts, value, now):
         t = type(value)
@@ -104,7 +102,6 @@ class _Avg(AggKind):
 
 class _Extreme(AggKind):
     __slots__ = ("lower",)
-    takes_value = True
 
     def __init__(self, kind, within):
         super().__init__(kind, within)
@@ -123,7 +120,6 @@ class _FirstLast(AggKind):
     """State: None | (ts, value). Ties on ts: first keeps the earlier seq, last takes the later."""
 
     __slots__ = ("last",)
-    takes_value = True
 
     def __init__(self, kind, within):
         super().__init__(kind, within)
@@ -168,7 +164,6 @@ class _Distinct(AggKind):
     """State: None | tuple of keys (small) | set of keys."""
 
     __slots__ = ()
-    takes_value = True
 
     def fold(self, state, ts, value, now):
         if value is None:
