@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 _LITTLE = sys.byteorder == "little"
+# Strings up to this length are interned by both ``shared`` (restoring a snapshot) and
+# ``distinct_key`` (folding an event): one limit, so restored state shares exactly the strings
+# that state built event by event shares.
+_SHARED_MAX_LEN = 64
 
 
 def is_number(v: Any) -> bool:
@@ -43,7 +47,7 @@ def is_number(v: Any) -> bool:
 def shared(v: Any) -> Any:
     """A short string interned (restored state shares it with every other user, as state
     built event by event does); anything else unchanged."""
-    return sys.intern(v) if type(v) is str and len(v) <= 64 else v
+    return sys.intern(v) if type(v) is str and len(v) <= _SHARED_MAX_LEN else v
 
 
 def distinct_key(v: Any) -> Any:
@@ -55,7 +59,7 @@ def distinct_key(v: Any) -> Any:
     """
     t = type(v)
     if t is str:
-        return sys.intern(v) if len(v) <= 64 else v
+        return sys.intern(v) if len(v) <= _SHARED_MAX_LEN else v  # shared(v), inlined: per event
     if t is int or t is float:
         return v
     return b"\x01" + msgpack.packb(_canonical(v), use_bin_type=True)
