@@ -2,8 +2,9 @@
 
 ``AggKind`` is the interface each kind implements; the helpers are the semantics common to
 lifetime and windowed kinds: which values are numbers, distinct keys, exact sums, min/max
-ties, and the exact snapshot encoding of big ints and float arrays. The kinds themselves, and
-the full contract and semantics, are in ``actors.aggregates``.
+ties, and the exact snapshot encoding of big ints and float arrays. The kinds themselves are in
+``actors.aggregates.lifetime`` and ``actors.aggregates.window``; the full contract and
+semantics in ``actors.aggregates``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,39 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeAlias, TypeGuard
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # ships neither stubs nor py.typed
 
-__all__ = ["AggKind", "is_number", "distinct_key"]
+__all__ = [
+    "AggKind",
+    "DistinctKey",
+    "better",
+    "distinct_key",
+    "extreme",
+    "grow",
+    "int_in",
+    "int_out",
+    "is_number",
+    "pack_arr",
+    "shared",
+    "unpack_arr",
+    "window_sum",
+]
 
 _LITTLE = sys.byteorder == "little"
+# Strings up to this length are interned by both ``shared`` (restoring a snapshot) and
+# ``distinct_key`` (folding an event): one limit, so restored state shares exactly the strings
+# that state built event by event shares.
+_SHARED_MAX_LEN = 64
+
+#: What ``distinct_key`` returns: hashable and msgpack-able. (``distinct_key`` itself says
+#: Any: it tells the types apart by a type() kept in a local, which mypy does not follow.)
+DistinctKey: TypeAlias = str | int | float | bytes
 
 
-def is_number(v: Any) -> bool:
+def is_number(v: Any) -> TypeGuard[int | float]:
     """True for the values sum/avg/min/max aggregate: int (not bool) and finite float."""
     t = type(v)
     return t is int or (t is float and math.isfinite(v))
@@ -29,11 +53,11 @@ def is_number(v: Any) -> bool:
 def shared(v: Any) -> Any:
     """A short string interned (restored state shares it with every other user, as state
     built event by event does); anything else unchanged."""
-    return sys.intern(v) if type(v) is str and len(v) <= 64 else v
+    return sys.intern(v) if type(v) is str and len(v) <= _SHARED_MAX_LEN else v
 
 
 def distinct_key(v: Any) -> Any:
-    """A hashable, msgpack-able key such that equal values (per the rule language) map equal.
+    """A ``DistinctKey`` such that equal values (per the rule language) map equal.
 
     str, int and float are their own key (so 1 and 1.0 are one value); everything else
     (bool, bytes, list, map) becomes ``b"\\x01" + msgpack`` of a canonical form (maps sorted by
@@ -41,7 +65,7 @@ def distinct_key(v: Any) -> Any:
     """
     t = type(v)
     if t is str:
-        return sys.intern(v) if len(v) <= 64 else v
+        return sys.intern(v) if len(v) <= _SHARED_MAX_LEN else v  # shared(v), inlined: per event
     if t is int or t is float:
         return v
     return b"\x01" + msgpack.packb(_canonical(v), use_bin_type=True)
@@ -59,14 +83,16 @@ def _canonical(v: Any) -> Any:
     return v
 
 
-def _pack_arr(a: array) -> bytes:
+def pack_arr(a: array[float]) -> bytes:
+    """An ``array('d')`` as little-endian bytes (the snapshot encoding of window times)."""
     if not _LITTLE:  # pragma: no cover - snapshots are little-endian everywhere
         a = array("d", a)
         a.byteswap()
     return a.tobytes()
 
 
-def _unpack_arr(b: bytes) -> array:
+def unpack_arr(b: bytes) -> array[float]:
+    """Inverse of ``pack_arr``."""
     a = array("d")
     a.frombytes(b)
     if not _LITTLE:  # pragma: no cover
@@ -74,24 +100,25 @@ def _unpack_arr(b: bytes) -> array:
     return a
 
 
-def _better(new: Any, cur: Any, lower: bool) -> bool:
+def better(new: float, cur: float, lower: bool) -> bool:
     """Is ``new`` a strictly better min (lower=True) / max than ``cur``? 1 == 1.0: float wins."""
     if new == cur:
         return type(new) is float and type(cur) is not float
     return new < cur if lower else new > cur
 
 
-def _extreme(values: Any, lower: bool) -> Any:
-    best = None
+def extreme(values: Iterable[float], lower: bool) -> float | None:
+    """The min (lower=True) or max of ``values`` with ``better``'s tie rule; None if empty."""
+    best: float | None = None
     for v in values:
-        if best is None or _better(v, best, lower):
+        if best is None or better(v, best, lower):
             best = v
     return best
 
 
-def _grow(partials: tuple, x: float) -> tuple:
+def grow(partials: tuple[float, ...], x: float) -> tuple[float, ...]:
     """Shewchuk: add x to non-overlapping partials exactly (the math.fsum algorithm)."""
-    out = []
+    out: list[float] = []
     for y in partials:
         if abs(x) < abs(y):
             x, y = y, x
@@ -104,16 +131,19 @@ def _grow(partials: tuple, x: float) -> tuple:
     return tuple(out)
 
 
-def _int_out(n: int) -> Any:
+def int_out(n: int) -> int | str:
+    """An exact int for a snapshot: itself, or its decimal string outside msgpack's range."""
     # msgpack carries 64-bit ints only; an exact sum may outgrow that.
     return n if -(1 << 63) <= n < (1 << 64) else str(n)
 
 
-def _int_in(v: Any) -> int:
+def int_in(v: int | str) -> int:
+    """Inverse of ``int_out``."""
     return int(v) if isinstance(v, str) else v
 
 
-def _window_sum(values: list) -> Any:
+def window_sum(values: list[float]) -> float:
+    """The exact sum of ``values``: an int for ints only, else ``math.fsum`` (rounded once)."""
     for v in values:
         if type(v) is float:
             return math.fsum(values)
@@ -124,9 +154,6 @@ class AggKind:
     """Logic of one aggregate kind; stateless and shared by every user (see ``actors.aggregates``)."""
 
     __slots__ = ("kind", "within")
-
-    #: True for kinds that aggregate ``of`` values (they get ``value`` passed to ``fold``).
-    takes_value = False
 
     def __init__(self, kind: str, within: float | None) -> None:
         self.kind = kind
