@@ -25,6 +25,7 @@ from typing import Any
 
 import msgpack
 
+from actors.aggregates.kind import SHARED_TRAIT_MAX, shared
 from actors.model import STATE_FORMAT, Model
 from actors.records import Transition, UserView
 
@@ -43,11 +44,6 @@ def transition_id(segment: str, user: str, kind: str, seq: int, at: float, cause
     """
     key = f"{segment}\x00{user}\x00{kind}\x00{seq}\x00{at!r}\x00{cause}".encode()
     return blake2b(key, digest_size=12).hexdigest()
-
-
-def _intern(s: Any) -> Any:
-    # trait names and short repeated values (plan, country...) are shared by many users
-    return sys.intern(s) if s.__class__ is str else s
 
 
 def _flat(traits: Mapping[str, Any]) -> tuple | None:
@@ -191,9 +187,7 @@ class UserActor:
                     continue
                 del traits[key]
             elif old is _MISSING or old.__class__ is not value.__class__ or old != value:
-                traits[_intern(key)] = (
-                    _intern(value) if value.__class__ is str and len(value) <= 16 else value
-                )
+                traits[sys.intern(key)] = shared(value, SHARED_TRAIT_MAX)
             else:
                 continue
             changed = True
@@ -419,14 +413,7 @@ class UserActor:
             )
         self = cls(model, user)
         self.traits = (
-            _flat(
-                {
-                    _intern(k): _intern(v) if v.__class__ is str and len(v) <= 16 else v
-                    for k, v in traits.items()
-                }
-            )
-            if traits
-            else None
+            _flat({sys.intern(k): shared(v, SHARED_TRAIT_MAX) for k, v in traits.items()}) if traits else None
         )
         self.aggs = [a.kind.from_msgpack(s) for a, s in zip(model.aggs, aggs, strict=True)]
         self.members = members

@@ -36,19 +36,14 @@ class Clock:
                 self._value = wall
             return self._value
 
-    def stamp(self, ts: float | None, wall: float) -> tuple[float, float]:
-        """Clock for one appended event: returns ``(ts, clock)``.
+    @contextmanager
+    def stamping(self) -> Iterator[Callable[[float | None, float], tuple[float, float]]]:
+        """Stamp a whole group of events under one lock acquisition (the group commit's hot
+        loop): ``with clock.stamping() as stamp: ts, clock = stamp(ts, wall)``.
 
         A missing ``ts`` becomes the receive time: ``wall`` in wall mode, the current
         watermark in event mode (so loading history without times never jumps to today).
         """
-        with self._lock:
-            return self._stamp(ts, wall)
-
-    @contextmanager
-    def stamping(self) -> Iterator[Callable[[float | None, float], tuple[float, float]]]:
-        """``stamp`` for a whole group of events under one lock acquisition (the group
-        commit's hot loop): ``with clock.stamping() as stamp: stamp(ts, wall)...``."""
         with self._lock:
             yield self._stamp
 

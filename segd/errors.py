@@ -23,29 +23,26 @@ class ConfigError(SegdError):
         super().__init__("\n".join(f"{f}: {t}: {m}" for f, t, m in self.problems))
 
 
-class ProtocolError(SegdError):
-    """A client sent something the protocol does not allow.
-
-    ``code`` is one of SPEC section 2's error codes; ``message`` names the field at fault.
-    """
+class CodedError(SegdError):
+    """An error with one of SPEC section 2's codes and a message for a person."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         self.message = message
         super().__init__(f"{code}: {message}")
+
+
+class ProtocolError(CodedError):
+    """A client sent something the protocol does not allow, or the request cannot be served
+    now (``overloaded``, ``unavailable``, ``internal``); ``message`` names the field at fault."""
 
 
 class StoreError(SegdError):
     """A durable store (SQLite file under data_dir) failed or holds unexpected data."""
 
 
-class RemoteError(SegdError):
+class RemoteError(CodedError):
     """A daemon answered a client request with an error frame (``code``, ``message``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
 
 
 class ConnectError(SegdError):

@@ -22,6 +22,8 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
+from segd.config.values import parse_address
+
 log = structlog.get_logger("segd.daemon.metrics")
 
 SCRAPE_TIMEOUT = 5.0
@@ -94,8 +96,7 @@ class MetricsServer:
     """The HTTP endpoint; ``address`` is ``host:port`` (port 0 picks a free one)."""
 
     def __init__(self, address: str, stats: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        host, _, port = address.rpartition(":")
-        self.host, self.port = host or "127.0.0.1", int(port)
+        self.host, self.port = parse_address(address, allow_port_zero=True)
         self.stats = stats
         self._server = None
 

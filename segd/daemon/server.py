@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from segd.config.values import parse_address
+from segd.daemon import flow
 from segd.errors import ProtocolError, SegdError, Unavailable
 from segd.wire import protocol
 from segd.wire.protocol import Request
@@ -28,7 +30,6 @@ log = structlog.get_logger("segd.daemon.server")
 
 READ_CHUNK = 256 * 1024
 PIPELINE_DEPTH = 1024  # responses a connection may owe before we stop reading from it
-WRITE_BUFFER = 256 * 1024  # bytes handed to the transport before we wait for the socket
 _CLOSE = object()
 
 
@@ -96,11 +97,9 @@ class Server:
         )
         log.info("listening", socket=str(self.socket_path))
         if self.tcp:
-            host, _, port = self.tcp.rpartition(":")
+            host, port = parse_address(self.tcp)
             self._servers.append(
-                await asyncio.start_server(
-                    lambda r, w: self._accept(r, w, authed=False), host.strip("[]"), int(port)
-                )
+                await asyncio.start_server(lambda r, w: self._accept(r, w, authed=False), host, port)
             )
             log.info("listening", tcp=self.tcp)
 
@@ -267,11 +266,9 @@ class Server:
                 if callable(item):  # a stream (subscribe) takes over the connection's output
                     await item(writer)
                     continue
-                writer.write(protocol.encode(item))
-                # asyncio's write buffer is unbounded: wait for a slow reader here, so its
-                # answers back up into the bounded outbox and we stop reading its requests.
-                if outbox.empty() or writer.transport.get_write_buffer_size() > WRITE_BUFFER:
-                    await writer.drain()
+                # a slow reader's answers back up into the bounded outbox, and we stop
+                # reading its requests (see flow)
+                await flow.write(writer, protocol.encode(item), more=not outbox.empty())
             except (ConnectionError, OSError):
                 conn.closing = True
                 return

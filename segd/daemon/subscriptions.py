@@ -12,12 +12,12 @@ import asyncio
 import structlog
 
 from actors.records import Transition
+from segd.daemon import flow
 from segd.wire import protocol
 
 log = structlog.get_logger("segd.daemon.subscriptions")
 
 QUEUE_FRAMES = 10_000  # frames a subscriber may fall behind before it is dropped
-WRITE_BUFFER = 64 * 1024  # bytes handed to the transport before we wait for the socket
 
 
 class Subscriber:
@@ -35,11 +35,8 @@ class Subscriber:
         self.writer = writer
         try:
             while (frame := await self.queue.get()) is not None:
-                writer.write(frame)
-                # Respect flow control: asyncio's own write buffer is unbounded, so a peer
-                # that stops reading must back up into our bounded queue, not into memory.
-                if self.queue.empty() or writer.transport.get_write_buffer_size() > WRITE_BUFFER:
-                    await writer.drain()
+                # a peer that stops reading backs up into our bounded queue (see flow)
+                await flow.write(writer, frame, more=not self.queue.empty())
         finally:
             self.hub.remove(self)
 

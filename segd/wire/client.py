@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from segd.config.values import parse_address
 from segd.errors import ConnectError, RemoteError
 from segd.wire import protocol
 
@@ -103,8 +104,7 @@ class Client(_Ops):
     ) -> None:
         try:
             if tcp:
-                host, _, port = tcp.rpartition(":")
-                self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+                self.sock = socket.create_connection(_address(tcp), timeout=timeout)
             else:
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.settimeout(timeout)
@@ -201,8 +201,7 @@ class AsyncClient(_Ops):
     ) -> AsyncClient:
         try:
             if tcp:
-                host, _, port = tcp.rpartition(":")
-                reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+                reader, writer = await asyncio.open_connection(*_address(tcp))
             else:
                 reader, writer = await asyncio.open_unix_connection(str(socket_path or "var/segd.sock"))
         except OSError as exc:
@@ -269,3 +268,10 @@ class AsyncClient(_Ops):
             self._waiting.clear()
             if self._stream is not None:
                 self._stream.put_nowait(None)
+
+
+def _address(tcp: str) -> tuple[str, int]:
+    try:
+        return parse_address(tcp)
+    except ValueError as exc:
+        raise ConnectError(f"cannot connect to segd at {tcp!r}: {exc}") from exc
