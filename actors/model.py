@@ -101,7 +101,7 @@ class SegDef:
         self.fingerprint = ""
 
 
-class _AggValues(dict):
+class _AggValues(dict[str, Any]):
     """Lazy ``ctx.aggs``: an aggregate's value at ``now`` is computed on first read, then
     served from the dict itself (C speed: ``next_change`` probes read values many times).
 
@@ -129,13 +129,13 @@ class _AggValues(dict):
         return v
 
 
-class _Traits(Mapping):
+class _Traits(Mapping[str, Any]):
     """``ctx.traits``: read-only mapping over a user's flat trait tuple (a handful of keys)."""
 
     __slots__ = ("pairs",)
 
     def __init__(self) -> None:
-        self.pairs: tuple = ()
+        self.pairs: tuple[Any, ...] = ()
 
     def get(self, key: str, default: Any = None) -> Any:
         p = self.pairs
@@ -167,14 +167,15 @@ class _Members:
         self.mask = 0
 
     def __contains__(self, name: object) -> bool:
-        return bool(self.mask & self._index.get(name, 0))  # type: ignore[arg-type]
+        # Container's signature takes object; segment('x') only ever passes its str literal.
+        return bool(self.mask & self._index.get(name, 0))  # type: ignore[call-overload]
 
 
 def _digest(obj: Any) -> str:
     return blake2b(msgpack.packb(obj, use_bin_type=True), digest_size=16).hexdigest()
 
 
-def _agg_def(a: AggregateConfig) -> list:
+def _agg_def(a: AggregateConfig) -> list[Any]:
     return ["agg", a.name, a.kind, a.event, a.of, a.where, a.within]
 
 
@@ -230,7 +231,7 @@ class Model:
         self.idle_windows = tuple(a for a in self.aggs if a.kind.windowed and not a.timed)
         self.window_aggs = tuple(a for a in self.aggs if a.timed)
         self.star = tuple(a for a in self.aggs if a.config.event == "*")
-        self.by_event = {
+        self.by_event: dict[str | None, tuple[AggDef, ...]] = {
             e: tuple(a for a in self.aggs if a.config.event in (e, "*"))
             for e in {a.config.event for a in self.aggs} - {"*"}
         }

@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 
 from actors.aggregates.kind import SHARED_TRAIT_MAX, shared
-from actors.model import STATE_FORMAT, Model
+from actors.model import STATE_FORMAT, AggDef, Model
 from actors.records import Transition, UserView
 
 __all__ = ["Model", "UserActor", "transition_id"]
@@ -46,7 +46,7 @@ def transition_id(segment: str, user: str, kind: str, seq: int, at: float, cause
     return blake2b(key, digest_size=12).hexdigest()
 
 
-def _flat(traits: Mapping[str, Any]) -> tuple | None:
+def _flat(traits: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """Traits as a flat (key, value, key, value...) tuple: a third of a dict's size."""
     return tuple(x for kv in traits.items() for x in kv) if traits else None
 
@@ -83,7 +83,7 @@ class UserActor:
     def __init__(self, model: Model, user: str) -> None:
         self.model = model
         self.user = user
-        self.traits: tuple | None = None
+        self.traits: tuple[Any, ...] | None = None
         self.aggs: list[Any] = [None] * len(model.aggs)
         self.members = 0
         self.raw = 0
@@ -117,7 +117,7 @@ class UserActor:
             clock = self.now
         m = self.model
         dirty = m.all_mask if self.last_seq is None else 0
-        folded: list[Any] = []
+        folded: list[AggDef] = []
         if type == "track":
             if ts is None:
                 ts = clock
@@ -140,12 +140,12 @@ class UserActor:
 
     def _fold(
         self,
-        aggs: tuple,
+        aggs: tuple[AggDef, ...],
         event: str | None,
         ts: float,
         clock: float,
         data: Mapping[str, Any] | None,
-        folded: list,
+        folded: list[AggDef],
     ) -> int:
         """Fold a track event into the matching aggregates; return the segments to evaluate."""
         m = self.model
@@ -156,7 +156,7 @@ class UserActor:
         dirty = 0
         # where/of see the state before this event; when no where/of reads an aggregate,
         # folding as we go is the same and saves a list per event.
-        pending = [] if m.where_reads_aggs else None
+        pending: list[tuple[AggDef, Any]] | None = [] if m.where_reads_aggs else None
         for a in aggs:
             if a.where is not None and not a.where(ctx):
                 continue
@@ -214,12 +214,12 @@ class UserActor:
         dirty = 0
         tnext = self.tnext
         if tnext is not None:
-            for seg, nc in zip(m.timed_segs, tnext, strict=True):
-                if nc <= t:
+            for seg, seg_nc in zip(m.timed_segs, tnext, strict=True):
+                if seg_nc <= t:
                     dirty |= seg.closed
         # A window's next change seen from the last evaluation is either due now (re-evaluate
         # its segments, prune it, reschedule it) or still its next change after t.
-        best = None
+        best: float | None = None
         due = []
         for a in m.window_aggs:
             st = states[a.index]
@@ -238,7 +238,9 @@ class UserActor:
             if st is not None:
                 states[a.index] = a.kind.prune(st, t)
         self.now = t
-        evaluated = self._evaluate(dirty, t, self.last_seq, "t", out) if dirty else 0
+        seq = self.last_seq
+        assert seq is not None  # a user has deadlines only after its first event
+        evaluated = self._evaluate(dirty, t, seq, "t", out) if dirty else 0
         self.deadline = best
         self._reschedule(t, due, evaluated & m.timed_mask, full=True)
         if self.deadline is not None and self.deadline <= t:
@@ -306,7 +308,7 @@ class UserActor:
         m.seg_view.mask = self.members
         return ctx
 
-    def _evaluate(self, dirty: int, now: float, seq: int | None, cause: str, out: list[Transition]) -> int:
+    def _evaluate(self, dirty: int, now: float, seq: int, cause: str, out: list[Transition]) -> int:
         """Evaluate the segments in ``dirty`` (and dependants whose input changed) in
         evaluation order at ``now``; append transitions; return the mask evaluated."""
         m = self.model
@@ -426,7 +428,8 @@ class UserActor:
 
     def snapshot(self) -> bytes:
         """Compact msgpack bytes of the whole user state."""
-        return msgpack.packb(self.to_state(), use_bin_type=True)
+        blob: bytes = msgpack.packb(self.to_state(), use_bin_type=True)
+        return blob
 
     @classmethod
     def restore(cls, model: Model, user: str, blob: bytes) -> UserActor:

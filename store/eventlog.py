@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -170,6 +170,7 @@ class EventLog:
         self.conn.close()
 
 
-def decode(body: bytes | None) -> dict:
+def decode(body: bytes | None) -> dict[str, Any]:
     """A row's props or traits as a dict."""
-    return msgpack.unpackb(body, raw=False) if body else {}
+    data: dict[str, Any] = msgpack.unpackb(body, raw=False) if body else {}
+    return data

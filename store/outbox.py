@@ -63,7 +63,7 @@ class OutboxStore:
         with self._transaction() as conn:
             return (conn.executemany(sql, params) if many else conn.execute(sql, tuple(params))).rowcount
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self.conn.execute(sql, tuple(params)).fetchall()
 

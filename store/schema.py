@@ -85,7 +85,7 @@ def checkpoint(conn: sqlite3.Connection) -> None:
 def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:
     """Create the ``meta`` table, record the schema version, refuse newer files."""
     if "meta" not in db.table_names():
-        db["meta"].create({"key": str, "value": str}, pk="key")
+        db.table("meta").create({"key": str, "value": str}, pk="key")
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     if row is None:
         db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
@@ -99,7 +99,7 @@ def create_events(db: sqlite_utils.Database) -> None:
     """The event log: one row per acknowledged event, ``seq`` is the log position."""
     if "events" in db.table_names():
         return
-    db["events"].create(
+    db.table("events").create(
         {
             "seq": int,  # log position, 1, 2, 3... (gaps only after `forget`)
             "user": str,
@@ -126,7 +126,7 @@ OUTBOX_FILE = "outbox.db"
 def create_segments(db: sqlite_utils.Database) -> None:
     """Segment membership and the transition history (derived from the log, rebuildable)."""
     if "transitions" not in db.table_names():
-        db["transitions"].create(
+        db.table("transitions").create(
             {"id": str, "segment": str, "user": str, "kind": str, "at": float, "seq": int},
             pk="id",
             not_null={"segment", "user", "kind", "at", "seq"},
@@ -140,14 +140,14 @@ def create_segments(db: sqlite_utils.Database) -> None:
             "PRIMARY KEY (segment, user)) WITHOUT ROWID"
         )
     if "segment_versions" not in db.table_names():
-        db["segment_versions"].create({"segment": str, "fingerprint": str}, pk="segment")
+        db.table("segment_versions").create({"segment": str, "fingerprint": str}, pk="segment")
 
 
 def create_snapshots(db: sqlite_utils.Database) -> None:
     """Shard snapshots: the latest blob per shard, with the log position it includes."""
     if "snapshots" in db.table_names():
         return
-    db["snapshots"].create(
+    db.table("snapshots").create(
         {"shard": int, "shards": int, "fingerprint": str, "seq": int, "taken": float, "state": bytes},
         pk="shard",
     )
@@ -159,7 +159,7 @@ def create_outbox(db: sqlite_utils.Database) -> None:
     Not derived: it records effects on the outside world, so ``segd replay`` keeps it.
     """
     if "messages" not in db.table_names():
-        db["messages"].create(
+        db.table("messages").create(
             {
                 "id": str,  # message id: a function of (campaign, transition id)
                 "campaign": str,
@@ -187,7 +187,7 @@ def create_outbox(db: sqlite_utils.Database) -> None:
         db.execute("CREATE INDEX messages_user ON messages (user, due)")
         db.execute("CREATE INDEX messages_campaign ON messages (campaign, variant, status)")
     if "dead_letters" not in db.table_names():
-        db["dead_letters"].create(
+        db.table("dead_letters").create(
             {
                 "id": str,
                 "campaign": str,
@@ -203,9 +203,9 @@ def create_outbox(db: sqlite_utils.Database) -> None:
     if "campaigns" not in db.table_names():
         # When each campaign (with its segment's definition) first appeared: no message for
         # transitions before that.
-        db["campaigns"].create({"name": str, "key": str, "activated": float}, pk="name")
+        db.table("campaigns").create({"name": str, "key": str, "activated": float}, pk="name")
     if "conversions" not in db.table_names():
-        db["conversions"].create(
+        db.table("conversions").create(
             {"message": str, "campaign": str, "variant": str, "user": str, "ts": float, "seq": int},
             pk="message",
         )

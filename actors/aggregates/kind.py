@@ -15,7 +15,7 @@ from array import array
 from collections.abc import Iterable
 from typing import Any, TypeAlias, TypeGuard
 
-import msgpack  # type: ignore[import-untyped]  # ships neither stubs nor py.typed
+import msgpack
 
 __all__ = [
     "AggKind",

@@ -219,9 +219,11 @@ class DispatchCore:
         channel, to, reason = self._resolve(cfg, traits, values)
         if channel is None:
             return row("suppressed", reason)
-        due = quiet_until(now, traits.get("timezone"), self.throttle.quiet_start, self.throttle.quiet_end)
-        deferred = due is not None
-        due = due if deferred else now
+        quiet_end = quiet_until(
+            now, traits.get("timezone"), self.throttle.quiet_start, self.throttle.quiet_end
+        )
+        deferred = quiet_end is not None
+        due = now if quiet_end is None else quiet_end
         if not self.caps.fits(user, due):
             return row("suppressed", "frequency_cap", channel.name, due)
         self.caps.add(user, due)

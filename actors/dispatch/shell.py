@@ -55,7 +55,7 @@ _GOALS = decoder(list[GoalEvent])
 def backoff(cfg: ChannelConfig, attempts: int) -> float:
     """Seconds before attempt ``attempts + 1``: exponential with 'equal jitter' (half fixed,
     half random), so retries of many messages do not hit a recovering provider together."""
-    d = min(MAX_BACKOFF, cfg.backoff * 2 ** max(attempts - 1, 0))
+    d = min(MAX_BACKOFF, cfg.backoff * 2.0 ** max(attempts - 1, 0))
     return d / 2 + random.uniform(0, d / 2)
 
 
@@ -79,7 +79,7 @@ class Dispatcher:
         self.deliver = deliver
         self._since_prune = 0
         self._wake = {c.name: asyncio.Event() for c in config.channels}
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._channels: dict[str, Channel] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._stopping = False
@@ -129,8 +129,8 @@ class Dispatcher:
         so a crash between the write and the outbox update leaves no duplicate line."""
         unconfirmed, self._unconfirmed = self._unconfirmed, []
         by_channel: dict[str, set[str]] = {}
-        for mid, channel in unconfirmed:
-            by_channel.setdefault(channel, set()).add(mid)
+        for mid, name in unconfirmed:
+            by_channel.setdefault(name, set()).add(mid)
         for name, ids in by_channel.items():
             channel = self._channels.get(name)
             done = channel.delivered(ids) if channel is not None else set()

@@ -146,6 +146,7 @@ class ShardCore:
         if actor is None:
             return []
         at, seq = self.clock, actor.last_seq
+        assert seq is not None  # a hosted user has applied at least one event
         return [
             Transition(
                 id=transition_id(name, user, "exit", seq, at, "f"),
@@ -165,7 +166,7 @@ class ShardCore:
 
     def snapshot(self) -> bytes:
         """Everything needed to resume: applied_seq, clock, model fingerprint, all users."""
-        return msgpack.packb(
+        blob: bytes = msgpack.packb(
             {
                 "format": _SNAPSHOT_FORMAT,
                 "fingerprint": self.model.fingerprint,
@@ -175,6 +176,7 @@ class ShardCore:
             },
             use_bin_type=True,
         )
+        return blob
 
     @classmethod
     def restore(cls, model: Model, blob: bytes, notify: frozenset[str] = frozenset()) -> ShardCore:

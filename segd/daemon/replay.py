@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -32,7 +33,7 @@ def replay(
     until: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     dispatch: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Rebuild from the log; returns a summary (events replayed, segment sizes, seconds).
 
     With ``dispatch``, campaign triggers go to the dispatcher as in a live run, which records
@@ -44,7 +45,7 @@ def replay(
 
 async def _replay(
     config: Config, until: int | None, progress: Callable[[int, int], None] | None, dispatch: bool
-) -> dict:
+) -> dict[str, Any]:
     started = time.monotonic()
     model = Model.compile(config)
     cfg = config.daemon

@@ -174,7 +174,8 @@ class Router:
 
     async def sync(self) -> int:
         """Wait until everything queued before this call is routed and due timers have fired."""
-        return await self._ask(lambda done: Barrier(done))
+        seq: int = await self._ask(lambda done: Barrier(done))
+        return seq
 
     async def forget(self, user: str) -> int:
         """Erase ``user`` from its shard, the segment managers and the outbox, in log order
@@ -183,7 +184,8 @@ class Router:
         The user's exits reach subscribers but no history and no dispatcher. The shard's
         snapshot, which held the user's state, is replaced. The caller erases the log rows.
         """
-        return await self._ask(lambda done: Forget(user, done))
+        left: int = await self._ask(lambda done: Forget(user, done))
+        return left
 
     async def between_batches(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``fn()`` in the router's loop, after everything queued before (config reload)."""
@@ -398,7 +400,7 @@ class Router:
         campaign trigger (new or not: it dedupes by message id) with the batch's goal events;
         the new transitions go to ``on_transitions``. Both are done before this returns, so
         a snapshot taken after it never covers a transition that is not recorded."""
-        calls = []
+        calls: list[Awaitable[Any]] = []
         if effects.transitions:
             calls.append(self._record_at_managers(effects.transitions))
         if self.runtime.dispatcher is not None:

@@ -116,8 +116,14 @@ def init_ray(config: Config) -> bool:
         if config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
     ray.init(address=address, **kwargs)
-    log.info("ray_ready", address=address or "local", nodes=len([n for n in ray.nodes() if n["Alive"]]))
+    log.info("ray_ready", address=address or "local", nodes=len(_alive_nodes()))
     return True
+
+
+def _alive_nodes() -> list[str]:
+    """The ids of the cluster's nodes that are alive."""
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]  # Ray leaves it untyped
+    return [n["NodeID"] for n in nodes if n["Alive"]]
 
 
 def shutdown_ray(started: bool) -> None:
@@ -158,7 +164,7 @@ class Runtime:
         self.n = config.ray.shards
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-        self.managers = [
+        self.managers: list[Any] = [
             _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
                 config.daemon.data_dir, {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild
             )
@@ -169,9 +175,9 @@ class Runtime:
         self._pinned = pinned
         self.policy = CampaignPolicy(config.campaigns, enabled=dispatch)
         self.dispatcher: Any = None
-        others = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != here)
+        others = sorted(n for n in _alive_nodes() if n != here)
         nodes = [here, *others]
-        self.shards = [
+        self.shards: list[Any] = [
             _RemoteShard.options(
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True),
                 **SHARD_OPTIONS,

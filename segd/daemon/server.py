@@ -30,7 +30,17 @@ log = structlog.get_logger("segd.daemon.server")
 
 READ_CHUNK = 256 * 1024
 PIPELINE_DEPTH = 1024  # responses a connection may owe before we stop reading from it
-_CLOSE = object()
+
+
+class _Close:
+    """The outbox's last item: close the connection once what was queued before is sent."""
+
+
+_CLOSE = _Close()
+#: A stream (``subscribe``) that takes over the connection's output.
+Stream = Callable[[asyncio.StreamWriter], Awaitable[None]]
+#: What a connection's outbox holds, in request order: an answer, a pending answer, a stream.
+Outgoing = dict[str, Any] | asyncio.Future[dict[str, Any]] | Stream | _Close
 
 
 class Connection:
@@ -42,10 +52,10 @@ class Connection:
         self.peer = peer
         self.tcp = tcp
         self.authed = not tcp  # the Unix socket is protected by its file mode
-        self.outbox: asyncio.Queue = asyncio.Queue(PIPELINE_DEPTH)
+        self.outbox: asyncio.Queue[Outgoing] = asyncio.Queue(PIPELINE_DEPTH)
         self.closing = False
         self.streaming = False  # after `subscribe`: output is a stream of transitions
-        self.reading: asyncio.Task | None = None
+        self.reading: asyncio.Task[None] | None = None
 
 
 class Streaming:
@@ -53,16 +63,19 @@ class Streaming:
 
     __slots__ = ("ack", "run")
 
-    def __init__(self, ack: dict[str, Any], run: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> None:
+    def __init__(self, ack: dict[str, Any], run: Stream) -> None:
         self.ack = ack
         self.run = run
 
 
 class Handler(Protocol):
     """What the server dispatches to. ``handle`` returns the response fields of a success;
-    it raises ProtocolError for an error response. It may return a coroutine for slow ops."""
+    it raises ProtocolError for an error response. It may return a coroutine for slow ops, or
+    a ``Streaming`` that takes over the connection's output."""
 
-    def handle(self, req: Request, conn: Connection) -> dict[str, Any] | Awaitable[dict[str, Any]]: ...
+    def handle(
+        self, req: Request, conn: Connection
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]] | Streaming: ...
 
 
 class Server:
@@ -84,7 +97,7 @@ class Server:
         self.token = token
         self.max_frame = max_frame
         self.max_connections = max_connections
-        self.connections: dict[asyncio.Task, Connection] = {}
+        self.connections: dict[asyncio.Task[None], Connection] = {}
         self.accepting = True
         self._servers: list[asyncio.AbstractServer] = []
 
@@ -162,6 +175,7 @@ class Server:
             writer.close()
             return
         task = asyncio.current_task()
+        assert task is not None  # asyncio runs each connection's callback in its own task
         conn = Connection(peer, tcp=not authed)
         self.connections[task] = conn
         reading = conn.reading = asyncio.create_task(self._read_loop(conn, reader))
@@ -219,7 +233,9 @@ class Server:
                     if conn.closing:
                         return
 
-    def _dispatch(self, frame: dict, conn: Connection) -> dict | asyncio.Future | Streaming:
+    def _dispatch(
+        self, frame: dict[str, Any], conn: Connection
+    ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | Streaming:
         """The response to one frame, or a future of it. Never raises."""
         rid = protocol.request_id(frame)
         try:
@@ -244,7 +260,7 @@ class Server:
             return Streaming(protocol.ok(rid, **result.ack), result.run)
         return asyncio.ensure_future(_respond(rid, result))
 
-    def _auth(self, req: Request, conn: Connection) -> dict:
+    def _auth(self, req: Request, conn: Connection) -> dict[str, Any]:
         if not conn.tcp:
             return protocol.ok(req.id)
         if hmac.compare_digest(req.args["token"].encode(), self.token.encode()):
@@ -258,7 +274,7 @@ class Server:
         outbox = conn.outbox
         while True:
             item = await outbox.get()
-            if item is _CLOSE:
+            if isinstance(item, _Close):
                 return
             if isinstance(item, asyncio.Future):
                 item = await item
@@ -274,7 +290,7 @@ class Server:
                 return
 
 
-async def _respond(rid: Any, pending: Awaitable[dict[str, Any]]) -> dict[str, Any] | Callable:
+async def _respond(rid: Any, pending: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     try:
         result = await pending
     except ProtocolError as exc:
