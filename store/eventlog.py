@@ -40,10 +40,7 @@ class EventLog:
 
     def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
         self.path = Path(data_dir) / schema.EVENTS_FILE
-        self.db = schema.open_db(self.path, synchronous=synchronous)
-        with self.db.atomic():
-            schema.ensure_meta(self.db, self.path)
-            schema.create_events(self.db)
+        self.db = schema.open_store(self.path, schema.create_events, synchronous=synchronous)
         self.conn = self.db.conn
         seq, clock = self.conn.execute(
             "SELECT seq, clock FROM events ORDER BY seq DESC LIMIT 1"

@@ -45,10 +45,7 @@ class OutboxStore:
 
     def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
         self.path = Path(data_dir) / schema.OUTBOX_FILE
-        self.db = schema.open_db(self.path, synchronous=synchronous)
-        with self.db.atomic():
-            schema.ensure_meta(self.db, self.path)
-            schema.create_outbox(self.db)
+        self.db = schema.open_store(self.path, schema.create_outbox, synchronous=synchronous)
         self.conn = self.db.conn
         self._lock = threading.Lock()
 

@@ -8,7 +8,7 @@ opening a file written by a newer segd is refused rather than misread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,18 @@ def select_in(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list
         chunk = values[i : i + IN_CHUNK]
         out += conn.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
     return out
+
+
+def open_store(
+    path: Path, create: Callable[[sqlite_utils.Database], None], *, synchronous: str = "full"
+) -> sqlite_utils.Database:
+    """``open_db``, then (in one transaction) check the schema version and ``create`` the
+    store's tables if they are missing. Every store under ``data_dir`` opens this way."""
+    db = open_db(path, synchronous=synchronous)
+    with transaction(db.conn, f"opening {path}"):
+        ensure_meta(db, path)
+        create(db)
+    return db
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:

@@ -25,10 +25,7 @@ class SegmentStore:
 
     def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
         self.path = Path(data_dir) / schema.SEGMENTS_FILE
-        self.db = schema.open_db(self.path, synchronous=synchronous)
-        with self.db.atomic():
-            schema.ensure_meta(self.db, self.path)
-            schema.create_segments(self.db)
+        self.db = schema.open_store(self.path, schema.create_segments, synchronous=synchronous)
         self.conn = self.db.conn
 
     def apply(self, transitions: Iterable[Transition]) -> list[Transition]:

@@ -31,26 +31,25 @@ class SnapshotStore:
         self._lock = threading.Lock()
         self.path = Path(data_dir) / schema.SNAPSHOTS_FILE
         # NORMAL is enough: a lost snapshot only means a longer replay, never lost data.
-        self.db = schema.open_db(self.path, synchronous="normal")
-        with self.db.atomic():
-            schema.ensure_meta(self.db, self.path)
-            schema.create_snapshots(self.db)
+        self.db = schema.open_store(self.path, schema.create_snapshots, synchronous="normal")
+        self.conn = self.db.conn
 
     def put(self, snap: Snapshot) -> None:
-        with self._lock, self.db.atomic():
-            self.db.execute(
+        """Replace ``snap.shard``'s snapshot. Raises StoreError if the write fails."""
+        with self._lock, schema.transaction(self.conn, "snapshot write") as conn:
+            conn.execute(
                 "INSERT OR REPLACE INTO snapshots (shard, shards, fingerprint, seq, taken, state) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [snap.shard, snap.shards, snap.fingerprint, snap.seq, time.time(), snap.state],
+                (snap.shard, snap.shards, snap.fingerprint, snap.seq, time.time(), snap.state),
             )
 
     def get(self, shard: int, shards: int, fingerprint: str) -> Snapshot | None:
         """The latest usable snapshot of ``shard``, or None."""
         with self._lock:
-            row = self.db.execute(
+            row = self.conn.execute(
                 "SELECT shard, shards, fingerprint, seq, state FROM snapshots "
                 "WHERE shard = ? AND shards = ? AND fingerprint = ?",
-                [shard, shards, fingerprint],
+                (shard, shards, fingerprint),
             ).fetchone()
         return Snapshot(*row) if row else None
 
@@ -58,13 +57,14 @@ class SnapshotStore:
         """Drop ``shard``'s snapshot (zeroed on disk, WAL truncated): after ``forget`` it may
         hold the erased user's state."""
         with self._lock:
-            with self.db.atomic():
-                self.db.execute("DELETE FROM snapshots WHERE shard = ?", [shard])
-            schema.checkpoint(self.db.conn)
+            with schema.transaction(self.conn, "snapshot delete") as conn:
+                conn.execute("DELETE FROM snapshots WHERE shard = ?", (shard,))
+            schema.checkpoint(self.conn)
 
     def clear(self) -> None:
-        with self._lock, self.db.atomic():
-            self.db.execute("DELETE FROM snapshots")
+        """Drop every snapshot (``segd replay`` rebuilds them)."""
+        with self._lock, schema.transaction(self.conn, "snapshot clear") as conn:
+            conn.execute("DELETE FROM snapshots")
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
