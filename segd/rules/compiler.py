@@ -30,6 +30,7 @@ from typing import Any
 
 from segd.rules import linear as rl
 from segd.rules import timing as rt
+from segd.rules.forms import Fn, FormFn, NextChange
 from segd.rules.syntax import (
     FUNCTIONS,
     Aggregate,
@@ -46,7 +47,7 @@ from segd.rules.syntax import (
     known_names,
     parse,
 )
-from segd.rules.timing import Fn, FormFn, NextChange, Part
+from segd.rules.timing import Part
 
 WHEN = "when"
 WHERE = "where"  # also the scope of ``of`` expressions
@@ -105,7 +106,7 @@ class Compiled:
     ``t > ctx.now`` such that the value is the same on ``[ctx.now, t)``: exactly the first
     float at which it changes when ``now()``/``days_since``/``hours_since`` enter linearly
     or quadratically (see ``segd.rules.timing`` for the float-noise limits), and at most
-    ``segd.rules.timing.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
+    ``segd.rules.forms.FALLBACK_STEP`` seconds ahead for anything else (e.g. dividing by
     ``days_since``); then the value may not have changed at ``t`` and the caller asks again.
     ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a
     context must not be shared with another thread during the call.

@@ -15,7 +15,8 @@ import math
 import operator
 from typing import TYPE_CHECKING
 
-from segd.rules.timing import _MAX_WALK, NUMS, UNKNOWN, NextChange, Part, combine
+from segd.rules.forms import MAX_WALK, NUMS, UNKNOWN, NextChange, combine
+from segd.rules.timing import Part
 
 if TYPE_CHECKING:  # for annotations only: segd.rules.compiler imports this module
     from segd.rules.compiler import Context
@@ -76,7 +77,7 @@ _OPS = {
 }
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _BIG = math.nextafter(_INF, 0.0)
-_WALK = range(_MAX_WALK)
+_WALK = range(MAX_WALK)
 
 
 def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from segd.rules import WHEN, Compiled, Context, timing
+from segd.rules import WHEN, Compiled, Context, forms
 from tests.unit.rules_helpers import comp, ev
 
 DAY = 86400.0
@@ -222,7 +222,7 @@ def test_unsolved_shapes_fall_back_to_a_bounded_step():
     c = comp("1 / days_since(x) < 0.5", WHEN)
     ctx = Context(now=1000.0, aggs={"x": 1000.0 - DAY})
     t = c.next_change(ctx)
-    assert t == 1000.0 + timing.FALLBACK_STEP
+    assert t == 1000.0 + forms.FALLBACK_STEP
 
 
 def test_unsolved_shapes_find_a_flip_within_one_step_exactly():
