@@ -10,11 +10,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from segd import __version__, logs
 from segd.config import Config, load_config
 from segd.errors import ConfigError, ConnectError, RemoteError, SegdError
+
+if TYPE_CHECKING:  # the client is imported lazily, by the commands that talk to a daemon
+    from segd.wire.client import Client
 
 EXIT_OK, EXIT_USER, EXIT_CONNECT, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_CONFIG = Path("config.toml")
@@ -22,12 +25,13 @@ _USER_CODES = {"bad_request", "not_found", "unknown_op", "bad_frame", "unauthori
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exit code 2 means "cannot connect" here
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code 2 means "cannot connect" here
         self.print_usage(sys.stderr)
         self.exit(EXIT_USER, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``segd`` parser: one subcommand per entry of ``_COMMANDS``; bad arguments exit 1."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",
@@ -112,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``segd`` command (``argv`` defaults to ``sys.argv[1:]``); returns the exit code.
+
+    segd's own errors become a message on stderr and an exit code (see the module docstring);
+    Ctrl-C exits 0.
+    """
     args = build_parser().parse_args(argv)
     logs.configure()
     try:
@@ -140,7 +149,7 @@ def _config(path: Path | None) -> Config:
     return load_config(path)
 
 
-def _client(args: argparse.Namespace, config: Config):
+def _client(args: argparse.Namespace, config: Config) -> Client:
     from segd.wire.client import Client
 
     return Client(args.socket or config.daemon.socket)
@@ -164,12 +173,15 @@ def _kv(items: list[str], what: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    """``segd run``: the daemon in the foreground until it is stopped; its exit code."""
     from segd.daemon.lifecycle import run_daemon
 
     return run_daemon(config)
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    """``segd check``: compile the config and print what it holds; ConfigError names each bad
+    expression."""
     from actors.model import Model
 
     Model.compile(config)  # raises ConfigError naming each bad expression
@@ -181,6 +193,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_send(args: argparse.Namespace, config: Config) -> int:
+    """``segd send``: log one track event; prints its seq."""
     with _client(args, config) as c:
         r = c.track(args.user, args.event, _kv(args.prop, "--prop"), ts=args.ts, msg_id=args.msg_id)
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
@@ -188,6 +201,7 @@ def cmd_send(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_identify(args: argparse.Namespace, config: Config) -> int:
+    """``segd identify``: set traits of a user; prints the event's seq."""
     with _client(args, config) as c:
         r = c.identify(args.user, _kv(args.traits, "trait"), ts=args.ts, msg_id=args.msg_id)
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
@@ -195,6 +209,7 @@ def cmd_identify(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    """``segd stats``: the daemon's statistics, as JSON or a table of dotted keys."""
     with _client(args, config) as c:
         r = c.stats()
     if args.json:
@@ -222,6 +237,7 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    """``segd demo``: the live demo on a temporary data dir, then a summary (needs a config file)."""
     import asyncio
     import os
 
@@ -254,6 +270,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_forget(args: argparse.Namespace, config: Config) -> int:
+    """``segd forget``: erase a user; prints how many events went and segments it left."""
     with _client(args, config) as c:
         r = c.forget(args.user)
     _show(args, r, f"forgot {args.user}: {r['events']} events erased, left {r['segments']} segments")
@@ -261,6 +278,7 @@ def cmd_forget(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
+    """``segd campaigns``: one line per campaign and variant."""
     with _client(args, config) as c:
         r = c.campaigns()
     head = (
@@ -281,6 +299,7 @@ def cmd_campaigns(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_user(args: argparse.Namespace, config: Config) -> int:
+    """``segd user``: a user's traits, aggregates and segments."""
     with _client(args, config) as c:
         r = c.user(args.user)
     text = (
@@ -298,6 +317,7 @@ def cmd_user(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_segments(args: argparse.Namespace, config: Config) -> int:
+    """``segd segments``: every segment with its size and description."""
     with _client(args, config) as c:
         r = c.segments()
     rows = r["segments"]
@@ -314,6 +334,7 @@ def cmd_segments(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_segment(args: argparse.Namespace, config: Config) -> int:
+    """``segd segment``: one page of a segment's members, with the cursor for the next."""
     with _client(args, config) as c:
         r = c.segment(args.name, limit=args.limit, after=args.after)
     more = f"\n(more: --after {r['next']})" if r["next"] else ""
@@ -322,6 +343,7 @@ def cmd_segment(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
+    """``segd subscribe``: print transitions as JSON lines until the daemon closes."""
     from segd.wire.client import Client
 
     with Client(args.socket or config.daemon.socket, timeout=None) as c:
@@ -331,6 +353,7 @@ def cmd_subscribe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    """``segd replay``: rebuild every derived store from the log, offline; prints the summary."""
     from segd.daemon.replay import replay
 
     bar = _ProgressBar()

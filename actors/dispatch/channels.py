@@ -31,7 +31,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from email.utils import formatdate
-from http.client import HTTPException
+from http.client import HTTPException, HTTPMessage
 from typing import IO, Any
 
 from segd.config import ChannelConfig
@@ -248,7 +248,15 @@ class FileChannel(Channel):
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # A redirect turns a POST into a GET without its body: report it instead of following it.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
         return None
 
 

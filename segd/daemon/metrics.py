@@ -9,8 +9,8 @@ failed scrape rather than a hung one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import start_http_server
@@ -24,21 +24,29 @@ from prometheus_client.core import (
 
 from segd.config.values import parse_address
 
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
 log = structlog.get_logger("segd.daemon.metrics")
 
 SCRAPE_TIMEOUT = 5.0
+
+#: The daemon's ``stats`` (``Ops.stats``): a coroutine function, as run_coroutine_threadsafe needs.
+StatsFn = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
 
 class StatsCollector:
     """A prometheus_client collector over the daemon's ``stats``."""
 
-    def __init__(
-        self, stats: Callable[[], Awaitable[dict[str, Any]]], loop: asyncio.AbstractEventLoop
-    ) -> None:
+    def __init__(self, stats: StatsFn, loop: asyncio.AbstractEventLoop) -> None:
         self.stats = stats
         self.loop = loop
 
     def collect(self) -> Iterator[Metric]:
+        """Run ``stats`` on the daemon's loop and yield its metrics (called on the scrape thread).
+
+        Raises TimeoutError if the loop does not answer within ``SCRAPE_TIMEOUT`` seconds.
+        """
         s = asyncio.run_coroutine_threadsafe(self.stats(), self.loop).result(SCRAPE_TIMEOUT)
         yield from metrics_of(s)
 
@@ -95,12 +103,15 @@ def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
 class MetricsServer:
     """The HTTP endpoint; ``address`` is ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, address: str, stats: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(self, address: str, stats: StatsFn) -> None:
         self.host, self.port = parse_address(address, allow_port_zero=True)
         self.stats = stats
-        self._server = None
+        self._server: WSGIServer | None = None
 
     def start(self) -> None:
+        """Serve the endpoint from a prometheus_client thread; call it on the daemon's running
+        loop, which scrapes then ask for ``stats``. ``port`` becomes the port actually bound;
+        OSError if the address cannot be bound."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StatsCollector(self.stats, asyncio.get_running_loop()))
         self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
@@ -108,6 +119,7 @@ class MetricsServer:
         log.info("metrics_listening", address=f"{self.host}:{self.port}")
 
     def close(self) -> None:
+        """Stop listening; a no-op before ``start``."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -52,12 +52,14 @@ class View:
         self.stats: dict[str, Any] = {}
         self.previous: dict[str, int] = {}
         self.rate = 0.0
-        self.transitions: deque[dict] = deque(maxlen=8)
-        self.messages: deque[dict] = deque(maxlen=6)
+        self.transitions: deque[dict[str, Any]] = deque(maxlen=8)
+        self.messages: deque[dict[str, Any]] = deque(maxlen=6)
         self._last = (0, time.monotonic())
         self._offsets: dict[Path, int] = {}
 
     def update(self, stats: dict[str, Any]) -> None:
+        """Take a fresh ``stats`` answer (events/s is measured against the previous one) and
+        read the messages the file channels appended since the last call."""
         events, at = stats["events"], time.monotonic()
         self.rate = (events - self._last[0]) / max(at - self._last[1], 1e-6)
         self._last = (events, at)
@@ -73,6 +75,7 @@ class View:
                     self._offsets[ch.path] = fh.tell()
 
     def render(self) -> Group:
+        """The view as it stands; a "starting" line until the first ``update``."""
         s = self.stats
         if not s:
             return Group("starting segd (local Ray, temporary data dir)...")

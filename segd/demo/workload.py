@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from segd.errors import RemoteError
 from segd.wire.client import AsyncClient
@@ -118,12 +119,17 @@ DISCOUNTS = (0, 0, 0, 5, 10, 20)
 PARETO_ALPHA = 1.2  # 80/20-like activity
 PARETO_CAP = 200.0  # the most active user is at most 200x the least: heavy users, no single bot
 
+#: One ``batch`` op item (see the module docstring), as sent and as written to a file.
+Item = dict[str, Any]
+#: One step of a visit: ``(type, event, props_or_traits)``; ``event`` is None for identify.
+_Step = tuple[str, str | None, dict[str, Any]]
+
 
 def _pick(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([n for n, _ in table], [w for _, w in table])[0]
 
 
-def profile(seed: int, index: int) -> dict:
+def profile(seed: int, index: int) -> dict[str, str]:
     """The traits of user ``index``: a pure function of (seed, index), whatever the events."""
     rng = random.Random(seed * 1_000_003 + index)
     country = _COUNTRY_NAMES[bisect.bisect_right(_COUNTRY_WEIGHTS, rng.random() * _COUNTRY_WEIGHTS[-1])]
@@ -141,8 +147,8 @@ def profile(seed: int, index: int) -> dict:
 
 
 def _session(
-    rng: random.Random, prof: dict, favorites: tuple[str, ...], new: bool, seq: Iterator[int]
-) -> Iterator[tuple[str, str | None, dict]]:
+    rng: random.Random, prof: dict[str, str], favorites: tuple[str, ...], new: bool, seq: Iterator[int]
+) -> Iterator[_Step]:
     """One visit: ``(type, event, props_or_traits)`` tuples."""
     if new:
         yield "identify", None, {k: v for k, v in prof.items() if k != "currency"}
@@ -193,7 +199,7 @@ def workload(
     span: float = 30 * DAY,
     user_prefix: str = "u",
     msg_ids: bool = True,
-) -> Iterator[dict]:
+) -> Iterator[Item]:
     """Exactly ``events`` batch items over up to ``users`` users (ids ``{user_prefix}0000042``).
 
     Deterministic: the same arguments give the same items. Sessions of different users
@@ -207,9 +213,9 @@ def workload(
     width = max(7, len(str(users - 1)))
     cum = list(itertools.accumulate(min(rng.paretovariate(PARETO_ALPHA), PARETO_CAP) for _ in range(users)))
     total = cum[-1]
-    seen: dict[int, tuple[dict, tuple[str, ...]]] = {}
+    seen: dict[int, tuple[dict[str, str], tuple[str, ...]]] = {}
     orders = itertools.count(1)
-    live: list[tuple[str, Iterator]] = []
+    live: list[tuple[str, Iterator[_Step]]] = []
     concurrent = max(1, min(users // 10, 64))
     gap = span / max(events, 1)
     ts = start_ts
@@ -232,7 +238,7 @@ def workload(
             live.pop()
             continue
         type_, event, data = step
-        item: dict = {"type": type_, "user": user}
+        item: Item = {"type": type_, "user": user}
         if type_ == "track":
             item["event"] = event
             item["props"] = data
@@ -250,7 +256,7 @@ def workload(
 # ---------------------------------------------------------------------- files
 
 
-def write_items(path: str | Path, items: Iterable[dict]) -> int:
+def write_items(path: str | Path, items: Iterable[Item]) -> int:
     """Write items as JSON lines (floats round-trip exactly); returns how many."""
     n = 0
     with open(path, "w", encoding="utf-8") as f:
@@ -261,7 +267,7 @@ def write_items(path: str | Path, items: Iterable[dict]) -> int:
     return n
 
 
-def read_items(path: str | Path) -> Iterator[dict]:
+def read_items(path: str | Path) -> Iterator[Item]:
     """The items of a ``write_items`` file, in order, read lazily."""
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -286,17 +292,20 @@ class StreamStats:
 
     @property
     def eps(self) -> float:
+        """Items acknowledged per second; 0.0 when no time was measured."""
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
 
 #: ``on_ack(items, results, sent_at)``: a batch was acknowledged; ``sent_at`` is the
 #: ``time.monotonic()`` just before it was written to the socket.
-OnAck = Callable[[list[dict], list[dict], float], None]
+OnAck = Callable[[list[Item], list[dict[str, Any]], float], None]
+#: One connection's batches, from ``_produce`` to ``_sender``; None ends the stream.
+_Batches = asyncio.Queue[list[Item] | None]
 
 
 async def stream(
     socket: str | Path,
-    items: Iterable[dict],
+    items: Iterable[Item],
     *,
     connections: int = 4,
     rate: float = 0.0,
@@ -319,7 +328,7 @@ async def stream(
         raise ValueError("connections, batch and window must be >= 1")
     stats = StreamStats()
     clients = [await AsyncClient.connect(socket, tcp=tcp, token=token) for _ in range(connections)]
-    queues: list[asyncio.Queue] = [asyncio.Queue(maxsize=window) for _ in clients]
+    queues: list[_Batches] = [asyncio.Queue(maxsize=window) for _ in clients]
     tasks = [
         asyncio.create_task(_sender(c, q, window, stats, on_ack))
         for c, q in zip(clients, queues, strict=True)
@@ -338,10 +347,10 @@ async def stream(
 
 
 async def _produce(
-    items: Iterable[dict], queues: list[asyncio.Queue], rate: float, batch: int, flush: float
+    items: Iterable[Item], queues: list[_Batches], rate: float, batch: int, flush: float
 ) -> None:
     n = len(queues)
-    bufs: list[list[dict]] = [[] for _ in range(n)]
+    bufs: list[list[Item]] = [[] for _ in range(n)]
     loop = asyncio.get_running_loop()
     step = max(1, int(rate * flush)) if rate > 0 else 0
     t0 = loop.time()
@@ -368,18 +377,18 @@ async def _produce(
 
 
 async def _sender(
-    client: AsyncClient, queue: asyncio.Queue, window: int, stats: StreamStats, on_ack: OnAck | None
+    client: AsyncClient, queue: _Batches, window: int, stats: StreamStats, on_ack: OnAck | None
 ) -> None:
     slots = asyncio.Semaphore(window)
-    pending: set[asyncio.Task] = set()
+    pending: set[asyncio.Task[None]] = set()
     failed: list[BaseException] = []
 
-    def done(task: asyncio.Task) -> None:
+    def done(task: asyncio.Task[None]) -> None:
         pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            failed.append(task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            failed.append(exc)
 
-    async def one(chunk: list[dict]) -> None:
+    async def one(chunk: list[Item]) -> None:
         try:
             while True:
                 sent_at = time.monotonic()

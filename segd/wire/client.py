@@ -11,66 +11,96 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from segd.config.values import parse_address
-from segd.errors import ConnectError, RemoteError
+from segd.errors import ConnectError, ProtocolError, RemoteError
 from segd.wire import protocol
 
 DEFAULT_MAX_FRAME = 64 << 20  # what a client accepts; the server enforces its own limit
 
+Reply = dict[str, Any]
+#: What ``call`` returns: a ``Reply`` (``Client``) or a coroutine of one (``AsyncClient``).
+R = TypeVar("R")
 
-class _Ops:
-    """The op table shared by both clients: each method builds a request and calls ``call``."""
 
-    def call(self, op: str, **fields: Any) -> Any:  # pragma: no cover - overridden
+class _Ops(Generic[R]):
+    """The op table shared by both clients: each method builds a request and calls ``call``.
+
+    Every op returns what ``call`` returns: the response map without ``id``/``ok``, or for
+    the asyncio client an awaitable of it; an error response raises ``RemoteError``.
+    """
+
+    def call(self, op: str, **fields: Any) -> R:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def ping(self) -> Any:
+    def ping(self) -> R:
+        """Check the connection; the reply holds ``version``, ``time`` and the engine ``clock``."""
         return self.call("ping")
 
     def track(
         self,
         user: str,
         event: str,
-        props: dict | None = None,
+        props: dict[str, Any] | None = None,
         *,
         ts: float | None = None,
         msg_id: str | None = None,
-    ) -> Any:
+    ) -> R:
+        """Log one ``event`` of ``user`` (``ts`` in seconds since the epoch; None: receive time).
+
+        The reply holds ``seq``, and ``duplicate`` when ``msg_id`` was already logged.
+        """
         return self.call("track", **_drop_none(user=user, event=event, props=props, ts=ts, msg_id=msg_id))
 
-    def identify(self, user: str, traits: dict, *, ts: float | None = None, msg_id: str | None = None) -> Any:
+    def identify(
+        self, user: str, traits: dict[str, Any], *, ts: float | None = None, msg_id: str | None = None
+    ) -> R:
+        """Set ``traits`` of ``user`` (a None value removes the trait); the reply is as ``track``'s."""
         return self.call("identify", **_drop_none(user=user, traits=traits, ts=ts, msg_id=msg_id))
 
-    def batch(self, events: list[dict]) -> Any:
+    def batch(self, events: list[dict[str, Any]]) -> R:
         """``events``: maps with ``type`` ("track"/"identify") plus the op's fields."""
         return self.call("batch", events=events)
 
-    def sync(self) -> Any:
+    def sync(self) -> R:
+        """Wait until every event logged before this call is applied and due timers have fired.
+
+        The reply holds ``seq``, the log position reached.
+        """
         return self.call("sync")
 
-    def user(self, user: str) -> Any:
+    def user(self, user: str) -> R:
+        """A user's traits, aggregates and segments; RemoteError ``not_found`` if unknown."""
         return self.call("user", user=user)
 
-    def segments(self) -> Any:
+    def segments(self) -> R:
+        """Every segment with its size and description."""
         return self.call("segments")
 
-    def segment(self, name: str, *, limit: int = 1000, after: str | None = None) -> Any:
+    def segment(self, name: str, *, limit: int = 1000, after: str | None = None) -> R:
+        """One page of at most ``limit`` members of ``name``, after the user id ``after``."""
         return self.call("segment", **_drop_none(name=name, limit=limit, after=after))
 
-    def history(self, segment: str, since: float, until: float | None = None) -> Any:
+    def history(self, segment: str, since: float, until: float | None = None) -> R:
+        """``segment``'s transitions from ``since`` to ``until`` (seconds since the epoch)."""
         return self.call("history", **_drop_none(segment=segment, since=since, until=until))
 
-    def forget(self, user: str) -> Any:
+    def forget(self, user: str) -> R:
+        """Erase ``user``: events, state, history and messages (no message is sent).
+
+        The reply holds ``seq``, ``events`` (rows erased) and ``segments`` (how many it left).
+        """
         return self.call("forget", user=user)
 
-    def stats(self) -> Any:
+    def stats(self) -> R:
+        """The daemon's statistics."""
         return self.call("stats")
 
-    def campaigns(self) -> Any:
+    def campaigns(self) -> R:
+        """Per campaign and variant: sent, suppressed, conversions and conversion rate."""
         return self.call("campaigns")
 
 
@@ -85,13 +115,13 @@ def _result(resp: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resp.items() if k not in ("id", "ok")}
 
 
-def _chunks(events: Iterable[dict], size: int) -> Iterator[list[dict]]:
+def _chunks(events: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
     it = iter(events)
     while chunk := list(itertools.islice(it, size)):
         yield chunk
 
 
-class Client(_Ops):
+class Client(_Ops[Reply]):
     """A blocking client. One request at a time unless ``pipeline``/``send_events`` is used."""
 
     def __init__(
@@ -112,7 +142,7 @@ class Client(_Ops):
         except OSError as exc:
             raise ConnectError(f"cannot connect to segd at {tcp or socket_path}: {exc}") from exc
         self._decoder = protocol.FrameDecoder(DEFAULT_MAX_FRAME)
-        self._frames: list[Any] = []
+        self._frames: list[dict[str, Any] | ProtocolError] = []
         self._ids = itertools.count(1)
         if token is not None:
             self.call("auth", token=token)
@@ -124,9 +154,11 @@ class Client(_Ops):
         self.close()
 
     def close(self) -> None:
+        """Close the socket."""
         self.sock.close()
 
     def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one ``op`` request; its reply without ``id``/``ok``, or raise ``RemoteError``."""
         [resp] = self.pipeline([{"op": op, **fields}])
         return _result(resp)
 
@@ -150,13 +182,15 @@ class Client(_Ops):
             raise frame
         return frame
 
-    def send_events(self, events: Iterable[dict], *, batch_size: int = 1000, window: int = 8) -> list[dict]:
+    def send_events(
+        self, events: Iterable[dict[str, Any]], *, batch_size: int = 1000, window: int = 8
+    ) -> list[dict[str, Any]]:
         """Log any number of events as pipelined ``batch`` requests (``window`` in flight).
 
         Returns one result per event, in order (``{"seq": ...}`` or ``{"error": ...}``).
         Raises RemoteError if a whole batch is refused (e.g. ``overloaded``).
         """
-        results: list[dict] = []
+        results: list[dict[str, Any]] = []
         in_flight = 0
         for chunk in _chunks(events, batch_size):
             self.sock.sendall(protocol.encode({"id": next(self._ids), "op": "batch", "events": chunk}))
@@ -183,7 +217,7 @@ class Client(_Ops):
                 _result(frame)
 
 
-class AsyncClient(_Ops):
+class AsyncClient(_Ops[Coroutine[Any, Any, Reply]]):
     """An asyncio client. Concurrent calls on one client are pipelined and matched by id."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -191,14 +225,18 @@ class AsyncClient(_Ops):
         self._writer = writer
         self._decoder = protocol.FrameDecoder(DEFAULT_MAX_FRAME)
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future] = {}
-        self._stream: asyncio.Queue | None = None
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._stream: asyncio.Queue[dict[str, Any] | None] | None = None
         self._pump = asyncio.create_task(self._read())
 
     @classmethod
     async def connect(
         cls, socket_path: str | Path | None = None, *, tcp: str | None = None, token: str | None = None
     ) -> AsyncClient:
+        """Connect to a Unix socket path or ``tcp="host:port"``; ``token`` authenticates.
+
+        Raises ConnectError if the daemon cannot be reached, RemoteError if ``token`` is refused.
+        """
         try:
             if tcp:
                 reader, writer = await asyncio.open_connection(*_address(tcp))
@@ -218,6 +256,7 @@ class AsyncClient(_Ops):
         await self.close()
 
     async def close(self) -> None:
+        """Stop reading and close the connection; pending calls fail with ConnectError."""
         self._pump.cancel()
         self._writer.close()
         try:
@@ -226,14 +265,17 @@ class AsyncClient(_Ops):
             pass
 
     async def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one ``op`` request; its reply without ``id``/``ok``, or raise ``RemoteError``."""
         rid = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         self._writer.write(protocol.encode({"id": rid, "op": op, **fields}))
         await self._writer.drain()
         return _result(await fut)
 
-    async def send_events(self, events: Iterable[dict], *, batch_size: int = 1000) -> list[dict]:
+    async def send_events(
+        self, events: Iterable[dict[str, Any]], *, batch_size: int = 1000
+    ) -> list[dict[str, Any]]:
         """Like ``Client.send_events``: all batches pipelined, results in event order."""
         replies = await asyncio.gather(*(self.batch(chunk) for chunk in _chunks(events, batch_size)))
         return [r for reply in replies for r in reply["results"]]
@@ -252,10 +294,14 @@ class AsyncClient(_Ops):
         try:
             while data := await self._reader.read(1 << 16):
                 for frame in self._decoder.feed(data):
-                    if isinstance(frame, dict) and "transition" in frame and self._stream is not None:
+                    if not isinstance(frame, dict):
+                        continue  # a bad frame answers no request
+                    if "transition" in frame and self._stream is not None:
                         self._stream.put_nowait(frame["transition"])
                         continue
-                    fut = self._waiting.pop(frame.get("id"), None) if isinstance(frame, dict) else None
+                    # The server echoes our int id; any other value matches nothing.
+                    rid: Any = frame.get("id")
+                    fut = self._waiting.pop(rid, None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame)
         except (OSError, asyncio.IncompleteReadError):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgpack
 
@@ -62,7 +63,7 @@ OPS = frozenset(
 
 def encode(message: dict[str, Any]) -> bytes:
     """One frame holding ``message``."""
-    body = msgpack.packb(message, use_bin_type=True)
+    body: bytes = msgpack.packb(message, use_bin_type=True)
     return HEADER.pack(len(body)) + body
 
 
@@ -85,6 +86,11 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[dict[str, Any] | ProtocolError]:
+        """The frames completed by ``data``, in order: maps, or ``bad_frame`` errors as values.
+
+        Raises ProtocolError ``frame_too_large`` for a length above ``max_frame``: the stream is
+        out of sync and the caller closes (frames completed earlier in this call are dropped).
+        """
         self._buf += data
         out: list[dict[str, Any] | ProtocolError] = []
         buf = self._buf
@@ -211,25 +217,25 @@ _TRACK_FIELDS = frozenset({"user", "event", "props", "ts", "msg_id"})
 _IDENTIFY_FIELDS = frozenset({"user", "traits", "ts", "msg_id"})
 
 
-def _none(f: dict) -> dict:
+def _none(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset())
     return {}
 
 
-def _auth(f: dict) -> dict:
+def _auth(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"token"}))
     return {"token": _string(f, "token", "", 0, 4096, required=True)}
 
 
-def _track(f: dict) -> dict:
+def _track(f: dict[str, Any]) -> dict[str, Any]:
     return {"event": parse_event(f, "track")}
 
 
-def _identify(f: dict) -> dict:
+def _identify(f: dict[str, Any]) -> dict[str, Any]:
     return {"event": parse_event(f, "identify")}
 
 
-def _batch(f: dict) -> dict:
+def _batch(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"events"}))
     if "events" not in f:
         raise ProtocolError("bad_request", "missing field 'events' (a list of track/identify maps)")
@@ -247,12 +253,12 @@ def _batch(f: dict) -> dict:
     return {"events": items}
 
 
-def _user(f: dict) -> dict:
+def _user(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"user"}))
     return {"user": _string(f, "user", "", 1, MAX_USER, required=True)}
 
 
-def _segment(f: dict) -> dict:
+def _segment(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"name", "limit", "after"}))
     limit = f.get("limit", 1000)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SEGMENT_PAGE:
@@ -266,9 +272,9 @@ def _segment(f: dict) -> dict:
     }
 
 
-def _history(f: dict) -> dict:
+def _history(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"segment", "since", "until"}))
-    out = {"segment": _string(f, "segment", "", 1, 256, required=True)}
+    out: dict[str, str | float | None] = {"segment": _string(f, "segment", "", 1, 256, required=True)}
     for key in ("since", "until"):
         v = f.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -281,7 +287,7 @@ def _history(f: dict) -> dict:
     return out
 
 
-def _subscribe(f: dict) -> dict:
+def _subscribe(f: dict[str, Any]) -> dict[str, Any]:
     _only(f, frozenset({"segments"}))
     segs = f.get("segments", "*")
     if segs != "*" and not (isinstance(segs, list) and all(isinstance(s, str) for s in segs)):
@@ -291,7 +297,8 @@ def _subscribe(f: dict) -> dict:
     return {"segments": segs}
 
 
-_SCHEMAS = {
+_Schema = Callable[[dict[str, Any]], dict[str, Any]]
+_SCHEMAS: dict[str, _Schema] = {
     "ping": _none,
     "auth": _auth,
     "track": _track,
@@ -312,14 +319,24 @@ _SCHEMAS = {
 # ------------------------------------------------------------------ field helpers
 
 
-def _only(fields: dict, allowed: frozenset[str], where: str = "") -> None:
+def _only(fields: dict[str, Any], allowed: frozenset[str], where: str = "") -> None:
     for key in fields:
         if key not in allowed:
             expected = ", ".join(sorted(allowed)) or "no fields"
             raise ProtocolError("bad_request", f"unknown field '{where}{key}' (expected: {expected})")
 
 
-def _string(fields: dict, key: str, where: str, lo: int, hi: int, required: bool = False) -> str | None:
+@overload
+def _string(
+    fields: dict[str, Any], key: str, where: str, lo: int, hi: int, required: Literal[True]
+) -> str: ...
+@overload
+def _string(
+    fields: dict[str, Any], key: str, where: str, lo: int, hi: int, required: bool = False
+) -> str | None: ...
+def _string(
+    fields: dict[str, Any], key: str, where: str, lo: int, hi: int, required: bool = False
+) -> str | None:
     value = fields.get(key)
     if value is None:
         if required:
@@ -334,7 +351,7 @@ def _string(fields: dict, key: str, where: str, lo: int, hi: int, required: bool
     return value
 
 
-def _map(fields: dict, key: str, where: str, required: bool) -> dict[str, Any]:
+def _map(fields: dict[str, Any], key: str, where: str, required: bool) -> dict[str, Any]:
     value = fields.get(key)
     if value is None:
         if required:
