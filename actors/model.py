@@ -32,7 +32,18 @@ class AggDef:
     """One compiled aggregate: its kind logic, compiled ``where``/``of`` closures, and the
     (group-closed) mask of segments that read it."""
 
-    __slots__ = ("index", "name", "config", "kind", "where", "of", "reads_aggs", "seg_mask", "timed")
+    __slots__ = (
+        "index",
+        "name",
+        "config",
+        "kind",
+        "where",
+        "of",
+        "reads_aggs",
+        "reads_context",
+        "seg_mask",
+        "timed",
+    )
 
     def __init__(
         self, index: int, config: AggregateConfig, kind: AggKind, where: Compiled | None, of: Compiled | None
@@ -44,6 +55,7 @@ class AggDef:
         self.where = where.fn if where is not None else None
         self.of = of.fn if of is not None else None
         self.reads_aggs = any(c is not None and bool(c.aggregates) for c in (where, of))
+        self.reads_context = any(c is not None and c.uses_context for c in (where, of))
         self.seg_mask = 0
         self.timed = False  # windowed and read by some segment: its changes are deadlines
 
@@ -236,6 +248,7 @@ class Model:
             for e in {a.config.event for a in self.aggs} - {"*"}
         }
         self.where_reads_aggs = any(a.reads_aggs for a in self.aggs)
+        self.uses_context = any(a.reads_context for a in self.aggs)
 
         trait_masks: dict[str, int] = {}
         for s in self.segs:

@@ -56,6 +56,7 @@ class NewEvent(msgspec.Struct, array_like=True, frozen=True, gc=False):
     body: bytes  # props (track) or traits (identify): a msgpack map
     msg_id: str | None
     wall: float  # receive time, wall clock
+    context: bytes | None = None  # where the event came from: a msgpack map, or None
 
 
 class Row(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -68,6 +69,7 @@ class Row(msgspec.Struct, array_like=True, frozen=True, gc=False):
     ts: float  # event time
     clock: float  # the engine clock when it was appended
     body: bytes | None  # msgpack props or traits
+    context: bytes | None = None  # msgpack context map (SPEC section 2), or None
 
 
 class Ack(msgspec.Struct, array_like=True, frozen=True, gc=False):

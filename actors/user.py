@@ -102,11 +102,13 @@ class UserActor:
         ts: float | None,
         clock: float,
         data: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None = None,
     ) -> list[Transition]:
         """Apply one log row: advance to ``clock``, then fold the event; return transitions.
 
         ``type`` is ``"track"`` (``event`` = name, ``data`` = props) or ``"identify"``
         (``data`` = traits; a None value removes the trait). ``ts`` None means ``clock``.
+        ``context`` is the event's context map, read by ``context.NAME`` in ``where``/``of``.
         Rows must come in log order (increasing ``seq``); ``clock`` below the user's ``now``
         is raised to it. Transitions come ordered by ``at``, then segment evaluation order.
         Raises ValueError for an unknown ``type``.
@@ -123,7 +125,7 @@ class UserActor:
                 ts = clock
             aggs = m.by_event.get(event, m.star)
             if aggs:
-                dirty |= self._fold(aggs, event, float(ts), clock, data, folded)
+                dirty |= self._fold(aggs, event, float(ts), clock, data, context, folded)
         elif type == "identify":
             if data:
                 dirty |= self._identify(data)
@@ -145,12 +147,14 @@ class UserActor:
         ts: float,
         clock: float,
         data: Mapping[str, Any] | None,
+        context: Mapping[str, Any] | None,
         folded: list[AggDef],
     ) -> int:
         """Fold a track event into the matching aggregates; return the segments to evaluate."""
         m = self.model
         ctx = self._context(clock)
         ctx.props = data if data is not None else _EMPTY
+        ctx.context = context if context is not None else _EMPTY
         ctx.event = event
         states = self.aggs
         dirty = 0
@@ -302,6 +306,7 @@ class UserActor:
         ctx.now = now
         m.traits_view.pairs = self.traits or ()
         ctx.props = None
+        ctx.context = None
         ctx.event = None
         if not same_aggs:
             m.agg_values.point(self.aggs, now)

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ts", type=float, default=None, help="event time, seconds since the epoch")
     p.add_argument("--msg-id", default=None, help="idempotency key")
+    p.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="where the event came from (locale, device, campaign...); V parsed as JSON when it can be",
+    )
 
     p = sub.add_parser("identify", parents=[common, client], help="set traits of a user")
     p.add_argument("--user", required=True)
@@ -70,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ts", type=float, default=None)
     p.add_argument("--msg-id", default=None)
+    p.add_argument("--context", action="append", default=[], metavar="K=V", help="as for send")
 
     sub.add_parser("stats", parents=[common, client], help="daemon statistics")
     p = sub.add_parser(
@@ -195,7 +203,14 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 def cmd_send(args: argparse.Namespace, config: Config) -> int:
     """``segd send``: log one track event; prints its seq."""
     with _client(args, config) as c:
-        r = c.track(args.user, args.event, _kv(args.prop, "--prop"), ts=args.ts, msg_id=args.msg_id)
+        r = c.track(
+            args.user,
+            args.event,
+            _kv(args.prop, "--prop"),
+            ts=args.ts,
+            msg_id=args.msg_id,
+            context=_kv(args.context, "--context") or None,
+        )
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
     return EXIT_OK
 
@@ -203,7 +218,13 @@ def cmd_send(args: argparse.Namespace, config: Config) -> int:
 def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     """``segd identify``: set traits of a user; prints the event's seq."""
     with _client(args, config) as c:
-        r = c.identify(args.user, _kv(args.traits, "trait"), ts=args.ts, msg_id=args.msg_id)
+        r = c.identify(
+            args.user,
+            _kv(args.traits, "trait"),
+            ts=args.ts,
+            msg_id=args.msg_id,
+            context=_kv(args.context, "--context") or None,
+        )
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
     return EXIT_OK
 

@@ -29,10 +29,10 @@ class Appended(NamedTuple):
 
 
 _INSERT = (
-    "INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events (seq, user, type, event, ts, clock, props, traits, msg_id, context) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits) FROM events"
+_SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits), context FROM events"
 
 
 class EventLog:
@@ -88,10 +88,20 @@ class EventLog:
                         e.body if track else None,
                         None if track else e.body,
                         e.msg_id,
+                        e.context,
                     )
                 )
                 rows.append(
-                    Row(seq=seq, user=e.user, type=e.type, event=e.event, ts=ts, clock=at, body=e.body)
+                    Row(
+                        seq=seq,
+                        user=e.user,
+                        type=e.type,
+                        event=e.event,
+                        ts=ts,
+                        clock=at,
+                        body=e.body,
+                        context=e.context,
+                    )
                 )
                 acks.append(Ack(seq=seq, duplicate=False))
                 if e.msg_id is not None:

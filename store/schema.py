@@ -17,7 +17,8 @@ import sqlite_utils
 
 from segd.errors import StoreError
 
-SCHEMA_VERSION = 1
+#: 2: the event log has a ``context`` column (version 1 files gain it when opened).
+SCHEMA_VERSION = 2
 
 EVENTS_FILE = "events.db"
 
@@ -95,7 +96,9 @@ def checkpoint(conn: sqlite3.Connection) -> None:
 
 
 def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:
-    """Create the ``meta`` table, record the schema version, refuse newer files."""
+    """Create the ``meta`` table, record the schema version, refuse newer files. An older
+    file is recorded as current: the ``create_*`` function that runs next in the same
+    transaction migrates it."""
     if "meta" not in db.table_names():
         db.table("meta").create({"key": str, "value": str}, pk="key")
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -105,11 +108,15 @@ def ensure_meta(db: sqlite_utils.Database, path: Path) -> None:
         raise StoreError(
             f"{path} has schema version {row[0]}; this segd understands up to {SCHEMA_VERSION}: upgrade segd"
         )
+    elif int(row[0]) < SCHEMA_VERSION:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 
 def create_events(db: sqlite_utils.Database) -> None:
     """The event log: one row per acknowledged event, ``seq`` is the log position."""
     if "events" in db.table_names():
+        if "context" not in db.table("events").columns_dict:  # a version 1 file
+            db.execute("ALTER TABLE events ADD COLUMN context BLOB")
         return
     db.table("events").create(
         {
@@ -122,6 +129,7 @@ def create_events(db: sqlite_utils.Database) -> None:
             "props": bytes,  # msgpack map, track only
             "traits": bytes,  # msgpack map, identify only
             "msg_id": str,  # client idempotency key, or NULL
+            "context": bytes,  # msgpack map: where the event came from (SPEC section 2), or NULL
         },
         pk="seq",
         not_null={"user", "type", "ts", "clock"},

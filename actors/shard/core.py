@@ -59,6 +59,7 @@ class ShardCore:
         users, heap, model = self._users, self._heap, self.model
         applied, top = self.applied_seq, self.clock
         unpack = msgpack.unpackb
+        contexts = model.uses_context  # decode an event's context only if a rule reads it
         for row in rows:
             seq, clock, body = row.seq, row.clock, row.body
             actor = users.get(row.user)
@@ -66,7 +67,13 @@ class ShardCore:
                 actor = users[row.user] = UserActor(model, row.user)
             before = actor.deadline
             got = actor.apply(
-                seq, row.type, row.event, row.ts, clock, unpack(body, raw=False) if body else None
+                seq,
+                row.type,
+                row.event,
+                row.ts,
+                clock,
+                unpack(body, raw=False) if body else None,
+                unpack(row.context, raw=False) if contexts and row.context else None,
             )
             if got:
                 out += got

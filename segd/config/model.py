@@ -37,6 +37,7 @@ RESERVED_NAMES = frozenset(
         "null",
         "traits",
         "props",
+        "context",
         "event",
         "now",
         "days_since",

@@ -208,4 +208,5 @@ def _new_event(ev: EventIn, wall: float) -> NewEvent:
         body=msgpack.packb(ev.data, use_bin_type=True),
         msg_id=ev.msg_id,
         wall=wall,
+        context=msgpack.packb(ev.context, use_bin_type=True) if ev.context else None,
     )

@@ -74,11 +74,12 @@ class Context:
     """What an expression is evaluated against.
 
     ``aggs[name]`` must exist for every aggregate the expression references (it may be a
-    lazy Mapping); a missing trait or property is null. ``props``/``event`` are None outside
-    event (``where``/``of``) evaluation. ``segments`` holds the user's current segments.
+    lazy Mapping); a missing trait, property or context key is null. ``props``, ``context``
+    and ``event`` are None outside event (``where``/``of``) evaluation. ``segments`` holds
+    the user's current segments.
     """
 
-    __slots__ = ("now", "aggs", "traits", "props", "event", "segments")
+    __slots__ = ("now", "aggs", "traits", "props", "context", "event", "segments")
 
     def __init__(
         self,
@@ -88,11 +89,13 @@ class Context:
         props: Mapping[str, Any] | None = None,
         event: str | None = None,
         segments: Container[str] = frozenset(),
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         self.now = now
         self.aggs = aggs
         self.traits = traits
         self.props = props
+        self.context = context
         self.event = event
         self.segments = segments
 
@@ -111,7 +114,8 @@ class Compiled:
     ``next_change`` may set ``ctx.now`` while it runs (restored before it returns), so a
     context must not be shared with another thread during the call.
     ``traits`` holds the first path component of every ``traits.X`` referenced; ``uses_props``
-    is true if ``props.*`` or ``event`` is referenced.
+    is true if ``props.*``, ``context.*`` or ``event`` is referenced, ``uses_context`` if
+    ``context.*`` is.
     """
 
     text: str
@@ -122,6 +126,7 @@ class Compiled:
     uses_props: bool
     time_dependent: bool
     next_change: Callable[[Context], float | None]
+    uses_context: bool = False
 
 
 # ----------------------------------------------------------------------------- semantics
@@ -232,6 +237,10 @@ def _path_fn(root: str, path: tuple[str, ...]) -> Fn:
 
         def get(c: Context) -> Any:
             return c.traits.get(first)
+    elif root == "context":
+
+        def get(c: Context) -> Any:
+            return None if (x := c.context) is None else x.get(first)
     else:
 
         def get(c: Context) -> Any:
@@ -291,6 +300,7 @@ class _Compiler:
         self.traits: set[str] = set()
         self.segments: set[str] = set()
         self.uses_props = False
+        self.uses_context = False
 
     def fail(self, node: Node, message: str) -> RuleError:
         return RuleError(self.table, self.key, node.pos + 1, message)
@@ -320,9 +330,10 @@ class _Compiler:
                 part.agg = name
                 return part
             case Path(root=root, path=path):
-                if root == "props":
-                    self.need_where(node, "props.*")
+                if root in ("props", "context"):
+                    self.need_where(node, f"{root}.*")
                     self.uses_props = True
+                    self.uses_context |= root == "context"
                 else:
                     self.traits.add(path[0])
                 return Part(_path_fn(root, path))
@@ -473,6 +484,7 @@ def compile_expr(
         traits=frozenset(comp.traits),
         segments=frozenset(comp.segments),
         uses_props=comp.uses_props,
+        uses_context=comp.uses_context,
         time_dependent=root.td,
         next_change=(root.nc or rt.never) if root.td else rt.never,
     )

@@ -64,7 +64,7 @@ class Aggregate(Node):
 
 @dataclass(frozen=True, slots=True)
 class Path(Node):
-    root: str  # "traits" | "props"
+    root: str  # "traits" | "props" | "context"
     path: tuple[str, ...]
 
 
@@ -299,7 +299,7 @@ class _Parser:
             )
         if word == "event":
             return EventName(t.pos)
-        if word not in ("traits", "props"):
+        if word not in ("traits", "props", "context"):
             return Aggregate(t.pos, word)
         path: list[str] = []
         while not path or self.at("."):

@@ -48,18 +48,30 @@ class _Ops(Generic[R]):
         *,
         ts: float | None = None,
         msg_id: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> R:
-        """Log one ``event`` of ``user`` (``ts`` in seconds since the epoch; None: receive time).
+        """Log one ``event`` of ``user`` (``ts`` in seconds since the epoch; None: receive time;
+        ``context``: where it came from, e.g. ``{"locale": "fr-FR"}``).
 
         The reply holds ``seq``, and ``duplicate`` when ``msg_id`` was already logged.
         """
-        return self.call("track", **_drop_none(user=user, event=event, props=props, ts=ts, msg_id=msg_id))
+        return self.call(
+            "track", **_drop_none(user=user, event=event, props=props, ts=ts, msg_id=msg_id, context=context)
+        )
 
     def identify(
-        self, user: str, traits: dict[str, Any], *, ts: float | None = None, msg_id: str | None = None
+        self,
+        user: str,
+        traits: dict[str, Any],
+        *,
+        ts: float | None = None,
+        msg_id: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> R:
         """Set ``traits`` of ``user`` (a None value removes the trait); the reply is as ``track``'s."""
-        return self.call("identify", **_drop_none(user=user, traits=traits, ts=ts, msg_id=msg_id))
+        return self.call(
+            "identify", **_drop_none(user=user, traits=traits, ts=ts, msg_id=msg_id, context=context)
+        )
 
     def batch(self, events: list[dict[str, Any]]) -> R:
         """``events``: maps with ``type`` ("track"/"identify") plus the op's fields."""

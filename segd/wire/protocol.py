@@ -23,7 +23,7 @@ MAX_BATCH = 10_000
 MAX_USER = 256
 MAX_EVENT = 128
 MAX_MSG_ID = 128
-MAX_DEPTH = 8  # nesting of maps/lists inside props and traits
+MAX_DEPTH = 8  # nesting of maps/lists inside props, traits and context
 MAX_KEY = 256  # characters in a prop or trait name
 MAX_STRING = 65_536  # characters in a prop or trait string value
 MAX_SEGMENT_PAGE = 100_000
@@ -126,7 +126,8 @@ def _decode_body(body: bytes) -> dict[str, Any] | ProtocolError:
 
 @dataclass(slots=True)
 class EventIn:
-    """A validated ``track`` or ``identify`` body. ``data`` is props or traits."""
+    """A validated ``track`` or ``identify`` body. ``data`` is props or traits; ``context``
+    (where the event came from) is None when the client sent none."""
 
     type: str
     user: str
@@ -134,6 +135,7 @@ class EventIn:
     data: dict[str, Any]
     ts: float | None
     msg_id: str | None
+    context: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -197,7 +199,8 @@ def parse_event(fields: dict[str, Any], type_: str, where: str = "") -> EventIn:
     else:
         event = None
         data = _map(fields, "traits", where, required=True)
-    return EventIn(type_, user, event, data, ts, msg_id)
+    context = _map(fields, "context", where, required=False) if fields.get("context") is not None else None
+    return EventIn(type_, user, event, data, ts, msg_id, context)
 
 
 def parse_batch_item(item: Any, index: int) -> EventIn:
@@ -213,8 +216,8 @@ def parse_batch_item(item: Any, index: int) -> EventIn:
 
 # ------------------------------------------------------------------ per-op schemas
 
-_TRACK_FIELDS = frozenset({"user", "event", "props", "ts", "msg_id"})
-_IDENTIFY_FIELDS = frozenset({"user", "traits", "ts", "msg_id"})
+_TRACK_FIELDS = frozenset({"user", "event", "props", "ts", "msg_id", "context"})
+_IDENTIFY_FIELDS = frozenset({"user", "traits", "ts", "msg_id", "context"})
 
 
 def _none(f: dict[str, Any]) -> dict[str, Any]:
