@@ -242,7 +242,20 @@ def pair_next_change(
         if not math.isfinite(guess):
             break
         if touch:
-            # the sign only reaches zero, for at most a few floats around the vertex
+            # A double root as far as the form can tell: the sign reaches zero around the
+            # vertex. The closures may still see it cross for a while (a bound below the
+            # form's rounding, as in `(x - k) * (x - k) < 1e-12`): a quadratic changes sign
+            # at most once between now and its vertex, so the first float past it is exact.
+            if guess > lo and sign_at(guess) != s:
+                s_now = s
+
+                def crossed(x: float, s_now: int = s_now) -> bool:
+                    return sign_at(x) != s_now
+
+                t = first_true(crossed, lo, guess, guess)
+                if t is not None and not same(value_at(t), v0):
+                    return t
+            # otherwise the sign only reaches zero, for at most a few floats around the vertex
             t = guess
             for _ in range(_TOUCH_ULPS):
                 t = math.nextafter(t, -_INF)

@@ -258,3 +258,15 @@ def test_exists_of_a_time_dependent_value_never_changes():
 def test_truthiness_of_a_time_dependent_number():
     c = comp("not (now() - 1500)", WHEN)
     assert c.next_change(Context(now=1000.0)) == 1500.0
+
+
+def test_a_bound_below_the_forms_rounding_is_found_at_its_first_float():
+    # Found by hypothesis: the polynomial form rounds `(x - k)^2 - 1e-12` to a double root, but
+    # the closures see the square below 1e-12 for 0.17 s around the vertex.
+    c = comp(
+        "((now() - 1700000000) / 86400 - 86400) * ((now() - 1700000000) / 86400 - 86400) < (1e-12)", WHEN
+    )
+    now = 1_700_000_000.0
+    t = c.next_change(Context(now=now))
+    assert c.fn(Context(now=t)) is True
+    assert c.fn(Context(now=math.nextafter(t, -math.inf))) is False
