@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgpack
 
-from segd import workload as loadgen
+from segd.demo import workload as loadgen
 from segd.wire.client import Client
 from segd.wire.protocol import parse_batch_item
 
