@@ -7,7 +7,6 @@ import email.policy
 import json
 import signal
 import sqlite3
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -16,7 +15,7 @@ import psutil
 from segd.config import load_config
 from segd.daemon.replay import replay
 from segd.wire.client import Client
-from tests.helpers import split_daemon, start_subprocess_daemon, write_config
+from tests.helpers import split_daemon, start_subprocess_daemon, wait_until, write_config
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -57,16 +56,6 @@ def start(daemon_factory, config: str, sub: str = ""):
     return daemon_factory(rest, daemon=keys, sub=sub)
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def lines(tmp_path) -> list[dict]:
     path = tmp_path / "messages.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -92,7 +81,7 @@ def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_facto
     with Client(d.socket) as c:
         fan(c, "alice", first_name="Alice")
         c.sync()
-        [msg] = wait_until(lambda: lines(tmp_path), what="a delivered message")
+        [msg] = wait_until(lambda: lines(tmp_path), 30, what="a delivered message")
         assert list(msg) == ["id", "campaign", "segment", "user", "channel", "transition", "at", "body"]
         assert (msg["campaign"], msg["segment"], msg["user"], msg["channel"]) == (
             "hello",
@@ -103,7 +92,7 @@ def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_facto
         assert msg["body"] == "Hi Alice, 2 views" and msg["at"] == T0 + 1
         [t] = c.history("fans", 0)["transitions"]
         assert msg["transition"] == t["id"]
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="stats to count the message")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="stats to count the message")
         [camp] = c.campaigns()["campaigns"]
         assert camp["campaign"] == "hello" and camp["variants"][0]["sent"] == 1
 
@@ -118,7 +107,7 @@ def test_a_new_campaign_never_messages_users_for_their_past(daemon_factory, tmp_
     with Client(d.socket) as c:
         fan(c, "new", T0 + 100)
         c.sync()
-        wait_until(lambda: lines(tmp_path), what="the new user's message")
+        wait_until(lambda: lines(tmp_path), 30, what="the new user's message")
         assert [m["user"] for m in lines(tmp_path)] == ["new"]
         assert [r["user"] for r in outbox(d)] == ["new"]
 
@@ -130,7 +119,7 @@ def test_restarts_and_replays_never_send_a_message_twice(daemon_factory, tmp_pat
         for i in range(20):
             fan(c, f"u{i}", T0 + i)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 20, what="20 messages")
+        wait_until(lambda: len(lines(tmp_path)) == 20, 30, what="20 messages")
     d.stop()
     summary = replay(d.config)
     assert summary["segments"]["fans"] == 20
@@ -158,7 +147,7 @@ def test_a_failing_webhook_is_retried_with_the_same_idempotency_key(daemon_facto
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the retried delivery")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the retried delivery")
     first, second = http_server.requests
     assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"] == first["json"]["id"]
     [row] = outbox(d)
@@ -173,7 +162,7 @@ def test_a_message_that_keeps_failing_is_dead_lettered(daemon_factory, http_serv
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["failed"]["dead_letter"] == 1, what="a dead letter")
+        wait_until(lambda: c.stats()["messages"]["failed"]["dead_letter"] == 1, 30, what="a dead letter")
     assert len(http_server.requests) == 3
     conn = sqlite3.connect(d.config.daemon.data_dir / "outbox.db")
     [(attempts, error)] = conn.execute("SELECT attempts, error FROM dead_letters").fetchall()
@@ -192,14 +181,14 @@ def test_a_hanging_channel_blocks_neither_ingestion_nor_other_channels(daemon_fa
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: http_server.requests, what="the webhook to be called")
-        wait_until(lambda: lines(tmp_path), what="the file channel to deliver meanwhile")
+        wait_until(lambda: http_server.requests, 30, what="the webhook to be called")
+        wait_until(lambda: lines(tmp_path), 30, what="the file channel to deliver meanwhile")
         for i in range(200):
             c.track(f"u{i}", "view", ts=T0 + 10)
         assert c.sync()["seq"] == 202
         assert c.stats()["messages"]["sent"] == 1  # the webhook is still hanging
         http_server.release.set()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="the webhook to finish")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 2, 30, what="the webhook to finish")
 
 
 def test_http_provider_and_smtp_channels_deliver_by_preference(daemon_factory, http_server, smtp_server):
@@ -234,7 +223,7 @@ subject = "Welcome, {{traits.first_name}}"
         )
         fan(c, "bob", first_name="Bob", email="bob@example.com")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="both deliveries")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 2, 30, what="both deliveries")
     [req] = http_server.requests
     assert req["headers"]["authorization"] == "Bearer s3cret"
     assert req["json"]["to"] == "+33600000000" and req["json"]["text"] == "Hi Ann"
@@ -267,7 +256,7 @@ def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daem
         assert lines(tmp_path) == []
         c.track("someone", "ping", ts=morning)
         c.sync()
-        [msg] = wait_until(lambda: lines(tmp_path), what="the deferred message")
+        [msg] = wait_until(lambda: lines(tmp_path), 30, what="the deferred message")
         assert msg["user"] == "alice" and msg["at"] == morning
 
 
@@ -300,7 +289,7 @@ goal = { event = "purchase", within = "1d" }
     assert sum(v["conversions"] for v in by.values()) == 20
     for v in by.values():
         assert v["conversion_rate"] == round(v["conversions"] / v["assigned"], 6)
-    wait_until(lambda: len(lines(tmp_path)) == 60 - by["holdout"]["assigned"], what="variant messages")
+    wait_until(lambda: len(lines(tmp_path)) == 60 - by["holdout"]["assigned"], 30, what="variant messages")
     assert {m["body"] for m in lines(tmp_path)} == {"A", "B"}
 
 
@@ -325,7 +314,7 @@ def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, ht
         with Client(config.daemon.socket) as c:
             fan(c, "alice")
             c.sync()
-        wait_until(lambda: http_server.requests, what="the delivery to start")
+        wait_until(lambda: http_server.requests, 30, what="the delivery to start")
         conn = sqlite3.connect(config.daemon.data_dir / "outbox.db")
         assert conn.execute("SELECT status, attempts FROM messages").fetchall() == [("claimed", 1)]
         conn.close()
@@ -334,11 +323,11 @@ def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, ht
         proc.wait(30)
         # Ray kills the dead daemon's actors (fate sharing); let the provider recover only
         # then, so the old dispatcher cannot finish its delivery
-        wait_until(lambda: not dispatcher_processes(), what="the killed daemon's dispatcher to die")
+        wait_until(lambda: not dispatcher_processes(), 30, what="the killed daemon's dispatcher to die")
         http_server.release.set()
         proc = start_subprocess_daemon(path, config.daemon.socket)
         with Client(config.daemon.socket) as c:
-            wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the retried delivery")
+            wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the retried delivery")
     finally:
         proc.kill()
         proc.wait(30)
@@ -366,7 +355,7 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
         assert d.daemon.config.segments[0].when == "views >= 2"  # segments need a restart
         fan(c, "late", T0 + 10)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 3, what="three messages")
+        wait_until(lambda: len(lines(tmp_path)) == 3, 30, what="three messages")
         assert sorted((m["user"], m["campaign"]) for m in lines(tmp_path)) == [
             ("early", "hello"),
             ("late", "hello"),
@@ -376,7 +365,7 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
         assert d.run(d.daemon.reload()) is False  # errors change nothing
         fan(c, "later", T0 + 20)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 5, what="both campaigns still firing")
+        wait_until(lambda: len(lines(tmp_path)) == 5, 30, what="both campaigns still firing")
 
 
 def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_nothing(daemon_factory, tmp_path):
@@ -397,8 +386,10 @@ def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_noth
         c.identify("alice", {"unsubscribed": True}, ts=night + 60)
         c.track("someone", "ping", ts=morning)
         c.sync()
-        wait_until(lambda: lines(tmp_path), what="bob's deferred message")
-        wait_until(lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, what="alice's withdrawal")
+        wait_until(lambda: lines(tmp_path), 30, what="bob's deferred message")
+        wait_until(
+            lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, 30, what="alice's withdrawal"
+        )
     assert [m["user"] for m in lines(tmp_path)] == ["bob"]
 
 
@@ -408,7 +399,7 @@ def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, t
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the delivery")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the delivery")
     d.stop()
     # What a kill -9 between the write and the outbox's 'sent' leaves behind:
     conn = sqlite3.connect(d.config.daemon.data_dir / "outbox.db")
@@ -416,7 +407,7 @@ def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, t
         conn.execute("UPDATE messages SET status = 'claimed', sent_at = NULL")
     conn.close()
     d = start(daemon_factory, config, sub="run")
-    wait_until(lambda: outbox(d)[0]["status"] == "sent", what="the claim to be settled")
+    wait_until(lambda: outbox(d)[0]["status"] == "sent", 30, what="the claim to be settled")
     [row] = outbox(d)
     assert row["attempts"] == 1  # found in the file, not sent again
     assert [m["user"] for m in lines(tmp_path)] == ["alice"]
