@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from segd.config import load_config
-from tests.helpers import split_daemon, start_subprocess_daemon, write_config
+from tests.helpers import split_daemon, start_subprocess_daemon, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,10 +92,11 @@ def test_sighup_reloads_and_keeps_serving(running):
     os.kill(pid, signal.SIGHUP)  # the default action would kill a process without a handler
     r = segd("stats", "--config", str(running), "--json")
     assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 30
-    while "reload_nothing_to_apply" not in proc_log.read_text():
-        assert time.monotonic() < deadline, proc_log.read_text()[-2000:]
-        time.sleep(0.1)
+    wait_until(
+        lambda: "reload_nothing_to_apply" in proc_log.read_text(),
+        30,
+        what=lambda: "reload_nothing_to_apply in the daemon log:\n" + proc_log.read_text()[-2000:],
+    )
 
 
 def test_send_with_bad_input_exits_1_with_the_field(running):
@@ -183,8 +183,6 @@ def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
 
 
 def test_subscribe_prints_transitions_as_json_lines(tmp_path):
-    import time
-
     from segd.wire.client import Client
 
     tail, keys = split_daemon(COUNTING)
@@ -198,9 +196,7 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
     )
     try:
         with Client(sock) as c:
-            deadline = time.monotonic() + 30
-            while c.stats()["subscribers"] < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: c.stats()["subscribers"] >= 1, 30, what="segd subscribe to be subscribed")
             c.track("zed", "view", ts=1_700_000_000.0)
             c.track("zed", "view", ts=1_700_000_100.0)
             c.sync()
