@@ -13,7 +13,7 @@ import ray
 
 from segd.errors import RemoteError
 from segd.wire.client import AsyncClient, Client
-from tests.helpers import split_daemon
+from tests.helpers import split_daemon, wait_until
 
 WINDOWED = """
 [daemon]
@@ -60,6 +60,13 @@ def view(user: str, ts: float, category: str = "electronics", msg_id: str | None
     if msg_id:
         e["msg_id"] = msg_id
     return e
+
+
+def subscribers(d) -> int:
+    """How many subscribers the daemon has registered (a fresh connection, so it can be
+    called from a thread while an asyncio loop runs the subscribers)."""
+    with Client(d.socket) as c:
+        return c.stats()["subscribers"]
 
 
 def history(c: Client, segment: str) -> list[tuple]:
@@ -146,8 +153,7 @@ def test_wall_clock_timer_fires_without_any_new_event(daemon_factory):
         async with await AsyncClient.connect(d.socket) as sub, await AsyncClient.connect(d.socket) as c:
             stream = sub.subscribe(["active"])
             first = asyncio.ensure_future(stream.__anext__())
-            while (await c.stats())["subscribers"] < 1:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_until, lambda: subscribers(d) >= 1, 30, what="the subscription")
             await c.track("u", "ping", ts=time.time())
             seen.append(await asyncio.wait_for(first, 30))
             seen.append(await asyncio.wait_for(stream.__anext__(), 30))
@@ -218,26 +224,30 @@ def test_transitions_stream_to_a_subscriber_in_order(daemon_factory):
     d = start(daemon_factory)
     events = random_events(1500, seed=3)
 
-    async def main() -> list[dict]:
+    async def main() -> tuple[list[dict], list[dict]]:
         got: list[dict] = []
         async with await AsyncClient.connect(d.socket) as sub, await AsyncClient.connect(d.socket) as c:
             stream = sub.subscribe("*")
             reader = asyncio.ensure_future(_collect(stream, got))
-            while (await c.stats())["subscribers"] < 1:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_until, lambda: subscribers(d) >= 1, 30, what="the subscription")
             await c.send_events(events, batch_size=100)
             await c.sync()
-            await asyncio.sleep(0.5)
+            recorded = [
+                t
+                for s in ("electronics_fans", "inactive", "big_spenders")
+                for t in (await c.history(s, 0))["transitions"]
+            ]
+            # sync covers the segment managers; the frames still cross the subscriber's socket
+            await asyncio.to_thread(
+                wait_until,
+                lambda: len(got) >= len(recorded),
+                30,
+                what=lambda: f"{len(recorded)} transitions on the stream (got {len(got)})",
+            )
             reader.cancel()
-        return got
+        return got, recorded
 
-    got = asyncio.run(main())
-    with Client(d.socket) as c:
-        recorded = [
-            t
-            for s in ("electronics_fans", "inactive", "big_spenders")
-            for t in c.history(s, 0)["transitions"]
-        ]
+    got, recorded = asyncio.run(main())
     assert sorted(t["id"] for t in got) == sorted(t["id"] for t in recorded)
     for user in {t["user"] for t in got}:  # per user and segment, the stream keeps log order
         mine = [(t["segment"], t["seq"], t["at"]) for t in got if t["user"] == user]
@@ -365,18 +375,24 @@ def test_a_thousand_subscribers_each_get_every_transition(daemon_factory):
                 counts[k] += 1
 
         readers = [asyncio.ensure_future(read(k)) for k in range(len(subs))]
-        async with await AsyncClient.connect(d.socket) as c:
-            while (await c.stats())["subscribers"] < len(subs):
-                await asyncio.sleep(0.05)
-            await c.send_events(events, batch_size=50)
-            await c.sync()
-        deadline = time.monotonic() + 60
-        while min(counts) < 100 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for r in readers:
-            r.cancel()
-        for s in subs:
-            await s.close()
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: subscribers(d) >= len(subs), 60, what="1000 subscriptions"
+            )
+            async with await AsyncClient.connect(d.socket) as c:
+                await c.send_events(events, batch_size=50)
+                await c.sync()
+            await asyncio.to_thread(
+                wait_until,
+                lambda: min(counts) >= 100,
+                60,
+                what=lambda: f"100 transitions on every stream (counts: {sorted(set(counts))})",
+            )
+        finally:
+            for r in readers:
+                r.cancel()
+            for s in subs:
+                await s.close()
         return counts
 
     counts = asyncio.run(main())
