@@ -12,7 +12,7 @@ import ray
 
 from segd.errors import RemoteError
 from segd.wire.client import AsyncClient, Client
-from tests.helpers import split_daemon, wait_until
+from tests.helpers import DaemonThread, make_config, split_daemon, wait_until
 
 WINDOWED = """
 [daemon]
@@ -72,18 +72,39 @@ def history(c: Client, segment: str) -> list[tuple]:
     return [(t["id"], t["user"], t["kind"], t["at"], t["seq"]) for t in c.history(segment, 0)["transitions"]]
 
 
-def test_spec_example_end_to_end(daemon_factory):
-    d = start(daemon_factory)
-    with Client(d.socket) as c:
-        c.identify("alice", {"first_name": "Alice"}, ts=T0)
-        for i in range(3):
-            c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
-        c.track("bob", "view", {"category": "garden"}, ts=T0 + 3)
+@pytest.fixture(scope="module")
+def spec_example(tmp_path_factory, ray_session):
+    """SPEC's example in one daemon, synced, shared by the tests that only read it: alice
+    (first_name Alice) views electronics three times, bob views garden once; seqs 1..5."""
+    rest, keys = split_daemon(WINDOWED)
+    d = DaemonThread(make_config(tmp_path_factory.mktemp("spec"), rest, daemon=keys)).start()
+    try:
+        with Client(d.socket) as c:
+            c.identify("alice", {"first_name": "Alice"}, ts=T0)
+            for i in range(3):
+                c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
+            c.track("bob", "view", {"category": "garden"}, ts=T0 + 3)
+            c.sync()
+        yield d
+    finally:
+        d.stop()
+
+
+def test_sync_answers_the_seq_of_the_last_acknowledged_event(spec_example):
+    with Client(spec_example.socket) as c:
         assert c.sync()["seq"] == 5
+
+
+def test_user_shows_traits_aggregates_segments_and_last_seq(spec_example):
+    with Client(spec_example.socket) as c:
         u = c.user("alice")
-        assert u["user"] == "alice" and u["traits"] == {"first_name": "Alice"}
-        assert u["aggregates"]["views_electronics_7d"] == 3 and u["aggregates"]["spend"] == 0
-        assert u["segments"] == ["electronics_fans"] and u["last_seq"] == 4
+    assert u["user"] == "alice" and u["traits"] == {"first_name": "Alice"}
+    assert u["aggregates"]["views_electronics_7d"] == 3 and u["aggregates"]["spend"] == 0
+    assert u["segments"] == ["electronics_fans"] and u["last_seq"] == 4
+
+
+def test_segments_lists_size_and_description_sorted_by_name(spec_example):
+    with Client(spec_example.socket) as c:
         segs = {s["name"]: s for s in c.segments()["segments"]}
         assert segs["electronics_fans"] == {
             "name": "electronics_fans",
@@ -91,33 +112,62 @@ def test_spec_example_end_to_end(daemon_factory):
             "description": "Viewed electronics three or more times this week",
         }
         assert [s["name"] for s in c.segments()["segments"]] == sorted(segs)
+
+
+def test_segment_lists_its_members(spec_example):
+    with Client(spec_example.socket) as c:
         assert c.segment("electronics_fans") == {"size": 1, "members": ["alice"], "next": None}
+
+
+def test_history_records_the_enter_at_the_event_time_and_seq(spec_example):
+    with Client(spec_example.socket) as c:
         [t] = c.history("electronics_fans", 0)["transitions"]
-        assert (t["user"], t["kind"], t["at"], t["seq"]) == ("alice", "enter", T0 + 2, 4)
-        with pytest.raises(RemoteError) as exc:
-            c.user("carol")
-        assert exc.value.code == "not_found"
-        with pytest.raises(RemoteError) as exc:
-            c.segment("nope")
-        assert exc.value.code == "not_found"
+    assert (t["user"], t["kind"], t["at"], t["seq"]) == ("alice", "enter", T0 + 2, 4)
+
+
+def test_an_unknown_user_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
+        c.user("carol")
+    assert exc.value.code == "not_found"
+
+
+def test_an_unknown_segment_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
+        c.segment("nope")
+    assert exc.value.code == "not_found"
+
+
+def test_stats_count_users_applied_events_and_segment_sizes(spec_example):
+    with Client(spec_example.socket) as c:
         stats = c.stats()
-        assert stats["users"] == 2 and stats["applied_seq"] == 5 and stats["lag"] == 0
-        assert stats["segments"]["electronics_fans"] == 1
+    assert stats["users"] == 2 and stats["applied_seq"] == 5 and stats["lag"] == 0
+    assert stats["segments"]["electronics_fans"] == 1
+
+
+def alice_views_then_bob_eight_days_later(c: Client) -> None:
+    """Three electronics views by alice at T0; time then passes only through bob's event at
+    T0 + 8d (event clock = watermark). Synced."""
+    for i in range(3):
+        c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
+    c.track("bob", "view", {"category": "garden"}, ts=T0 + 8 * DAY)
+    c.sync()
 
 
 def test_window_exit_happens_at_the_exact_time_without_new_events_from_that_user(daemon_factory):
     d = start(daemon_factory)
     with Client(d.socket) as c:
-        for i in range(3):
-            c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
-        # Time passes only through another user's event (event clock = watermark).
-        c.track("bob", "view", {"category": "garden"}, ts=T0 + 8 * DAY)
-        c.sync()
+        alice_views_then_bob_eight_days_later(c)
         assert c.segment("electronics_fans")["members"] == []
         kinds = [(t["kind"], t["at"], t["seq"]) for t in c.history("electronics_fans", 0)["transitions"]]
         # The first of the three views leaves the 7-day window at exactly T0 + 7d.
         assert kinds == [("enter", T0 + 2, 3), ("exit", T0 + 7 * DAY, 3)]
         assert c.user("alice")["segments"] == []
+
+
+def test_days_since_enters_at_the_exact_time_and_the_users_next_event_exits(daemon_factory):
+    d = start(daemon_factory)
+    with Client(d.socket) as c:
+        alice_views_then_bob_eight_days_later(c)
         assert c.history("inactive", 0)["transitions"] == []  # 8 days: nobody is inactive yet
         c.track("bob", "view", {"category": "garden"}, ts=T0 + 30 * DAY)
         c.sync()
@@ -398,9 +448,8 @@ def test_a_thousand_subscribers_each_get_every_transition(daemon_factory):
     assert d.daemon.hub.dropped == 0
 
 
-def test_unknown_segment_in_subscribe_is_not_found(daemon_factory):
-    d = start(daemon_factory)
-    with Client(d.socket) as c, pytest.raises(RemoteError) as exc:
+def test_unknown_segment_in_subscribe_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
         list(c.subscribe(["nope"]))
     assert exc.value.code == "not_found"
 
