@@ -15,10 +15,15 @@ def ev(user="u", event="view", ts=None, msg_id=None, wall=100.0, props=None, typ
     )
 
 
-def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
+def test_append_assigns_consecutive_seqs(tmp_path):
     log = EventLog(tmp_path)
     r = log.append([ev(), ev(), ev()], Clock("wall"))
     assert r.results == [(1, False), (2, False), (3, False)]
+
+
+def test_seqs_go_on_after_a_reopen(tmp_path):
+    log = EventLog(tmp_path)
+    log.append([ev(), ev(), ev()], Clock("wall"))
     log.close()
     log = EventLog(tmp_path)
     assert (log.last_seq, log.count) == (3, 3)
