@@ -11,11 +11,19 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import psutil
+import pytest
 
 from segd.config import load_config
 from segd.daemon.replay import replay
 from segd.wire.client import Client
-from tests.helpers import split_daemon, start_subprocess_daemon, wait_until, write_config
+from tests.helpers import (
+    DaemonThread,
+    make_config,
+    split_daemon,
+    start_subprocess_daemon,
+    wait_until,
+    write_config,
+)
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -76,12 +84,33 @@ def outbox(d) -> list[dict]:
     return rows
 
 
-def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_factory, tmp_path):
-    d = start(daemon_factory, BASE + file_channel(tmp_path) + HELLO)
-    with Client(d.socket) as c:
-        fan(c, "alice", first_name="Alice")
-        c.sync()
-        [msg] = wait_until(lambda: lines(tmp_path), 30, what="a delivered message")
+def start_shared(tmp, config: str) -> DaemonThread:
+    """A daemon for a class-scoped fixture (daemon_factory is per test). Class scope, not module
+    scope: the kill -9 test below waits until no dispatcher process is left."""
+    rest, keys = split_daemon(config)
+    return DaemonThread(make_config(tmp, rest, daemon=keys)).start()
+
+
+@pytest.fixture(scope="class")
+def delivered(tmp_path_factory, ray_session):
+    """(the daemon, the one message in its file) for TestOneDeliveredMessage."""
+    tmp = tmp_path_factory.mktemp("delivered")
+    d = start_shared(tmp, BASE + file_channel(tmp) + HELLO)
+    try:
+        with Client(d.socket) as c:
+            fan(c, "alice", first_name="Alice")
+            c.sync()
+            [msg] = wait_until(lambda: lines(tmp), 30, what="a delivered message")
+        yield d, msg
+    finally:
+        d.stop()
+
+
+class TestOneDeliveredMessage:
+    """alice becomes a fan; the hello campaign writes one message to the file channel."""
+
+    def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(self, delivered):
+        _, msg = delivered
         assert list(msg) == ["id", "campaign", "segment", "user", "channel", "transition", "at", "body"]
         assert (msg["campaign"], msg["segment"], msg["user"], msg["channel"]) == (
             "hello",
@@ -90,11 +119,19 @@ def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_facto
             "out",
         )
         assert msg["body"] == "Hi Alice, 2 views" and msg["at"] == T0 + 1
-        [t] = c.history("fans", 0)["transitions"]
+
+    def test_the_message_names_the_transition_that_caused_it(self, delivered):
+        d, msg = delivered
+        with Client(d.socket) as c:
+            [t] = c.history("fans", 0)["transitions"]
         assert msg["transition"] == t["id"]
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="stats to count the message")
-        [camp] = c.campaigns()["campaigns"]
-        assert camp["campaign"] == "hello" and camp["variants"][0]["sent"] == 1
+
+    def test_stats_and_the_campaign_report_count_the_sent_message(self, delivered):
+        d, _ = delivered
+        with Client(d.socket) as c:
+            wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="stats to count the message")
+            [camp] = c.campaigns()["campaigns"]
+            assert camp["campaign"] == "hello" and camp["variants"][0]["sent"] == 1
 
 
 def test_a_new_campaign_never_messages_users_for_their_past(daemon_factory, tmp_path):
@@ -260,11 +297,7 @@ def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daem
         assert msg["user"] == "alice" and msg["at"] == morning
 
 
-def test_variants_holdout_and_goals_are_reported(daemon_factory, tmp_path):
-    config = (
-        BASE
-        + file_channel(tmp_path)
-        + """
+PROMO = """
 [campaigns.promo]
 segment = "fans"
 channel = "out"
@@ -273,24 +306,50 @@ holdout = 0.2
 variants = [{ name = "a", weight = 1, template = "A" }, { name = "b", weight = 1, template = "B" }]
 goal = { event = "purchase", within = "1d" }
 """
-    )
-    d = start(daemon_factory, config)
-    with Client(d.socket) as c:
-        for i in range(60):
-            fan(c, f"u{i}", T0)
-        for i in range(0, 60, 3):  # every third user buys within the day
-            c.track(f"u{i}", "purchase", {"price": 10}, ts=T0 + 3600)
-        c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)  # too late to count
-        c.sync()
-        [camp] = c.campaigns()["campaigns"]
-    by = {v["variant"]: v for v in camp["variants"]}
-    assert set(by) == {"holdout", "a", "b"}
-    assert sum(v["assigned"] for v in by.values()) == 60 and by["holdout"]["sent"] == 0
-    assert sum(v["conversions"] for v in by.values()) == 20
-    for v in by.values():
-        assert v["conversion_rate"] == round(v["conversions"] / v["assigned"], 6)
-    wait_until(lambda: len(lines(tmp_path)) == 60 - by["holdout"]["assigned"], 30, what="variant messages")
-    assert {m["body"] for m in lines(tmp_path)} == {"A", "B"}
+
+
+@pytest.fixture(scope="class")
+def promo(tmp_path_factory, ray_session):
+    """(the dir holding messages.jsonl, the campaign report by variant) for
+    TestVariantsHoldoutAndGoals."""
+    tmp = tmp_path_factory.mktemp("promo")
+    d = start_shared(tmp, BASE + file_channel(tmp) + PROMO)
+    try:
+        with Client(d.socket) as c:
+            for i in range(60):
+                fan(c, f"u{i}", T0)
+            for i in range(0, 60, 3):  # every third user buys within the day
+                c.track(f"u{i}", "purchase", {"price": 10}, ts=T0 + 3600)
+            c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)  # too late to count
+            c.sync()
+            [camp] = c.campaigns()["campaigns"]
+        yield tmp, {v["variant"]: v for v in camp["variants"]}
+    finally:
+        d.stop()
+
+
+class TestVariantsHoldoutAndGoals:
+    """60 fans of a campaign with two variants and a 20% holdout; every third buys within the
+    day, u1 also buys too late. The campaign report is read once, right after sync."""
+
+    def test_users_are_split_between_the_variants_and_a_holdout_that_gets_nothing(self, promo):
+        _, by = promo
+        assert set(by) == {"holdout", "a", "b"}
+        assert sum(v["assigned"] for v in by.values()) == 60 and by["holdout"]["sent"] == 0
+
+    def test_goal_events_within_the_window_are_conversions(self, promo):
+        _, by = promo
+        assert sum(v["conversions"] for v in by.values()) == 20
+
+    def test_the_conversion_rate_is_conversions_per_assigned_user(self, promo):
+        _, by = promo
+        for v in by.values():
+            assert v["conversion_rate"] == round(v["conversions"] / v["assigned"], 6)
+
+    def test_each_variant_delivers_its_own_template(self, promo):
+        tmp, by = promo
+        wait_until(lambda: len(lines(tmp)) == 60 - by["holdout"]["assigned"], 30, what="variant messages")
+        assert {m["body"] for m in lines(tmp)} == {"A", "B"}
 
 
 def dispatcher_processes() -> list:
