@@ -9,9 +9,41 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from segd.config import Config, load_config
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    *,
+    interval: float = 0.05,
+    what: str | Callable[[], str] = "the condition",
+) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns a truthy value; return
+    that value. After ``timeout`` seconds raise AssertionError naming ``what`` and the timeout
+    (``what`` may be a callable, called only then, to show state such as a log's tail).
+
+    For conditions the ``sync`` op cannot cover: a delivery by a channel, a subscriber's
+    frames, a log line. Exceptions from ``predicate`` propagate: a failing probe is a bug,
+    not a "not yet". From asyncio code whose own loop must keep running (a subscriber
+    reading on it), call it as ``await asyncio.to_thread(wait_until, ...)``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
+            )
+        time.sleep(interval)
 
 
 def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:
@@ -109,8 +141,8 @@ def start_subprocess_daemon(config_path: Path, socket: Path, *, timeout: float =
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(
                 f"daemon exited with {proc.returncode}: "
@@ -119,8 +151,13 @@ def start_subprocess_daemon(config_path: Path, socket: Path, *, timeout: float =
         try:
             with Client(socket, timeout=5) as c:
                 c.ping()
-            return proc
         except ConnectError:
-            time.sleep(0.05)
-    proc.kill()
-    raise TimeoutError(f"daemon did not answer on {socket} within {timeout} s")
+            return False
+        return True
+
+    try:
+        wait_until(answers, timeout, what=f"the daemon to answer a ping on {socket}")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc

@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from segd.config import load_config
-from tests.helpers import split_daemon, start_subprocess_daemon, write_config
+from tests.helpers import split_daemon, start_subprocess_daemon, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,10 +92,11 @@ def test_sighup_reloads_and_keeps_serving(running):
     os.kill(pid, signal.SIGHUP)  # the default action would kill a process without a handler
     r = segd("stats", "--config", str(running), "--json")
     assert r.returncode == 0, r.stderr
-    deadline = time.monotonic() + 30
-    while "reload_nothing_to_apply" not in proc_log.read_text():
-        assert time.monotonic() < deadline, proc_log.read_text()[-2000:]
-        time.sleep(0.1)
+    wait_until(
+        lambda: "reload_nothing_to_apply" in proc_log.read_text(),
+        30,
+        what=lambda: "reload_nothing_to_apply in the daemon log:\n" + proc_log.read_text()[-2000:],
+    )
 
 
 def test_send_with_bad_input_exits_1_with_the_field(running):
@@ -130,34 +130,79 @@ when = "views_3d >= 2"
 """
 
 
-def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
-    from segd.wire.client import Client
+T0 = 1_700_000_000.0
+# 30 users in turn, one view every 7,000 s: each user's views are 210,000 s (2.43 days) apart.
+COUNTED = [
+    {"type": "track", "user": f"u{i % 30}", "event": "view", "ts": T0 + i * 7000.0} for i in range(400)
+]
 
+
+def start_counting(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
     tail, keys = split_daemon(COUNTING)
     cfg = write_config(tmp_path, tail, daemon=keys)
     sock = load_config(cfg).daemon.socket
-    proc = start_subprocess_daemon(cfg, sock)
-    t0 = 1_700_000_000.0
-    events = [
-        {"type": "track", "user": f"u{i % 30}", "event": "view", "ts": t0 + i * 7000.0} for i in range(400)
-    ]
+    return cfg, sock, start_subprocess_daemon(cfg, sock)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory, ray_session):
+    """A running daemon holding COUNTED, shared by the read-only query tests:
+    (config path, the members of ``regulars``)."""
+    from segd.wire.client import Client
+
+    cfg, sock, proc = start_counting(tmp_path_factory.mktemp("counted"))
     try:
         with Client(sock) as c:
-            c.send_events(events)
+            c.send_events(COUNTED)
+            c.sync()
+            members = c.segment("regulars", limit=1000)["members"]
+        yield str(cfg), members
+    finally:
+        assert stop(proc) == 0
+
+
+def test_segments_lists_the_segments(counted):
+    cfg, _ = counted
+    r = segd("segments", "--config", cfg)
+    assert r.returncode == 0 and "regulars" in r.stdout
+
+
+def test_segment_prints_the_members_as_json(counted):
+    cfg, members = counted
+    r = segd("segment", "regulars", "--config", cfg, "--json")
+    assert json.loads(r.stdout)["members"] == members
+
+
+def test_user_prints_the_aggregates_as_json(counted):
+    cfg, _ = counted
+    r = segd("user", "u3", "--config", cfg, "--json")
+    # The clock is the last view's time (i = 399); of u3's views (i = 3, 33, ..., 393) only
+    # i = 363 and i = 393 lie within the 3 days before it.
+    assert json.loads(r.stdout)["aggregates"]["views_3d"] == 2
+
+
+def test_an_unknown_user_exits_1_with_not_found(counted):
+    cfg, _ = counted
+    r = segd("user", "nobody", "--config", cfg)
+    assert r.returncode == 1 and "not_found" in r.stderr
+
+
+def test_replay_rebuilds_the_same_history_in_full_or_up_to_a_seq(tmp_path):
+    from segd.wire.client import Client
+
+    cfg, sock, proc = start_counting(tmp_path)
+    try:
+        with Client(sock) as c:
+            c.send_events(COUNTED)
             c.sync()
             before = c.history("regulars", 0)["transitions"]
-            members = c.segment("regulars", limit=1000)["members"]
-        r = segd("segments", "--config", str(cfg))
-        assert r.returncode == 0 and "regulars" in r.stdout
-        r = segd("segment", "regulars", "--config", str(cfg), "--json")
-        assert json.loads(r.stdout)["members"] == members
-        r = segd("user", "u3", "--config", str(cfg), "--json")
-        assert json.loads(r.stdout)["aggregates"]["views_3d"] >= 0
-        r = segd("user", "nobody", "--config", str(cfg))
-        assert r.returncode == 1 and "not_found" in r.stderr
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop(proc) == 0
     assert before
 
     r = segd("replay", "--config", str(cfg))
@@ -178,13 +223,10 @@ def test_query_commands_and_replay_rebuild_the_same_state(tmp_path):
             c.sync()
             assert c.history("regulars", 0)["transitions"] == before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert stop(proc) == 0
 
 
 def test_subscribe_prints_transitions_as_json_lines(tmp_path):
-    import time
-
     from segd.wire.client import Client
 
     tail, keys = split_daemon(COUNTING)
@@ -198,9 +240,7 @@ def test_subscribe_prints_transitions_as_json_lines(tmp_path):
     )
     try:
         with Client(sock) as c:
-            deadline = time.monotonic() + 30
-            while c.stats()["subscribers"] < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: c.stats()["subscribers"] >= 1, 30, what="segd subscribe to be subscribed")
             c.track("zed", "view", ts=1_700_000_000.0)
             c.track("zed", "view", ts=1_700_000_100.0)
             c.sync()

@@ -7,16 +7,23 @@ import email.policy
 import json
 import signal
 import sqlite3
-import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import psutil
+import pytest
 
 from segd.config import load_config
 from segd.daemon.replay import replay
 from segd.wire.client import Client
-from tests.helpers import split_daemon, start_subprocess_daemon, write_config
+from tests.helpers import (
+    DaemonThread,
+    make_config,
+    split_daemon,
+    start_subprocess_daemon,
+    wait_until,
+    write_config,
+)
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -57,16 +64,6 @@ def start(daemon_factory, config: str, sub: str = ""):
     return daemon_factory(rest, daemon=keys, sub=sub)
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def lines(tmp_path) -> list[dict]:
     path = tmp_path / "messages.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -87,12 +84,33 @@ def outbox(d) -> list[dict]:
     return rows
 
 
-def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_factory, tmp_path):
-    d = start(daemon_factory, BASE + file_channel(tmp_path) + HELLO)
-    with Client(d.socket) as c:
-        fan(c, "alice", first_name="Alice")
-        c.sync()
-        [msg] = wait_until(lambda: lines(tmp_path), what="a delivered message")
+def start_shared(tmp, config: str) -> DaemonThread:
+    """A daemon for a class-scoped fixture (daemon_factory is per test). Class scope, not module
+    scope: the kill -9 test below waits until no dispatcher process is left."""
+    rest, keys = split_daemon(config)
+    return DaemonThread(make_config(tmp, rest, daemon=keys)).start()
+
+
+@pytest.fixture(scope="class")
+def delivered(tmp_path_factory, ray_session):
+    """(the daemon, the one message in its file) for TestOneDeliveredMessage."""
+    tmp = tmp_path_factory.mktemp("delivered")
+    d = start_shared(tmp, BASE + file_channel(tmp) + HELLO)
+    try:
+        with Client(d.socket) as c:
+            fan(c, "alice", first_name="Alice")
+            c.sync()
+            [msg] = wait_until(lambda: lines(tmp), 30, what="a delivered message")
+        yield d, msg
+    finally:
+        d.stop()
+
+
+class TestOneDeliveredMessage:
+    """alice becomes a fan; the hello campaign writes one message to the file channel."""
+
+    def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(self, delivered):
+        _, msg = delivered
         assert list(msg) == ["id", "campaign", "segment", "user", "channel", "transition", "at", "body"]
         assert (msg["campaign"], msg["segment"], msg["user"], msg["channel"]) == (
             "hello",
@@ -101,11 +119,19 @@ def test_a_campaign_delivers_a_rendered_message_to_the_file_channel(daemon_facto
             "out",
         )
         assert msg["body"] == "Hi Alice, 2 views" and msg["at"] == T0 + 1
-        [t] = c.history("fans", 0)["transitions"]
+
+    def test_the_message_names_the_transition_that_caused_it(self, delivered):
+        d, msg = delivered
+        with Client(d.socket) as c:
+            [t] = c.history("fans", 0)["transitions"]
         assert msg["transition"] == t["id"]
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="stats to count the message")
-        [camp] = c.campaigns()["campaigns"]
-        assert camp["campaign"] == "hello" and camp["variants"][0]["sent"] == 1
+
+    def test_stats_and_the_campaign_report_count_the_sent_message(self, delivered):
+        d, _ = delivered
+        with Client(d.socket) as c:
+            wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="stats to count the message")
+            [camp] = c.campaigns()["campaigns"]
+            assert camp["campaign"] == "hello" and camp["variants"][0]["sent"] == 1
 
 
 def test_a_new_campaign_never_messages_users_for_their_past(daemon_factory, tmp_path):
@@ -118,7 +144,7 @@ def test_a_new_campaign_never_messages_users_for_their_past(daemon_factory, tmp_
     with Client(d.socket) as c:
         fan(c, "new", T0 + 100)
         c.sync()
-        wait_until(lambda: lines(tmp_path), what="the new user's message")
+        wait_until(lambda: lines(tmp_path), 30, what="the new user's message")
         assert [m["user"] for m in lines(tmp_path)] == ["new"]
         assert [r["user"] for r in outbox(d)] == ["new"]
 
@@ -130,7 +156,7 @@ def test_restarts_and_replays_never_send_a_message_twice(daemon_factory, tmp_pat
         for i in range(20):
             fan(c, f"u{i}", T0 + i)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 20, what="20 messages")
+        wait_until(lambda: len(lines(tmp_path)) == 20, 30, what="20 messages")
     d.stop()
     summary = replay(d.config)
     assert summary["segments"]["fans"] == 20
@@ -158,7 +184,7 @@ def test_a_failing_webhook_is_retried_with_the_same_idempotency_key(daemon_facto
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the retried delivery")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the retried delivery")
     first, second = http_server.requests
     assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"] == first["json"]["id"]
     [row] = outbox(d)
@@ -173,7 +199,7 @@ def test_a_message_that_keeps_failing_is_dead_lettered(daemon_factory, http_serv
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["failed"]["dead_letter"] == 1, what="a dead letter")
+        wait_until(lambda: c.stats()["messages"]["failed"]["dead_letter"] == 1, 30, what="a dead letter")
     assert len(http_server.requests) == 3
     conn = sqlite3.connect(d.config.daemon.data_dir / "outbox.db")
     [(attempts, error)] = conn.execute("SELECT attempts, error FROM dead_letters").fetchall()
@@ -192,14 +218,14 @@ def test_a_hanging_channel_blocks_neither_ingestion_nor_other_channels(daemon_fa
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: http_server.requests, what="the webhook to be called")
-        wait_until(lambda: lines(tmp_path), what="the file channel to deliver meanwhile")
+        wait_until(lambda: http_server.requests, 30, what="the webhook to be called")
+        wait_until(lambda: lines(tmp_path), 30, what="the file channel to deliver meanwhile")
         for i in range(200):
             c.track(f"u{i}", "view", ts=T0 + 10)
         assert c.sync()["seq"] == 202
         assert c.stats()["messages"]["sent"] == 1  # the webhook is still hanging
         http_server.release.set()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="the webhook to finish")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 2, 30, what="the webhook to finish")
 
 
 def test_http_provider_and_smtp_channels_deliver_by_preference(daemon_factory, http_server, smtp_server):
@@ -234,7 +260,7 @@ subject = "Welcome, {{traits.first_name}}"
         )
         fan(c, "bob", first_name="Bob", email="bob@example.com")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 2, what="both deliveries")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 2, 30, what="both deliveries")
     [req] = http_server.requests
     assert req["headers"]["authorization"] == "Bearer s3cret"
     assert req["json"]["to"] == "+33600000000" and req["json"]["text"] == "Hi Ann"
@@ -267,15 +293,11 @@ def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daem
         assert lines(tmp_path) == []
         c.track("someone", "ping", ts=morning)
         c.sync()
-        [msg] = wait_until(lambda: lines(tmp_path), what="the deferred message")
+        [msg] = wait_until(lambda: lines(tmp_path), 30, what="the deferred message")
         assert msg["user"] == "alice" and msg["at"] == morning
 
 
-def test_variants_holdout_and_goals_are_reported(daemon_factory, tmp_path):
-    config = (
-        BASE
-        + file_channel(tmp_path)
-        + """
+PROMO = """
 [campaigns.promo]
 segment = "fans"
 channel = "out"
@@ -284,24 +306,50 @@ holdout = 0.2
 variants = [{ name = "a", weight = 1, template = "A" }, { name = "b", weight = 1, template = "B" }]
 goal = { event = "purchase", within = "1d" }
 """
-    )
-    d = start(daemon_factory, config)
-    with Client(d.socket) as c:
-        for i in range(60):
-            fan(c, f"u{i}", T0)
-        for i in range(0, 60, 3):  # every third user buys within the day
-            c.track(f"u{i}", "purchase", {"price": 10}, ts=T0 + 3600)
-        c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)  # too late to count
-        c.sync()
-        [camp] = c.campaigns()["campaigns"]
-    by = {v["variant"]: v for v in camp["variants"]}
-    assert set(by) == {"holdout", "a", "b"}
-    assert sum(v["assigned"] for v in by.values()) == 60 and by["holdout"]["sent"] == 0
-    assert sum(v["conversions"] for v in by.values()) == 20
-    for v in by.values():
-        assert v["conversion_rate"] == round(v["conversions"] / v["assigned"], 6)
-    wait_until(lambda: len(lines(tmp_path)) == 60 - by["holdout"]["assigned"], what="variant messages")
-    assert {m["body"] for m in lines(tmp_path)} == {"A", "B"}
+
+
+@pytest.fixture(scope="class")
+def promo(tmp_path_factory, ray_session):
+    """(the dir holding messages.jsonl, the campaign report by variant) for
+    TestVariantsHoldoutAndGoals."""
+    tmp = tmp_path_factory.mktemp("promo")
+    d = start_shared(tmp, BASE + file_channel(tmp) + PROMO)
+    try:
+        with Client(d.socket) as c:
+            for i in range(60):
+                fan(c, f"u{i}", T0)
+            for i in range(0, 60, 3):  # every third user buys within the day
+                c.track(f"u{i}", "purchase", {"price": 10}, ts=T0 + 3600)
+            c.track("u1", "purchase", {"price": 10}, ts=T0 + 2 * DAY)  # too late to count
+            c.sync()
+            [camp] = c.campaigns()["campaigns"]
+        yield tmp, {v["variant"]: v for v in camp["variants"]}
+    finally:
+        d.stop()
+
+
+class TestVariantsHoldoutAndGoals:
+    """60 fans of a campaign with two variants and a 20% holdout; every third buys within the
+    day, u1 also buys too late. The campaign report is read once, right after sync."""
+
+    def test_users_are_split_between_the_variants_and_a_holdout_that_gets_nothing(self, promo):
+        _, by = promo
+        assert set(by) == {"holdout", "a", "b"}
+        assert sum(v["assigned"] for v in by.values()) == 60 and by["holdout"]["sent"] == 0
+
+    def test_goal_events_within_the_window_are_conversions(self, promo):
+        _, by = promo
+        assert sum(v["conversions"] for v in by.values()) == 20
+
+    def test_the_conversion_rate_is_conversions_per_assigned_user(self, promo):
+        _, by = promo
+        for v in by.values():
+            assert v["conversion_rate"] == round(v["conversions"] / v["assigned"], 6)
+
+    def test_each_variant_delivers_its_own_template(self, promo):
+        tmp, by = promo
+        wait_until(lambda: len(lines(tmp)) == 60 - by["holdout"]["assigned"], 30, what="variant messages")
+        assert {m["body"] for m in lines(tmp)} == {"A", "B"}
 
 
 def dispatcher_processes() -> list:
@@ -325,7 +373,7 @@ def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, ht
         with Client(config.daemon.socket) as c:
             fan(c, "alice")
             c.sync()
-        wait_until(lambda: http_server.requests, what="the delivery to start")
+        wait_until(lambda: http_server.requests, 30, what="the delivery to start")
         conn = sqlite3.connect(config.daemon.data_dir / "outbox.db")
         assert conn.execute("SELECT status, attempts FROM messages").fetchall() == [("claimed", 1)]
         conn.close()
@@ -334,11 +382,11 @@ def test_kill_9_between_claim_and_delivery_retries_the_same_message(tmp_path, ht
         proc.wait(30)
         # Ray kills the dead daemon's actors (fate sharing); let the provider recover only
         # then, so the old dispatcher cannot finish its delivery
-        wait_until(lambda: not dispatcher_processes(), what="the killed daemon's dispatcher to die")
+        wait_until(lambda: not dispatcher_processes(), 30, what="the killed daemon's dispatcher to die")
         http_server.release.set()
         proc = start_subprocess_daemon(path, config.daemon.socket)
         with Client(config.daemon.socket) as c:
-            wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the retried delivery")
+            wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the retried delivery")
     finally:
         proc.kill()
         proc.wait(30)
@@ -366,7 +414,7 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
         assert d.daemon.config.segments[0].when == "views >= 2"  # segments need a restart
         fan(c, "late", T0 + 10)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 3, what="three messages")
+        wait_until(lambda: len(lines(tmp_path)) == 3, 30, what="three messages")
         assert sorted((m["user"], m["campaign"]) for m in lines(tmp_path)) == [
             ("early", "hello"),
             ("late", "hello"),
@@ -376,7 +424,7 @@ def test_sighup_reload_applies_campaigns_channels_and_throttle_only(daemon_facto
         assert d.run(d.daemon.reload()) is False  # errors change nothing
         fan(c, "later", T0 + 20)
         c.sync()
-        wait_until(lambda: len(lines(tmp_path)) == 5, what="both campaigns still firing")
+        wait_until(lambda: len(lines(tmp_path)) == 5, 30, what="both campaigns still firing")
 
 
 def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_nothing(daemon_factory, tmp_path):
@@ -397,8 +445,10 @@ def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_noth
         c.identify("alice", {"unsubscribed": True}, ts=night + 60)
         c.track("someone", "ping", ts=morning)
         c.sync()
-        wait_until(lambda: lines(tmp_path), what="bob's deferred message")
-        wait_until(lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, what="alice's withdrawal")
+        wait_until(lambda: lines(tmp_path), 30, what="bob's deferred message")
+        wait_until(
+            lambda: c.stats()["messages"]["suppressed"].get("consent") == 1, 30, what="alice's withdrawal"
+        )
     assert [m["user"] for m in lines(tmp_path)] == ["bob"]
 
 
@@ -408,7 +458,7 @@ def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, t
     with Client(d.socket) as c:
         fan(c, "alice")
         c.sync()
-        wait_until(lambda: c.stats()["messages"]["sent"] == 1, what="the delivery")
+        wait_until(lambda: c.stats()["messages"]["sent"] == 1, 30, what="the delivery")
     d.stop()
     # What a kill -9 between the write and the outbox's 'sent' leaves behind:
     conn = sqlite3.connect(d.config.daemon.data_dir / "outbox.db")
@@ -416,7 +466,7 @@ def test_a_crash_after_the_file_write_leaves_no_duplicate_line(daemon_factory, t
         conn.execute("UPDATE messages SET status = 'claimed', sent_at = NULL")
     conn.close()
     d = start(daemon_factory, config, sub="run")
-    wait_until(lambda: outbox(d)[0]["status"] == "sent", what="the claim to be settled")
+    wait_until(lambda: outbox(d)[0]["status"] == "sent", 30, what="the claim to be settled")
     [row] = outbox(d)
     assert row["attempts"] == 1  # found in the file, not sent again
     assert [m["user"] for m in lines(tmp_path)] == ["alice"]

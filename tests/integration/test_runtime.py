@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -13,7 +12,7 @@ import ray
 
 from segd.errors import RemoteError
 from segd.wire.client import AsyncClient, Client
-from tests.helpers import split_daemon
+from tests.helpers import DaemonThread, make_config, split_daemon, wait_until
 
 WINDOWED = """
 [daemon]
@@ -62,22 +61,50 @@ def view(user: str, ts: float, category: str = "electronics", msg_id: str | None
     return e
 
 
+def subscribers(d) -> int:
+    """How many subscribers the daemon has registered (a fresh connection, so it can be
+    called from a thread while an asyncio loop runs the subscribers)."""
+    with Client(d.socket) as c:
+        return c.stats()["subscribers"]
+
+
 def history(c: Client, segment: str) -> list[tuple]:
     return [(t["id"], t["user"], t["kind"], t["at"], t["seq"]) for t in c.history(segment, 0)["transitions"]]
 
 
-def test_spec_example_end_to_end(daemon_factory):
-    d = start(daemon_factory)
-    with Client(d.socket) as c:
-        c.identify("alice", {"first_name": "Alice"}, ts=T0)
-        for i in range(3):
-            c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
-        c.track("bob", "view", {"category": "garden"}, ts=T0 + 3)
+@pytest.fixture(scope="module")
+def spec_example(tmp_path_factory, ray_session):
+    """SPEC's example in one daemon, synced, shared by the tests that only read it: alice
+    (first_name Alice) views electronics three times, bob views garden once; seqs 1..5."""
+    rest, keys = split_daemon(WINDOWED)
+    d = DaemonThread(make_config(tmp_path_factory.mktemp("spec"), rest, daemon=keys)).start()
+    try:
+        with Client(d.socket) as c:
+            c.identify("alice", {"first_name": "Alice"}, ts=T0)
+            for i in range(3):
+                c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
+            c.track("bob", "view", {"category": "garden"}, ts=T0 + 3)
+            c.sync()
+        yield d
+    finally:
+        d.stop()
+
+
+def test_sync_answers_the_seq_of_the_last_acknowledged_event(spec_example):
+    with Client(spec_example.socket) as c:
         assert c.sync()["seq"] == 5
+
+
+def test_user_shows_traits_aggregates_segments_and_last_seq(spec_example):
+    with Client(spec_example.socket) as c:
         u = c.user("alice")
-        assert u["user"] == "alice" and u["traits"] == {"first_name": "Alice"}
-        assert u["aggregates"]["views_electronics_7d"] == 3 and u["aggregates"]["spend"] == 0
-        assert u["segments"] == ["electronics_fans"] and u["last_seq"] == 4
+    assert u["user"] == "alice" and u["traits"] == {"first_name": "Alice"}
+    assert u["aggregates"]["views_electronics_7d"] == 3 and u["aggregates"]["spend"] == 0
+    assert u["segments"] == ["electronics_fans"] and u["last_seq"] == 4
+
+
+def test_segments_lists_size_and_description_sorted_by_name(spec_example):
+    with Client(spec_example.socket) as c:
         segs = {s["name"]: s for s in c.segments()["segments"]}
         assert segs["electronics_fans"] == {
             "name": "electronics_fans",
@@ -85,33 +112,62 @@ def test_spec_example_end_to_end(daemon_factory):
             "description": "Viewed electronics three or more times this week",
         }
         assert [s["name"] for s in c.segments()["segments"]] == sorted(segs)
+
+
+def test_segment_lists_its_members(spec_example):
+    with Client(spec_example.socket) as c:
         assert c.segment("electronics_fans") == {"size": 1, "members": ["alice"], "next": None}
+
+
+def test_history_records_the_enter_at_the_event_time_and_seq(spec_example):
+    with Client(spec_example.socket) as c:
         [t] = c.history("electronics_fans", 0)["transitions"]
-        assert (t["user"], t["kind"], t["at"], t["seq"]) == ("alice", "enter", T0 + 2, 4)
-        with pytest.raises(RemoteError) as exc:
-            c.user("carol")
-        assert exc.value.code == "not_found"
-        with pytest.raises(RemoteError) as exc:
-            c.segment("nope")
-        assert exc.value.code == "not_found"
+    assert (t["user"], t["kind"], t["at"], t["seq"]) == ("alice", "enter", T0 + 2, 4)
+
+
+def test_an_unknown_user_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
+        c.user("carol")
+    assert exc.value.code == "not_found"
+
+
+def test_an_unknown_segment_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
+        c.segment("nope")
+    assert exc.value.code == "not_found"
+
+
+def test_stats_count_users_applied_events_and_segment_sizes(spec_example):
+    with Client(spec_example.socket) as c:
         stats = c.stats()
-        assert stats["users"] == 2 and stats["applied_seq"] == 5 and stats["lag"] == 0
-        assert stats["segments"]["electronics_fans"] == 1
+    assert stats["users"] == 2 and stats["applied_seq"] == 5 and stats["lag"] == 0
+    assert stats["segments"]["electronics_fans"] == 1
+
+
+def alice_views_then_bob_eight_days_later(c: Client) -> None:
+    """Three electronics views by alice at T0; time then passes only through bob's event at
+    T0 + 8d (event clock = watermark). Synced."""
+    for i in range(3):
+        c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
+    c.track("bob", "view", {"category": "garden"}, ts=T0 + 8 * DAY)
+    c.sync()
 
 
 def test_window_exit_happens_at_the_exact_time_without_new_events_from_that_user(daemon_factory):
     d = start(daemon_factory)
     with Client(d.socket) as c:
-        for i in range(3):
-            c.track("alice", "view", {"category": "electronics"}, ts=T0 + i)
-        # Time passes only through another user's event (event clock = watermark).
-        c.track("bob", "view", {"category": "garden"}, ts=T0 + 8 * DAY)
-        c.sync()
+        alice_views_then_bob_eight_days_later(c)
         assert c.segment("electronics_fans")["members"] == []
         kinds = [(t["kind"], t["at"], t["seq"]) for t in c.history("electronics_fans", 0)["transitions"]]
         # The first of the three views leaves the 7-day window at exactly T0 + 7d.
         assert kinds == [("enter", T0 + 2, 3), ("exit", T0 + 7 * DAY, 3)]
         assert c.user("alice")["segments"] == []
+
+
+def test_days_since_enters_at_the_exact_time_and_the_users_next_event_exits(daemon_factory):
+    d = start(daemon_factory)
+    with Client(d.socket) as c:
+        alice_views_then_bob_eight_days_later(c)
         assert c.history("inactive", 0)["transitions"] == []  # 8 days: nobody is inactive yet
         c.track("bob", "view", {"category": "garden"}, ts=T0 + 30 * DAY)
         c.sync()
@@ -146,8 +202,7 @@ def test_wall_clock_timer_fires_without_any_new_event(daemon_factory):
         async with await AsyncClient.connect(d.socket) as sub, await AsyncClient.connect(d.socket) as c:
             stream = sub.subscribe(["active"])
             first = asyncio.ensure_future(stream.__anext__())
-            while (await c.stats())["subscribers"] < 1:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_until, lambda: subscribers(d) >= 1, 30, what="the subscription")
             await c.track("u", "ping", ts=time.time())
             seen.append(await asyncio.wait_for(first, 30))
             seen.append(await asyncio.wait_for(stream.__anext__(), 30))
@@ -218,26 +273,30 @@ def test_transitions_stream_to_a_subscriber_in_order(daemon_factory):
     d = start(daemon_factory)
     events = random_events(1500, seed=3)
 
-    async def main() -> list[dict]:
+    async def main() -> tuple[list[dict], list[dict]]:
         got: list[dict] = []
         async with await AsyncClient.connect(d.socket) as sub, await AsyncClient.connect(d.socket) as c:
             stream = sub.subscribe("*")
             reader = asyncio.ensure_future(_collect(stream, got))
-            while (await c.stats())["subscribers"] < 1:
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(wait_until, lambda: subscribers(d) >= 1, 30, what="the subscription")
             await c.send_events(events, batch_size=100)
             await c.sync()
-            await asyncio.sleep(0.5)
+            recorded = [
+                t
+                for s in ("electronics_fans", "inactive", "big_spenders")
+                for t in (await c.history(s, 0))["transitions"]
+            ]
+            # sync covers the segment managers; the frames still cross the subscriber's socket
+            await asyncio.to_thread(
+                wait_until,
+                lambda: len(got) >= len(recorded),
+                30,
+                what=lambda: f"{len(recorded)} transitions on the stream (got {len(got)})",
+            )
             reader.cancel()
-        return got
+        return got, recorded
 
-    got = asyncio.run(main())
-    with Client(d.socket) as c:
-        recorded = [
-            t
-            for s in ("electronics_fans", "inactive", "big_spenders")
-            for t in c.history(s, 0)["transitions"]
-        ]
+    got, recorded = asyncio.run(main())
     assert sorted(t["id"] for t in got) == sorted(t["id"] for t in recorded)
     for user in {t["user"] for t in got}:  # per user and segment, the stream keeps log order
         mine = [(t["segment"], t["seq"], t["at"]) for t in got if t["user"] == user]
@@ -298,6 +357,9 @@ def test_snapshot_plus_tail_equals_full_replay(daemon_factory, tmp_path):
     assert snapshot_of(fresh) == resumed
 
 
+KILL_AFTER = 2000  # events acknowledged before shard 0 is killed (snapshot_every = 500)
+
+
 def test_killing_a_shard_mid_stream_changes_nothing(daemon_factory):
     config = WINDOWED.replace('clock = "event"', 'clock = "event"\nsnapshot_every = 500')
     events = random_events(4000, seed=21)
@@ -307,21 +369,11 @@ def test_killing_a_shard_mid_stream_changes_nothing(daemon_factory):
     expected = snapshot_of(reference)
 
     d = start(daemon_factory, config, sub="kill")
-    killed = threading.Event()
-
-    def killer() -> None:
-        time.sleep(0.3)
-        ray.kill(d.daemon.runtime.shards[0], no_restart=False)
-        killed.set()
-
-    t = threading.Thread(target=killer)
-    t.start()
     with Client(d.socket) as c:
         for i in range(0, len(events), 200):
+            if i == KILL_AFTER:  # a fixed point in the stream: acknowledged, maybe not yet applied
+                ray.kill(d.daemon.runtime.shards[0], no_restart=False)
             c.batch(events[i : i + 200])
-            time.sleep(0.02)
-    t.join()
-    assert killed.is_set()
     assert snapshot_of(d) == expected
     with Client(d.socket) as c:
         assert c.stats()["recoveries"] >= 1
@@ -357,7 +409,13 @@ def test_a_thousand_subscribers_each_get_every_transition(daemon_factory):
     events = [view(f"u{i}", T0 + k * 100 + i) for k in range(3) for i in range(100)]
 
     async def main() -> list[int]:
-        subs = [await AsyncClient.connect(d.socket) for _ in range(1000)]
+        subs = []
+        for _ in range(1000):
+            # One connection at a time, each answered before the next: a burst overflows the
+            # listen backlog, and asyncio then reports a Unix connect that never happened as done.
+            sub = await AsyncClient.connect(d.socket)
+            await sub.ping()
+            subs.append(sub)
         counts = [0] * len(subs)
 
         async def read(k: int) -> None:
@@ -365,18 +423,24 @@ def test_a_thousand_subscribers_each_get_every_transition(daemon_factory):
                 counts[k] += 1
 
         readers = [asyncio.ensure_future(read(k)) for k in range(len(subs))]
-        async with await AsyncClient.connect(d.socket) as c:
-            while (await c.stats())["subscribers"] < len(subs):
-                await asyncio.sleep(0.05)
-            await c.send_events(events, batch_size=50)
-            await c.sync()
-        deadline = time.monotonic() + 60
-        while min(counts) < 100 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for r in readers:
-            r.cancel()
-        for s in subs:
-            await s.close()
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: subscribers(d) >= len(subs), 60, what="1000 subscriptions"
+            )
+            async with await AsyncClient.connect(d.socket) as c:
+                await c.send_events(events, batch_size=50)
+                await c.sync()
+            await asyncio.to_thread(
+                wait_until,
+                lambda: min(counts) >= 100,
+                60,
+                what=lambda: f"100 transitions on every stream (counts: {sorted(set(counts))})",
+            )
+        finally:
+            for r in readers:
+                r.cancel()
+            for s in subs:
+                await s.close()
         return counts
 
     counts = asyncio.run(main())
@@ -384,9 +448,8 @@ def test_a_thousand_subscribers_each_get_every_transition(daemon_factory):
     assert d.daemon.hub.dropped == 0
 
 
-def test_unknown_segment_in_subscribe_is_not_found(daemon_factory):
-    d = start(daemon_factory)
-    with Client(d.socket) as c, pytest.raises(RemoteError) as exc:
+def test_unknown_segment_in_subscribe_is_not_found(spec_example):
+    with Client(spec_example.socket) as c, pytest.raises(RemoteError) as exc:
         list(c.subscribe(["nope"]))
     assert exc.value.code == "not_found"
 

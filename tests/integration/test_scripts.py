@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import msgpack
+import pytest
 
 from segd.demo import workload as loadgen
 from segd.wire.client import Client
@@ -37,27 +38,49 @@ def run_loadgen(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_workload_is_deterministic_by_seed_and_every_item_is_a_valid_batch_item():
-    items = list(loadgen.workload(5, 300, 3000))
+@pytest.fixture(scope="module")
+def items() -> list[dict]:
+    """Seed 5's live workload: 300 users, 3,000 items."""
+    return list(loadgen.workload(5, 300, 3000))
+
+
+def test_workload_is_deterministic_by_seed(items):
     assert items == list(loadgen.workload(5, 300, 3000))
     assert items != list(loadgen.workload(6, 300, 3000))
+
+
+def test_every_workload_item_is_a_valid_batch_item_without_a_time(items):
     assert len(items) == 3000
     for i, item in enumerate(items):
         parse_batch_item(item, i)  # raises on anything the batch op would refuse
         assert "ts" not in item  # start_ts=None: live traffic, stamped by the daemon
+
+
+def test_workload_msg_ids_are_unique(items):
     assert len({it["msg_id"] for it in items}) == 3000
+
+
+def test_workload_has_every_event_the_default_aggregates_count(items):
     names = {it["event"] for it in items if it["type"] == "track"}
     assert names <= set(loadgen.EVENTS)
     read = set(re.findall(r'(?m)^event = "(\w+)"', (ROOT / "config.toml").read_text()))
     assert read and read <= names  # every event the default aggregates count does occur
+
+
+def test_workload_identifies_carry_a_full_profile_with_a_real_timezone(items):
     traits = [it["traits"] for it in items if it["type"] == "identify" and "email" in it["traits"]]
     assert traits
     for t in traits:
         assert set(t) == {"country", "device", "timezone", "first_name", "email", "plan"}
         ZoneInfo(t["timezone"])
+
+
+def test_workload_spreads_over_several_users_within_the_bound(items):
     users = {it["user"] for it in items}
     assert 1 < len(users) <= 300
 
+
+def test_a_timed_workload_is_sorted_and_bounded_from_start_ts():
     timed = list(loadgen.workload(5, 300, 1000, 1_700_000_000.0, span=86400.0))
     ts = [it["ts"] for it in timed]
     assert ts == sorted(ts) and ts[0] >= 1_700_000_000.0 and ts[-1] < 1_700_000_000.0 + 3 * 86400
@@ -92,14 +115,21 @@ def test_loadgen_cli_streams_to_a_daemon_whose_stats_show_every_event(daemon_fac
         assert view["traits"]["timezone"] == first["traits"]["timezone"]
 
 
-def test_out_then_from_sends_the_same_items_and_a_second_send_is_all_duplicates(daemon_factory, tmp_path):
+def write_workload(path: Path) -> dict:
+    return run_loadgen("--out", str(path), "--users", "100", "--events", "1000", "--seed", "9")
+
+
+def test_out_writes_the_seeds_workload_to_a_file(tmp_path):
     path = tmp_path / "workload.jsonl"
-    assert (
-        run_loadgen("--out", str(path), "--users", "100", "--events", "1000", "--seed", "9")["written"]
-        == 1000
-    )
+    assert write_workload(path)["written"] == 1000
     items = list(loadgen.workload(9, 100, 1000))
     assert list(loadgen.read_items(path)) == items
+
+
+def test_from_logs_the_files_items_and_a_second_send_is_all_duplicates(daemon_factory, tmp_path):
+    path = tmp_path / "workload.jsonl"
+    write_workload(path)
+    items = list(loadgen.workload(9, 100, 1000))
 
     d = daemon_factory(default_rules())
     first = run_loadgen("--socket", str(d.socket), "--from", str(path), "--connections", "2", "--batch", "64")

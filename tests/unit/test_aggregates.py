@@ -127,7 +127,9 @@ def test_future_event_in_value_window():
 def test_late_event_older_than_window_never_counts():
     k, state = fold_all("count", [(1000, None), (100, None)], now=1000, within=500)
     assert k.value(state, 1000) == 1
-    # but a lifetime aggregate counts it
+
+
+def test_late_event_counts_for_a_lifetime_aggregate():
     k2, state2 = fold_all("count", [(1000, None), (100, None)], now=1000)
     assert k2.value(state2, 1000) == 2
 
@@ -163,9 +165,12 @@ def test_sum_ignores_non_numbers():
     assert k.value(state, 9) == 2
 
 
-def test_sum_of_ints_is_int_and_of_floats_exact():
+def test_sum_of_ints_is_an_int():
     k, state = fold_all("sum", [(1, 2), (2, 3)], now=9)
     assert k.value(state, 9) == 5 and type(k.value(state, 9)) is int
+
+
+def test_sum_of_floats_is_exact():
     k, state = fold_all("sum", [(i, 0.1) for i in range(10)], now=99)
     assert k.value(state, 99) == math.fsum([0.1] * 10) == 1.0
 
@@ -231,9 +236,12 @@ def test_prune_keeps_only_live_and_future():
     assert state is None
 
 
-def test_unknown_kind_and_bad_window():
+def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="unknown aggregate kind"):
         make_kind("median", None)
+
+
+def test_a_window_that_is_not_positive_is_refused():
     with pytest.raises(ValueError, match="positive"):
         make_kind("count", 0)
 

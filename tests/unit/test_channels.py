@@ -110,6 +110,9 @@ def test_open_channel_picks_the_class_by_kind(tmp_path):
         assert type(ch) is cls and isinstance(ch, Channel)
         assert (ch.name, ch.kind) == (kind, kind)
         ch.close()
+
+
+def test_open_channel_refuses_an_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind 'pigeon'"):
         open_channel(ChannelConfig(name="p", kind="pigeon"))
 

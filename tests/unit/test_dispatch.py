@@ -98,37 +98,47 @@ def test_opt_out_of_the_campaigns_channel_is_consent():
     assert (row.status, row.reason) == ("suppressed", "consent")
 
 
+PREFERRED = {
+    "welcome": {
+        "segment": "fans",
+        "channel": "preferred",
+        "fallback": ["email", "out"],
+        "template": "Hi",
+        "subject": "Welcome {traits.first_name}",
+    }
+}
+
+
+def decide_preferred(user: str, **traits):
+    """The one message a "preferred" campaign (fallback email, then out) decides for a user."""
+    [row] = decide(core(campaigns=PREFERRED), [trigger(user, traits=traits)])
+    return row
+
+
 def test_preferred_channel_is_used_when_it_has_an_address():
-    campaigns = {
-        "welcome": {
-            "segment": "fans",
-            "channel": "preferred",
-            "fallback": ["email", "out"],
-            "template": "Hi",
-            "subject": "Welcome {traits.first_name}",
-        }
-    }
-    c = core(campaigns=campaigns)
-    rows = decide(
-        c,
-        [
-            trigger("a", traits={"preferred_channel": "sms", "phone": "+331234"}),
-            trigger("b", traits={"preferred_channel": "sms"}),  # no phone: fall back
-            trigger("c", traits={"preferred_channel": "sms", "opt_out": ["email"], "email": "c@x"}),
-            trigger("d", traits={"opt_out": ["email", "out"], "email": "d@x"}),
-            trigger("e", traits={"email": "e@x", "first_name": "Eve"}),
-        ],
-    )
-    by_user = {r.user: r for r in rows}
-    assert by_user["a"].channel == "sms" and payload(by_user["a"])["fields"] == {
-        "to": "+331234",
-        "text": "Hi",
-    }
-    assert by_user["b"].channel == "out"  # email has no address for b either
-    assert by_user["c"].channel == "out"
-    assert (by_user["d"].status, by_user["d"].reason) == ("suppressed", "consent")
-    assert by_user["e"].channel == "email" and payload(by_user["e"])["to"] == "e@x"
-    assert payload(by_user["e"])["subject"] == "Welcome Eve"
+    a = decide_preferred("a", preferred_channel="sms", phone="+331234")
+    assert a.channel == "sms" and payload(a)["fields"] == {"to": "+331234", "text": "Hi"}
+
+
+def test_a_preferred_channel_without_an_address_falls_back_to_one_with_an_address():
+    b = decide_preferred("b", preferred_channel="sms")  # no phone: fall back
+    assert b.channel == "out"  # email has no address for b either
+
+
+def test_the_fallback_skips_a_channel_the_user_opted_out_of():
+    c = decide_preferred("c", preferred_channel="sms", opt_out=["email"], email="c@x")
+    assert c.channel == "out"
+
+
+def test_opting_out_of_every_fallback_is_consent():
+    d = decide_preferred("d", opt_out=["email", "out"], email="d@x")
+    assert (d.status, d.reason) == ("suppressed", "consent")
+
+
+def test_without_a_preferred_channel_the_first_fallback_is_used_with_its_subject():
+    e = decide_preferred("e", email="e@x", first_name="Eve")
+    assert e.channel == "email" and payload(e)["to"] == "e@x"
+    assert payload(e)["subject"] == "Welcome Eve"
 
 
 def test_a_channel_that_needs_an_address_without_one_suppresses():
@@ -162,25 +172,38 @@ def test_caps_suppress_and_lower_priority_wins_a_short_budget():
     assert [r.campaign for r in later if r.status == "pending"] == ["high"]
 
 
+PARIS = ZoneInfo("Europe/Paris")
+LATE_IN_PARIS = datetime(2026, 6, 1, 23, 30, tzinfo=PARIS).timestamp()
+
+
+def quiet_core() -> DispatchCore:
+    return core(throttle={"quiet_hours": {"start": "21:00", "end": "08:00"}})
+
+
 def test_quiet_hours_defer_to_their_end_in_the_users_timezone():
-    c = core(throttle={"quiet_hours": {"start": "21:00", "end": "08:00"}})
-    paris = ZoneInfo("Europe/Paris")
-    at = datetime(2026, 6, 1, 23, 30, tzinfo=paris).timestamp()
-    [row] = decide(c, [trigger(at=at, traits={"timezone": "Europe/Paris"})])
+    [row] = decide(quiet_core(), [trigger(at=LATE_IN_PARIS, traits={"timezone": "Europe/Paris"})])
     assert (row.status, row.reason) == ("pending", "quiet_hours")
-    assert row.due == datetime(2026, 6, 2, 8, 0, tzinfo=paris).timestamp()
+    assert row.due == datetime(2026, 6, 2, 8, 0, tzinfo=PARIS).timestamp()
+
+
+def test_quiet_hours_in_one_timezone_do_not_defer_a_user_in_another():
     # the same instant is 17:30 in New York: not quiet there
-    [ny] = decide(c, [trigger("bob", at=at, traits={"timezone": "America/New_York"})])
+    at = LATE_IN_PARIS
+    [ny] = decide(quiet_core(), [trigger("bob", at=at, traits={"timezone": "America/New_York"})])
     assert (ny.due, ny.reason) == (at, "")
 
 
-def test_quiet_hours_end_at_local_time_across_a_dst_change():
+def test_quiet_hours_end_at_local_time_on_the_short_night_of_spring():
     paris = ZoneInfo("Europe/Paris")
     # The night of 2026-03-28/29: clocks go from 02:00 to 03:00; the night is an hour shorter.
     evening = datetime(2026, 3, 28, 22, 0, tzinfo=paris).timestamp()
     end = quiet_until(evening, "Europe/Paris", 21 * 60, 8 * 60)
     assert end == datetime(2026, 3, 29, 8, 0, tzinfo=paris).timestamp()
     assert end - evening == 9 * HOUR
+
+
+def test_quiet_hours_end_at_local_time_on_the_long_night_of_autumn():
+    paris = ZoneInfo("Europe/Paris")
     autumn = datetime(2026, 10, 24, 22, 0, tzinfo=paris).timestamp()
     assert quiet_until(autumn, "Europe/Paris", 21 * 60, 8 * 60) - autumn == 11 * HOUR
 
@@ -254,12 +277,21 @@ def test_variants_split_by_weight_over_10000_users():
         assert abs(counts[name] - n) < 4 * sd, (name, counts)
 
 
-def test_variant_assignment_is_stable_and_per_campaign():
+USERS = [f"u{i}" for i in range(200)]
+
+
+def test_variant_assignment_is_stable():
+    c = campaign(variants=[("a", 1), ("b", 1)])
+    assert [assign(c, u) for u in USERS] == [assign(c, u) for u in USERS]
+
+
+def test_variant_assignment_differs_between_campaigns():
     c = campaign(variants=[("a", 1), ("b", 1)])
     other = CampaignConfig(name="other", segment="fans", channel="out", template="x", variants=c.variants)
-    users = [f"u{i}" for i in range(200)]
-    assert [assign(c, u) for u in users] == [assign(c, u) for u in users]
-    assert [assign(c, u) for u in users] != [assign(other, u) for u in users]
+    assert [assign(c, u) for u in USERS] != [assign(other, u) for u in USERS]
+
+
+def test_a_campaign_without_variants_assigns_no_variant():
     assert assign(campaign(), "u1") == ""
 
 
@@ -310,7 +342,9 @@ def test_goal_events_convert_once_within_the_window():
     assert all(by_id[g.message].variant == g.variant for g in got)
 
 
-def test_load_restores_caps_and_exposures():
+def loaded_core() -> DispatchCore:
+    """A core with a goal and an hourly cap of 1 that loaded alice's message at T0 (caps) and
+    bob's exposure to promo as m1 (goals)."""
     campaigns = {
         "promo": {
             "segment": "fans",
@@ -321,8 +355,16 @@ def test_load_restores_caps_and_exposures():
     }
     c = core(campaigns=campaigns, throttle={"per_user": [{"max": 1, "per": "1h"}]})
     c.load([("alice", T0)], [Exposure(user="bob", campaign="promo", message="m1", variant="", at=T0)])
-    [row] = decide(c, [trigger("alice", at=T0 + 60)])
+    return c
+
+
+def test_load_restores_caps():
+    [row] = decide(loaded_core(), [trigger("alice", at=T0 + 60)])
     assert row.reason == "frequency_cap"
+
+
+def test_load_restores_exposures():
+    c = loaded_core()
     assert c.convert([goal("bob", "purchase", T0 + 5, 9)]) == [
         Conversion(message="m1", campaign="promo", variant="", user="bob", ts=T0 + 5, seq=9)
     ]

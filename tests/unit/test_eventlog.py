@@ -36,10 +36,15 @@ def append(log: EventLog, events: list[NewEvent], clock: Clock) -> _Appended:
     return _Appended(done)
 
 
-def test_append_assigns_consecutive_seqs_and_survives_reopen(tmp_path):
+def test_append_assigns_consecutive_seqs(tmp_path):
     log = EventLog(tmp_path)
     r = append(log, [ev(), ev(), ev()], Clock("wall"))
     assert r.results == [(1, False), (2, False), (3, False)]
+
+
+def test_seqs_go_on_after_a_reopen(tmp_path):
+    log = EventLog(tmp_path)
+    append(log, [ev(), ev(), ev()], Clock("wall"))
     log.close()
     log = EventLog(tmp_path)
     assert (log.last_seq, log.count) == (3, 3)

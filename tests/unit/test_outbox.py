@@ -40,16 +40,32 @@ def test_record_inserts_each_message_id_once(tmp_path):
     store = OutboxStore(tmp_path)
     assert [r.id for r in store.record([row("a"), row("b")])] == ["a", "b"]
     assert [r.id for r in store.record([row("b"), row("c")])] == ["c"]
+
+
+def test_known_answers_which_ids_are_recorded(tmp_path):
+    store = OutboxStore(tmp_path)
+    store.record([row("a"), row("b")])
+    store.record([row("b"), row("c")])
     assert store.known(["a", "c", "z"]) == {"a", "c"}
 
 
-def test_due_respects_clock_channel_and_retry_time(tmp_path):
+def mixed(tmp_path) -> OutboxStore:
+    """Pending a (due T0) and b (due T0 + 10) on "out", c on another channel, d suppressed."""
     store = OutboxStore(tmp_path)
     store.record(
         [row("a", due=T0), row("b", due=T0 + 10), row("c", channel="other"), row("d", status="suppressed")]
     )
+    return store
+
+
+def test_due_respects_clock_channel_and_status(tmp_path):
+    store = mixed(tmp_path)
     assert [m.id for m in store.due("out", T0, wall=0, limit=10)] == ["a"]
     assert [m.id for m in store.due("out", T0 + 10, wall=0, limit=10)] == ["a", "b"]
+
+
+def test_a_retried_message_is_not_due_before_its_retry_time(tmp_path):
+    store = mixed(tmp_path)
     store.retry("a", next_try=100.0, error="boom")
     assert [m.id for m in store.due("out", T0 + 10, wall=50, limit=10)] == ["b"]
     assert store.next_retry("out", T0 + 10) == 100.0

@@ -179,16 +179,30 @@ def test_batch_over_the_limit_is_refused():
 
 def test_request_id_survives_a_bad_request():
     assert protocol.request_id({"op": "track", "id": "abc"}) == "abc"
+
+
+def test_a_request_id_that_is_not_a_scalar_is_dropped():
     assert protocol.request_id({"id": {"no": 1}}) is None
 
 
-def test_long_strings_and_keys_in_props_are_refused_naming_the_field():
-    from segd.wire.protocol import MAX_KEY, MAX_STRING, parse_request
-
+def test_a_long_string_in_props_is_refused_naming_the_field():
     with pytest.raises(ProtocolError, match=r"'props.note' is a string of 65537 characters; at most 65536"):
-        parse_request({"op": "track", "user": "u", "event": "e", "props": {"note": "x" * (MAX_STRING + 1)}})
+        parse_request(
+            {"op": "track", "user": "u", "event": "e", "props": {"note": "x" * (protocol.MAX_STRING + 1)}}
+        )
+
+
+def test_a_long_key_in_traits_is_refused_naming_the_field():
     with pytest.raises(ProtocolError, match=r"'traits' has a key of 257 characters; at most 256"):
-        parse_request({"op": "identify", "user": "u", "traits": {"k" * (MAX_KEY + 1): 1}})
+        parse_request({"op": "identify", "user": "u", "traits": {"k" * (protocol.MAX_KEY + 1): 1}})
+
+
+def test_strings_and_keys_at_the_limits_are_accepted():
     assert parse_request(
-        {"op": "track", "user": "u", "event": "e", "props": {"k" * MAX_KEY: "x" * MAX_STRING}}
+        {
+            "op": "track",
+            "user": "u",
+            "event": "e",
+            "props": {"k" * protocol.MAX_KEY: "x" * protocol.MAX_STRING},
+        }
     )

@@ -55,19 +55,37 @@ def members(shard: ShardCore, segment: str) -> list[str]:
     return sorted(u for u in shard._users if segment in shard.user(u).segments)
 
 
-def test_apply_batch_creates_users_and_tracks_seq_and_clock(m):
+ROWS = [track(1, "a", "view", T0), track(2, "b", "view", T0 + 1), identify(3, "a", T0 + 2, plan="vip")]
+
+
+def applied(m: Model) -> tuple[ShardCore, list]:
+    """A shard after one batch of ROWS, and the transitions that batch returned."""
     shard = ShardCore(m)
-    out = shard.apply_batch(
-        [track(1, "a", "view", T0), track(2, "b", "view", T0 + 1), identify(3, "a", T0 + 2, plan="vip")]
-    )
+    return shard, shard.apply_batch(ROWS)
+
+
+def test_apply_batch_returns_the_transitions_in_row_order(m):
+    _, out = applied(m)
     assert [(t.user, t.segment, t.kind) for t in out] == [
         ("a", "active", "enter"),
         ("b", "active", "enter"),
         ("a", "vip", "enter"),
     ]
+
+
+def test_apply_batch_creates_users_and_tracks_seq_and_clock(m):
+    shard, _ = applied(m)
     assert (shard.users, shard.applied_seq, shard.clock) == (2, 3, T0 + 2)
+
+
+def test_members_and_user_views_follow_the_batch(m):
+    shard, _ = applied(m)
     assert members(shard, "active") == ["a", "b"]
     assert shard.user("a").traits == {"plan": "vip"}
+
+
+def test_a_user_never_seen_has_no_view(m):
+    shard, _ = applied(m)
     assert shard.user("nobody") is None
 
 
@@ -113,16 +131,29 @@ def test_clock_never_goes_backwards(m):
     assert shard.clock == T0 + 10
 
 
-def test_forget_returns_exits_and_removes_the_user(m):
+def forgotten(m: Model) -> tuple[ShardCore, list]:
+    """A shard whose only user, a (active and vip), was forgotten, and what forget returned."""
     shard = ShardCore(m)
     shard.apply_batch([track(1, "a", "view", T0), identify(2, "a", T0 + 1, plan="vip")])
-    out = shard.forget("a")
+    return shard, shard.forget("a")
+
+
+def test_forget_returns_an_exit_from_every_segment_of_the_user(m):
+    _, out = forgotten(m)
     assert [(t.segment, t.kind, t.seq, t.at) for t in out] == [
         ("active", "exit", 2, T0 + 1),
         ("vip", "exit", 2, T0 + 1),
     ]
+
+
+def test_forget_removes_the_user_and_its_deadline(m):
+    shard, _ = forgotten(m)
     assert shard.user("a") is None and members(shard, "active") == [] and shard.users == 0
     assert shard.advance(T0 + 30 * DAY) == []  # its deadline went with it
+
+
+def test_forgetting_a_forgotten_user_returns_nothing(m):
+    shard, _ = forgotten(m)
     assert shard.forget("a") == []
 
 

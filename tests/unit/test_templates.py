@@ -47,10 +47,16 @@ def test_syntax_errors_name_the_position(text):
         Template(text)
 
 
-def test_check_rejects_names_that_can_never_have_a_value():
+def test_check_accepts_traits_aggregates_and_message_fields():
     assert check("{traits.x} {spend} {aggregates.spend} {user}", ["spend"]) == []
+
+
+def test_check_rejects_names_that_can_never_have_a_value():
     [problem] = check("{sepnd}", ["spend"])
     assert "{sepnd} names nothing" in problem and "spend" in problem
+
+
+def test_check_accepts_the_extra_names_a_channel_body_may_use():
     assert check("{body}", []) and not check("{body}", [], frozenset({"body"}))
 
 
