@@ -14,11 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
 import msgspec
 import structlog
 
-from actors.records import NewEvent
 from segd import __version__
 from segd.clock import Clock
 from segd.config import Config
@@ -28,7 +26,7 @@ from segd.daemon.runtime import Runtime
 from segd.daemon.server import Connection, Streaming
 from segd.daemon.subscriptions import Hub
 from segd.errors import ProtocolError
-from segd.wire.protocol import EventIn, Request
+from segd.wire.protocol import Request
 from store.eventlog import EventLog
 
 log = structlog.get_logger("segd.daemon")
@@ -80,22 +78,32 @@ class Ops:
         return {"version": __version__, "time": wall, "clock": self.clock.now(wall)}
 
     async def op_track(self, req: Request, conn: Connection) -> dict[str, Any]:
-        [ack] = await self.committer.submit([_new_event(req.args["event"], time.time())])
+        [ack] = await self.committer.submit([req.args["event"].new_event(time.time())])
         return {"seq": ack.seq, "duplicate": True} if ack.duplicate else {"seq": ack.seq}
 
     op_identify = op_track
 
     async def op_batch(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Log the valid items (one submit, so one group commit); answer every item in order.
+        The events come typed from ``segd.wire.decode`` or, with refused items among them as
+        ProtocolError values, from the dict schemas."""
         items = req.args["events"]
         wall = time.time()
-        valid = [_new_event(it, wall) for it in items if isinstance(it, EventIn)]
-        acks = iter(await self.committer.submit(valid) if valid else [])
+        valid = [it.new_event(wall) for it in items if not isinstance(it, ProtocolError)]
+        acks = await self.committer.submit(valid) if valid else []
+        if len(acks) == len(items):  # the usual case: nothing refused
+            return {
+                "results": [
+                    {"seq": a.seq, "duplicate": True} if a.duplicate else {"seq": a.seq} for a in acks
+                ]
+            }
         out: list[dict[str, Any]] = []
+        answers = iter(acks)
         for it in items:
             if isinstance(it, ProtocolError):
                 out.append({"error": {"code": it.code, "message": it.message}})
             else:
-                ack = next(acks)
+                ack = next(answers)
                 out.append({"seq": ack.seq, "duplicate": True} if ack.duplicate else {"seq": ack.seq})
         return {"results": out}
 
@@ -197,16 +205,3 @@ class Ops:
             "clock": self.clock.value,
             "uptime": round(time.time() - self.started, 3),
         }
-
-
-def _new_event(ev: EventIn, wall: float) -> NewEvent:
-    return NewEvent(
-        user=ev.user,
-        type=ev.type,
-        event=ev.event,
-        ts=ev.ts,
-        body=msgpack.packb(ev.data, use_bin_type=True),
-        msg_id=ev.msg_id,
-        wall=wall,
-        context=msgpack.packb(ev.context, use_bin_type=True) if ev.context else None,
-    )

@@ -24,6 +24,7 @@ from segd.config.values import parse_address
 from segd.daemon import flow
 from segd.errors import ProtocolError, SegdError, Unavailable
 from segd.wire import protocol
+from segd.wire.decode import Refused, parse_frame
 from segd.wire.protocol import Request
 
 log = structlog.get_logger("segd.daemon.server")
@@ -202,44 +203,48 @@ class Server:
                 await writer.wait_closed()
 
     async def _read_loop(self, conn: Connection, reader: asyncio.StreamReader) -> None:
-        decoder = protocol.FrameDecoder(self.max_frame)
+        frames = protocol.FrameSplitter(self.max_frame)
         while not conn.closing:
             try:
                 data = await reader.read(READ_CHUNK)
             except (ConnectionError, OSError):
                 return
             if not data:
-                if decoder.buffered:
-                    log.info("client_left_mid_frame", peer=conn.peer, bytes=decoder.buffered)
+                if frames.buffered:
+                    log.info("client_left_mid_frame", peer=conn.peer, bytes=frames.buffered)
                 return
             try:
-                items = decoder.feed(data)
+                bodies = frames.feed(data)
             except ProtocolError as exc:
                 log.info("frame_too_large", peer=conn.peer, message=exc.message)
                 await conn.outbox.put(protocol.error(None, exc.code, exc.message))
                 return
-            for item in items:
-                if isinstance(item, ProtocolError):
-                    log.info("bad_frame", peer=conn.peer, message=item.message)
-                    await conn.outbox.put(protocol.error(None, item.code, item.message))
+            for body in bodies:
+                result = self._dispatch(parse_frame(body), conn)
+                if isinstance(result, Streaming):
+                    conn.streaming = True
+                    await conn.outbox.put(result.ack)
+                    await conn.outbox.put(result.run)
                 else:
-                    result = self._dispatch(item, conn)
-                    if isinstance(result, Streaming):
-                        conn.streaming = True
-                        await conn.outbox.put(result.ack)
-                        await conn.outbox.put(result.run)
-                    else:
-                        await conn.outbox.put(result)
-                    if conn.closing:
-                        return
+                    await conn.outbox.put(result)
+                if conn.closing:
+                    return
 
     def _dispatch(
-        self, frame: dict[str, Any], conn: Connection
+        self, req: Request | Refused, conn: Connection
     ) -> dict[str, Any] | asyncio.Future[dict[str, Any]] | Streaming:
-        """The response to one frame, or a future of it. Never raises."""
-        rid = protocol.request_id(frame)
+        """The response to one decoded frame, or a future of it. Never raises."""
+        if isinstance(req, Refused):
+            exc = req.error
+            log.info(
+                "bad_frame" if exc.code == "bad_frame" else "bad_request",
+                peer=conn.peer,
+                code=exc.code,
+                message=exc.message,
+            )
+            return protocol.error(req.id, exc.code, exc.message)
+        rid = req.id
         try:
-            req = protocol.parse_request(frame)
             if req.op == "auth":
                 return self._auth(req, conn)
             if not conn.authed:
@@ -252,7 +257,7 @@ class Server:
         except Unavailable as exc:
             return protocol.error(rid, "unavailable", str(exc))
         except Exception:  # a bug: answer `internal`, log it loudly, keep serving
-            log.exception("internal_error", op=frame.get("op"))
+            log.exception("internal_error", op=req.op)
             return protocol.error(rid, "internal", "internal error; see the daemon log")
         if isinstance(result, dict):
             return protocol.ok(rid, **result)
