@@ -114,3 +114,35 @@ def test_log_refuses_a_newer_schema(tmp_path):
 
     with pytest.raises(StoreError, match="upgrade segd"):
         EventLog(tmp_path)
+
+
+def test_a_group_larger_than_one_insert_statement_is_logged_whole_and_in_order(tmp_path):
+    from store.eventlog import CHUNK
+
+    log = EventLog(tmp_path)
+    n = 2 * CHUNK + 37  # several statements of several sizes
+    append(log, [ev(user=f"u{i}", props={"i": i}, msg_id=f"m{i}") for i in range(n)], Clock("wall"))
+    stored = log.conn.execute("SELECT seq, user, props, msg_id FROM events ORDER BY seq").fetchall()
+    assert [(s, u, msgpack.unpackb(p), m) for s, u, p, m in stored] == [
+        (i + 1, f"u{i}", {"i": i}, f"m{i}") for i in range(n)
+    ]
+    assert log.last_seq == n
+
+
+def test_a_failed_commit_logs_nothing_of_the_group_and_the_next_one_starts_where_it_would_have(tmp_path):
+    import pytest
+
+    from segd.errors import StoreError
+
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    append(log, [ev()], clock)
+    log.conn.execute("PRAGMA busy_timeout=0")
+    blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock: our writes fail
+    log.stage([ev(msg_id=f"m{i}") for i in range(700)], clock)
+    with pytest.raises(StoreError, match="event log commit failed"):
+        log.commit()
+    blocker.execute("ROLLBACK")
+    assert (log.last_seq, log.conn.execute("SELECT count(*) FROM events").fetchone()[0]) == (1, 1)
+    assert append(log, [ev(msg_id="m0")], clock).results == [(2, False)]
