@@ -10,6 +10,7 @@ The number of events waiting is bounded: past ``max_pending`` a submit fails wit
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,13 @@ class Committer:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segd-commit")
         self._task: asyncio.Task[None] | None = None
+        self._stamped: float | None = None  # clock of the first row of the group in commit
+
+    def horizon(self) -> float:
+        """The clock of the earliest row stamped but not yet handed to ``on_commit`` (+inf if
+        none). The router advances shards no further (``Router.horizon``): a timer must not
+        fire live ahead of an event that replay applies before it."""
+        return math.inf if self._stamped is None else self._stamped
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-commit")
@@ -139,11 +147,19 @@ class Committer:
                 await self._commit(group)
 
     async def _commit(self, group: list[Append]) -> None:
+        try:
+            await self._commit_group(group)
+        finally:
+            self._stamped = None  # the group is handed to on_commit, or will never be
+
+    async def _commit_group(self, group: list[Append]) -> None:
         loop = asyncio.get_running_loop()
         flat = [e for a in group for e in a.events]
         started = time.perf_counter()
         try:
             appended = self.eventlog.stage(flat, self.clock)
+            if appended.rows:
+                self._stamped = appended.rows[0].clock  # clocks only grow within a group
             await loop.run_in_executor(self._executor, self.eventlog.commit)
         except StoreError as exc:
             log.error("commit_failed", n=len(flat), error=str(exc))

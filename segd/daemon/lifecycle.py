@@ -109,6 +109,7 @@ class Daemon:
         self.committer = Committer(
             self.eventlog, self.clock, max_pending=cfg.max_pending, on_commit=self.router.submit_rows
         )
+        self.router.horizon = self.committer.horizon
         self.ops = Ops(
             config=self.config,
             eventlog=self.eventlog,

@@ -1,16 +1,27 @@
 """The router: the one submitter that feeds the shards, in log order.
 
 Everything that changes shard state goes through one queue of typed items, processed by one
-task: rows committed to the log (coalesced into batches, one Ray call per shard per batch),
-clock ticks, ``sync`` barriers, ``forget``, config reloads. Per batch: apply on every shard,
-record the resulting transitions at the segment managers, hand the new ones to
-``on_transitions`` (subscribers) and the campaign triggers and goal events to the
-dispatcher, and take the snapshots that are due. Only then is the batch *routed*:
-``routed_seq`` is the log position up to which every effect is recorded.
+task: rows committed to the log (coalesced into batches, one Ray call per shard with rows per
+batch), clock ticks, ``sync`` barriers, ``forget``, config reloads. Per batch: apply on the
+shards; hand the transitions straight to ``on_transitions`` (subscribers: transitions are
+derived, replay gives the same ids, so they may go out before the segment managers commit
+them); then record them at the segment managers and hand the campaign triggers and goal
+events to the dispatcher, and take the snapshots that are due. Only then is the batch
+*routed*: ``routed_seq`` is the log position up to which every effect is recorded.
+
+Recording runs in the background while the next batch is applied (one batch at most is
+recorded at a time, in order), so a manager's commit is not in the way of the next event's
+transitions. What needs everything recorded first (a snapshot, ``sync``, ``forget``, a
+reload, stopping) waits for it (``_drain``).
 
 Recovery: every shard call carries the applied seq the router expects the shard to be at.
 A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daemon.recovery``
-brings it back from its snapshot and the log before the batch goes on.
+brings it back from its snapshot and the log before the batch goes on; what the replay
+produces again reaches subscribers only if the managers had not recorded it.
+
+Time: shards are never advanced past the clock of a row that is stamped but not yet here
+(``horizon``, the committer's), so a timer never fires live ahead of an event that replay
+applies before it.
 """
 
 from __future__ import annotations
@@ -47,20 +58,25 @@ class RouterFailed(Exception):
 
 @dataclass(slots=True)
 class Rows:
-    """Rows just committed to the log, in log order."""
+    """Rows just committed to the log, in log order; ``at``: when (``time.monotonic``)."""
 
     rows: list[Row]
+    at: float
 
 
 @dataclass(slots=True)
 class Tick:
-    """Advance every shard to the current clock (wall-mode timers)."""
+    """Advance every shard to ``clock`` (wall-mode timers)."""
+
+    clock: float
 
 
 @dataclass(slots=True)
 class Barrier:
-    """``sync``: answered with ``routed_seq`` once everything queued before is routed."""
+    """``sync``: advance every shard to ``clock``, then answer ``routed_seq`` once everything
+    queued before is routed."""
 
+    clock: float
     done: asyncio.Future[int]
 
 
@@ -90,14 +106,30 @@ Item = Rows | Tick | Barrier | Forget | Between | Stop
 
 @dataclass(slots=True)
 class Effects:
-    """What applying a batch produced on the shards, to be recorded."""
+    """What applying a batch produced on the shards, to be recorded. ``replayed``: ids of
+    transitions a recovery produced again, which go to subscribers only once recorded as new
+    (the others went out as soon as the shard answered)."""
 
     transitions: list[Transition] = field(default_factory=list)
     contexts: dict[str, UserContext] = field(default_factory=dict)
+    replayed: set[str] = field(default_factory=set)
 
-    def add(self, reply: ShardReply) -> None:
+    def add(self, reply: ShardReply, *, replayed: bool = False) -> None:
         self.transitions += reply.transitions
         self.contexts.update(reply.contexts)
+        if replayed:
+            self.replayed.update(t.id for t in reply.transitions)
+
+
+@dataclass(slots=True)
+class Trace:
+    """When one batch passed each hop (``time.monotonic``), for the ``batch_routed`` log line."""
+
+    first_seq: int
+    last_seq: int
+    committed: float  # the commit of its first rows returned
+    started: float  # the router took it
+    applied: float = 0.0  # every shard answered; its transitions went to subscribers
 
 
 class Router:
@@ -114,7 +146,11 @@ class Router:
         snapshot_every: int,
         max_queued: int = MAX_QUEUED,
         on_transitions: Callable[[list[Transition]], None] | None = None,
+        horizon: Callable[[], float] | None = None,
     ) -> None:
+        """``on_transitions`` gets new transitions (subscribers); ``horizon()`` bounds how far
+        ticks and barriers advance the shards: the clock of the earliest row stamped but not
+        yet handed to ``submit_rows`` (the committer's ``horizon``; +inf when none)."""
         self.runtime = runtime
         self.eventlog = eventlog
         self.snapshots = snapshots
@@ -123,12 +159,14 @@ class Router:
         self.snapshot_every = snapshot_every
         self.max_queued = max_queued
         self.on_transitions = on_transitions
+        self.horizon = horizon
         self.recovery = Recovery(runtime, eventlog, snapshots, fingerprint=fingerprint)
         self.n = runtime.n
         self.applied = [0] * self.n  # each shard's applied seq, as it last reported
         self.since_snapshot = [0] * self.n  # rows applied by each shard since its snapshot
-        self.routed_seq = 0
-        self.advanced = float("-inf")  # the last clock every shard was advanced to
+        self.routed_seq = 0  # every effect of the log up to here is recorded
+        self.sent_seq = 0  # the log up to here is applied at the shards (recorded or not yet)
+        self.advanced = float("-inf")  # the largest clock a shard was advanced to
         self.dispatched_clock = float("-inf")  # the last clock passed to the dispatcher
         self.transitions = 0  # new transitions recorded
         self.catch_ups = 0  # times rows were read back from the log
@@ -138,6 +176,7 @@ class Router:
         self._behind = False  # rows were left in the log: catch up from disk
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._recording: asyncio.Task[None] | None = None  # the last batch's record phase
         self._tick_pending = False
 
     @property
@@ -163,18 +202,26 @@ class Router:
                 log.warning("routing_behind", queued=self._queued, action="reading back from the log")
             self._behind = True
         else:
-            self._put(Rows(rows))
+            self._put(Rows(rows, time.monotonic()))
             self._queued += len(rows)
+
+    def now(self) -> float:
+        """The clock shards may be advanced to now: the engine clock, but never past a row
+        stamped and not yet submitted (its events would then be applied after timers that
+        replay fires after them). Rows committed before this call are queued already."""
+        clock = self.clock.now(time.time())
+        return min(clock, self.horizon()) if self.horizon is not None else clock
 
     def tick(self) -> None:
         """Ask for an advance of every shard to the current clock (timers), unless one is queued."""
         if not self._tick_pending:
             self._tick_pending = True
-            self._put(Tick())
+            self._put(Tick(self.now()))
 
     async def sync(self) -> int:
         """Wait until everything queued before this call is routed and due timers have fired."""
-        seq: int = await self._ask(lambda done: Barrier(done))
+        clock = self.now()
+        seq: int = await self._ask(lambda done: Barrier(clock, done))
         return seq
 
     async def forget(self, user: str) -> int:
@@ -214,14 +261,15 @@ class Router:
         """
         started = time.monotonic()
         self.applied = list(await asyncio.gather(*(self.recovery.restore(i) for i in range(self.n))))
-        self.routed_seq = min(self.applied, default=0)
+        self.routed_seq = self.sent_seq = min(self.applied, default=0)
         until = self.eventlog.last_seq if until is None else min(until, self.eventlog.last_seq)
         log.info("recovery_started", snapshots=self.applied, replay_from=self.routed_seq, until=until)
         replayed, clock = await self._route_from_log(until, progress)
         await self._advance_all(
             max(clock, self.advanced) if until < self.eventlog.last_seq else self.clock.value
         )
-        self.routed_seq = max(until, self.routed_seq)
+        await self._drain()
+        self.routed_seq = self.sent_seq = max(until, self.routed_seq)
         log.info(
             "recovery_done",
             replayed=replayed,
@@ -243,6 +291,7 @@ class Router:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
+        item: Item | None = None
         try:
             while True:
                 if self._behind:
@@ -251,31 +300,38 @@ class Router:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                match self._queue.popleft():
-                    case Rows(rows):
-                        await self._route_queued(rows)
-                    case Tick():
+                item = self._queue.popleft()
+                match item:
+                    case Rows(rows, at):
+                        await self._route_queued(rows, at)
+                    case Tick(clock):
                         self._tick_pending = False
-                        await self._advance_all(self.clock.now(time.time()))
-                    case Barrier(done):
-                        await self._advance_all(self.clock.now(time.time()))
+                        await self._advance_all(clock)
+                    case Barrier(clock, done):
+                        await self._advance_all(clock)
+                        await self._drain()
                         done.set_result(self.routed_seq)
                     case Forget(user, done):
+                        await self._drain()
                         await _answer(done, self._forget(user), ActorDown)  # an actor gone for good
                     case Between(fn, done):
+                        await self._drain()
                         await _answer(done, fn(), Exception)  # a failed reload changes nothing
                     case Stop():
+                        await self._drain()
                         return
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("router_failed")
             self.failed = exc
-            for item in self._queue:
-                if isinstance(item, (Barrier, Forget, Between)) and not item.done.done():
-                    item.done.set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
+            if self._recording is not None:
+                self._recording.cancel()
+            for waiting in [item, *self._queue] if item is not None else self._queue:
+                if isinstance(waiting, (Barrier, Forget, Between)) and not waiting.done.done():
+                    waiting.done.set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
             raise
 
-    async def _route_queued(self, rows: list[Row]) -> None:
+    async def _route_queued(self, rows: list[Row], at: float) -> None:
         """Route ``rows`` and the rows queued right behind them (up to MAX_BATCH) as one batch."""
         queue = self._queue
         while queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
@@ -283,12 +339,11 @@ class Router:
             assert isinstance(more, Rows)
             rows = rows + more.rows
         self._queued -= len(rows)
-        if rows[-1].seq <= self.routed_seq:
+        if rows[-1].seq <= self.sent_seq:
             return  # already routed by a catch-up from the log
-        if rows[0].seq <= self.routed_seq:
-            rows = [r for r in rows if r.seq > self.routed_seq]
-        await self._route(rows, rows[-1].clock)
-        self.routed_seq = rows[-1].seq
+        if rows[0].seq <= self.sent_seq:
+            rows = [r for r in rows if r.seq > self.sent_seq]
+        await self._route(rows, rows[-1].clock, Trace(rows[0].seq, rows[-1].seq, at, time.monotonic()))
 
     async def _catch_up(self) -> None:
         """Route everything committed so far, reading it from the log (after falling behind)."""
@@ -300,23 +355,24 @@ class Router:
     async def _route_from_log(
         self, until: int, progress: Callable[[int, int], None] | None = None
     ) -> tuple[int, float]:
-        """Route the log after ``routed_seq`` up to ``until``, read back from disk.
+        """Route the log after ``sent_seq`` up to ``until``, read back from disk.
 
         Returns the rows read and the clock of the last one (-inf if none).
         """
-        done, total, clock = 0, max(until - self.routed_seq, 0), float("-inf")
-        scan = self.eventlog.scan(after=self.routed_seq, until=until, batch=SCAN_BATCH)
+        done, total, clock = 0, max(until - self.sent_seq, 0), float("-inf")
+        scan = self.eventlog.scan(after=self.sent_seq, until=until, batch=SCAN_BATCH)
         while chunk := await asyncio.to_thread(next, scan, None):
             clock = chunk[-1].clock
-            await self._route(chunk, clock)
-            self.routed_seq = chunk[-1].seq
+            read = time.monotonic()
+            await self._route(chunk, clock, Trace(chunk[0].seq, chunk[-1].seq, read, read))
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
         return done, clock
 
-    async def _route(self, rows: list[Row], clock: float) -> None:
-        """Apply rows (those a shard has not applied yet) on every shard, then record."""
+    async def _route(self, rows: list[Row], clock: float, trace: Trace) -> None:
+        """Apply rows (those a shard has not applied yet) on the shards that have any, publish
+        the transitions, and record them (in the background, after the batch before)."""
         n = self.n
         slices: list[list[Row]] = [[] for _ in range(n)]
         for r in rows:
@@ -326,36 +382,55 @@ class Router:
             if s and s[0].seq <= applied[i]:  # start-up replay: the shard's snapshot has these
                 slices[i] = [r for r in s if r.seq > applied[i]]
         upto = rows[-1].seq
-        effects = Effects()
-        for reply in await asyncio.gather(*(self._apply(i, slices[i], clock, upto) for i in range(n))):
-            effects.add(reply)
-        await self._record(effects, clock, self.runtime.policy.goals_of(rows))
+        # A shard without rows is not called: ticks advance its timers (every `tick`), and
+        # transition ids and times do not depend on when a deadline is fired.
+        busy = [i for i in range(n) if slices[i]]
+        effects = self._effects(await asyncio.gather(*(self._apply(i, slices[i], clock, upto) for i in busy)))
+        trace.applied = time.monotonic()
         if clock > self.advanced:
             self.advanced = clock
-        for i, s in enumerate(slices):
-            self.since_snapshot[i] += len(s)
-            if self.since_snapshot[i] >= self.snapshot_every:
-                await self._snapshot(i)
+        self.sent_seq = upto
+        await self._record_later(effects, clock, self.runtime.policy.goals_of(rows), upto, trace)
+        due = False
+        for i in busy:
+            self.since_snapshot[i] += len(slices[i])
+            due = due or self.since_snapshot[i] >= self.snapshot_every
+        if due:
+            await self._drain()  # a snapshot must only hold batches whose effects are recorded
+            for i in busy:
+                if self.since_snapshot[i] >= self.snapshot_every:
+                    await self._snapshot(i)
 
-    async def _apply(self, i: int, rows: list[Row], clock: float, upto: int) -> ShardReply:
+    def _effects(self, replies: list[tuple[ShardReply, bool]]) -> Effects:
+        """Collect the shards' replies (``(reply, replayed)``, in shard order) and send the
+        transitions of those that were not replayed to subscribers now."""
+        effects = Effects()
+        fresh: list[Transition] = []
+        for reply, replayed in replies:
+            effects.add(reply, replayed=replayed)
+            if not replayed:
+                fresh += reply.transitions
+        if fresh and self.on_transitions is not None:
+            self.on_transitions(fresh)
+        return effects
+
+    async def _apply(self, i: int, rows: list[Row], clock: float, upto: int) -> tuple[ShardReply, bool]:
         reply = await self.runtime.apply(i, rows, clock, self.applied[i])
         if reply.ok:
             self.applied[i] = reply.applied_seq
-            return reply
+            return reply, False
         log.warning("shard_recovering", shard=i, expected=self.applied[i], found=reply.applied_seq)
-        return await self._recover(i, upto, clock)
+        return await self._recover(i, upto, clock), True
 
     async def _advance_all(self, clock: float) -> None:
-        effects = Effects()
-        for reply in await asyncio.gather(*(self._advance(i, clock) for i in range(self.n))):
-            effects.add(reply)
-        await self._record(effects, clock, [])
+        effects = self._effects(await asyncio.gather(*(self._advance(i, clock) for i in range(self.n))))
         if clock > self.advanced:
             self.advanced = clock
+        await self._record_later(effects, clock, [], self.sent_seq, None)
 
-    async def _advance(self, i: int, clock: float) -> ShardReply:
+    async def _advance(self, i: int, clock: float) -> tuple[ShardReply, bool]:
         reply = await self.runtime.advance(i, clock, self.applied[i])
-        return reply if reply.ok else await self._recover(i, self.routed_seq, clock)
+        return (reply, False) if reply.ok else (await self._recover(i, self.sent_seq, clock), True)
 
     async def _recover(self, i: int, upto: int, clock: float) -> ShardReply:
         reply = await self.recovery.recover(i, upto, max(clock, self.advanced))
@@ -366,7 +441,7 @@ class Router:
     async def _forget(self, user: str) -> int:
         i = shard_of(user, self.n)
         while not (reply := await self.runtime.forget(i, user, self.applied[i])).ok:
-            await self._recover(i, self.routed_seq, self.advanced)  # its transitions were recorded before
+            await self._recover(i, self.sent_seq, self.advanced)  # its transitions were recorded before
         # The old snapshot holds the user's state: drop it before anything else can read it.
         await asyncio.to_thread(self.snapshots.delete, i)
         for m in range(MANAGERS):
@@ -395,14 +470,50 @@ class Router:
 
     # ------------------------------------------------------------------ segment managers, dispatch
 
+    async def _record_later(
+        self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
+    ) -> None:
+        """Record a batch's effects in the background, once the batch before is recorded (so
+        the managers and the dispatcher see batches in order); ``routed_seq`` then moves to
+        ``upto``. The caller goes on to the next batch meanwhile."""
+        await self._drain()
+        self._recording = asyncio.get_running_loop().create_task(
+            self._record_and_advance(effects, clock, goals, upto, trace), name="segd-record"
+        )
+
+    async def _record_and_advance(
+        self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
+    ) -> None:
+        await self._record(effects, clock, goals)
+        if upto > self.routed_seq:
+            self.routed_seq = upto
+        if trace is not None:
+            now = time.monotonic()
+            log.debug(
+                "batch_routed",
+                first_seq=trace.first_seq,
+                last_seq=trace.last_seq,
+                committed=round(trace.committed, 6),
+                waited_ms=round((trace.started - trace.committed) * 1000, 3),
+                applied_ms=round((trace.applied - trace.started) * 1000, 3),
+                recorded_ms=round((now - trace.applied) * 1000, 3),
+                transitions=len(effects.transitions),
+            )
+
+    async def _drain(self) -> None:
+        """Wait until the batches routed so far are recorded; raises what recording raised."""
+        if self._recording is not None:
+            task, self._recording = self._recording, None
+            await task
+
     async def _record(self, effects: Effects, clock: float, goals: list[GoalEvent]) -> None:
         """Record transitions at the managers and, at the same time, hand the dispatcher every
-        campaign trigger (new or not: it dedupes by message id) with the batch's goal events;
-        the new transitions go to ``on_transitions``. Both are done before this returns, so
-        a snapshot taken after it never covers a transition that is not recorded."""
+        campaign trigger (new or not: it dedupes by message id) with the batch's goal events.
+        Both are done before this returns, so a snapshot taken after it never covers a
+        transition that is not recorded."""
         calls: list[Awaitable[Any]] = []
         if effects.transitions:
-            calls.append(self._record_at_managers(effects.transitions))
+            calls.append(self._record_at_managers(effects))
         if self.runtime.dispatcher is not None:
             triggers = self.runtime.policy.triggers_of(effects.transitions, effects.contexts)
             if triggers or goals or clock > self.dispatched_clock:
@@ -411,17 +522,20 @@ class Router:
         if calls:
             await asyncio.gather(*calls)
 
-    async def _record_at_managers(self, transitions: list[Transition]) -> None:
+    async def _record_at_managers(self, effects: Effects) -> None:
         by_manager: list[list[Transition]] = [[] for _ in range(MANAGERS)]
-        for t in transitions:
+        for t in effects.transitions:
             by_manager[manager_of(t.segment)].append(t)
         new: list[Transition] = []
         for m, ts in enumerate(by_manager):
             if ts:
                 new += await retrying(f"manager {m}", self.runtime.record, m, ts)
         self.transitions += len(new)
-        if new and self.on_transitions is not None:
-            self.on_transitions(new)
+        if effects.replayed and self.on_transitions is not None:
+            # A recovery's transitions: the new ones are those subscribers have not seen.
+            again = [t for t in new if t.id in effects.replayed]
+            if again:
+                self.on_transitions(again)
 
 
 async def _answer(done: asyncio.Future[Any], work: Awaitable[Any], expected: type[Exception]) -> None:

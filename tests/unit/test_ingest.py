@@ -50,3 +50,31 @@ async def test_close_commits_everything_already_submitted(tmp_path):
     await c.close()
     assert all(w.done() and not w.exception() for w in waiting)
     assert log.count == 100
+
+
+async def test_the_horizon_is_the_first_stamped_clock_while_its_group_commits(tmp_path):
+    import math
+    import sqlite3
+
+    log = EventLog(tmp_path)
+    log.conn.execute("PRAGMA busy_timeout=20000")
+    c = Committer(log, Clock("wall"), max_pending=10_000)
+    c.start()
+    assert c.horizon() == math.inf
+    blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the commit waits for it
+    first = NewEvent(
+        user="a", type="track", event="v", ts=None, body=msgpack.packb({}), msg_id=None, wall=7.0
+    )
+    pending = asyncio.ensure_future(c.submit([first, ev(2)]))
+
+    async def stamped() -> None:
+        while c.horizon() == math.inf:
+            await asyncio.sleep(0)  # a loop turn: the committer stages, then waits on the thread
+
+    await asyncio.wait_for(stamped(), 10)
+    assert c.horizon() == 7.0  # the group's first row; the second one (wall 1.0) is stamped 7.0 too
+    blocker.execute("ROLLBACK")
+    assert [a.seq for a in await asyncio.wait_for(pending, 30)] == [1, 2]
+    assert c.horizon() == math.inf
+    await c.close()
