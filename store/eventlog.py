@@ -10,7 +10,7 @@ Where the time goes (measured here, 1,000-row groups of the bench workload): SQL
 work inserting a row (the record, the table and the ``msg_id`` index) is about 3 us of CPU,
 the fsync about 1 us per row; building a row in Python well under 1 us. So the inserts run
 on the writer thread as multi-row ``INSERT ... VALUES (...), (...)`` statements of up to
-512 rows: each is one ``sqlite3_step``, run with the GIL released, so the event loop keeps
+2,048 rows: each is one ``sqlite3_step``, run with the GIL released, so the event loop keeps
 decoding the next requests on the other core meanwhile. ``executemany`` on that thread would
 take and release the GIL once per row and queue behind the busy loop for each (measured:
 60 us a row instead of 10), which is why it is not used there.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,11 @@ class Appended(NamedTuple):
 
 _COLUMNS = ("seq", "user", "type", "event", "ts", "clock", "props", "traits", "msg_id", "context")
 _WIDTH = len(_COLUMNS)
-#: Rows per INSERT statement: 5,120 parameters, far below SQLite's limit of 32,766.
-CHUNK = 512
+#: Rows per INSERT statement at most: 20,480 parameters, below SQLite's limit of 32,766.
+#: Few statements per group, because the writer thread waits for the GIL after each one
+#: (measured with a busy event loop: 512-row statements 25 us a row, 2,048-row ones 11-18).
+#: A statement of 2,048 rows takes 16 ms to compile, once: the connection caches it.
+CHUNK = 2048
 
 
 @functools.cache
@@ -57,19 +61,22 @@ def _insert(rows: int) -> str:
 
 @dataclass(slots=True)
 class _Staged:
-    """A staged group: its parameters, ``_WIDTH`` per row, flat; and where the log will end."""
+    """A staged group: its parameters (``_WIDTH`` per row, flat), where the log will end
+    with it, and its rows' msg_ids (for the dedupe of a group staged on top of it)."""
 
     params: list[Any]
     rows: int
     seq: int
     clock: float
+    ids: dict[str, int]
 
 
 _SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits), context FROM events"
 
 
 class EventLog:
-    """The event log file. Not thread-safe: one thread appends, each reader scans its own."""
+    """The event log file. One thread stages (the event loop), one commits (the writer),
+    each reader scans on its own connection."""
 
     def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
         self.path = Path(data_dir) / schema.EVENTS_FILE
@@ -82,7 +89,18 @@ class EventLog:
         self.last_clock: float = clock
         forgotten = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten'").fetchone()
         self.forgotten = int(forgotten[0]) if forgotten else 0
-        self._staged: _Staged | None = None  # the group the next commit writes
+        # Groups staged and not yet committed, oldest first: the one the writer thread is
+        # committing and the one the event loop staged meanwhile. The writer pops its group
+        # once it is durable (deque operations are atomic).
+        self._staged: deque[_Staged] = deque()
+        # msg_id lookups run on their own connection: the writer's may be mid-transaction
+        # on the other thread. It sees what is committed; staged groups are checked in memory.
+        self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+
+    @property
+    def staged(self) -> int:
+        """Groups staged and not yet committed: the one being committed, and the next."""
+        return len(self._staged)
 
     @property
     def count(self) -> int:
@@ -90,18 +108,36 @@ class EventLog:
         return self.last_seq - self.forgotten
 
     def stage(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
-        """Number and stamp ``events`` for the next ``commit``; dedupe by ``msg_id``. A
-        ``msg_id`` seen before (in the log or earlier in this group) is not written again: its
-        Ack is the original seq with ``duplicate``. Writes nothing: nothing is acknowledged-to-
-        be until ``commit`` returns, and ``last_seq`` moves only then. Raises StoreError if the
-        ``msg_id`` lookup fails. One group at a time: stage, then commit."""
+        """Number and stamp ``events`` for a ``commit``; dedupe by ``msg_id``. A ``msg_id``
+        seen before (in the log, in a group staged before, or earlier in this group) is not
+        written again: its Ack is the original seq with ``duplicate``. Writes nothing: nothing
+        is acknowledged-to-be until its ``commit`` returns, and ``last_seq`` moves only then.
+        Raises StoreError if the ``msg_id`` lookup fails.
+
+        A group may be staged while the one before it is being committed (the writer thread
+        commits one while the event loop stages the next); it continues that group's seqs and
+        sees its msg_ids. If that commit fails, this group assumed it: ``discard`` and stage
+        its events again."""
+        before = list(self._staged)  # a snapshot: the writer may pop the oldest meanwhile
+        seq = before[-1].seq if before else self.last_seq
+        known: dict[str, int] = {}
         ids = [e.msg_id for e in events if e.msg_id is not None]
-        known = self._known_msg_ids(ids) if ids else {}
+        if ids:
+            unseen = []
+            for key in ids:
+                for group in before:
+                    if key in group.ids:
+                        known[key] = group.ids[key]
+                        break
+                else:
+                    unseen.append(key)
+            if unseen:
+                known.update(self._known_msg_ids(unseen))
+        mine: dict[str, int] = {}
         acks: list[Ack] = []
         rows: list[Row] = []
         params: list[Any] = []
         add = params.extend
-        seq = self.last_seq
         with clock.stamping() as stamp:
             for e in events:
                 msg_id = e.msg_id
@@ -109,7 +145,7 @@ class EventLog:
                     if msg_id in known:
                         acks.append(Ack(known[msg_id], True))
                         continue
-                    known[msg_id] = seq + 1
+                    known[msg_id] = mine[msg_id] = seq + 1
                 seq += 1
                 ts, at = stamp(e.ts, e.wall)
                 body = e.body
@@ -119,16 +155,18 @@ class EventLog:
                     add((seq, e.user, e.type, e.event, ts, at, None, body, msg_id, e.context))
                 rows.append(Row(seq, e.user, e.type, e.event, ts, at, body, e.context))
                 acks.append(Ack(seq, False))
-        self._staged = _Staged(params, len(rows), seq, rows[-1].clock) if rows else None
+        if rows:
+            self._staged.append(_Staged(params, len(rows), seq, rows[-1].clock, mine))
         return Appended(acks, rows)
 
     def commit(self) -> None:
-        """Write the staged group in one transaction and make it durable (see ``stage``);
-        no-op if nothing is staged. Runs on the writer thread. Raises StoreError, after a
-        rollback (nothing of the group is in the log), if a write or the commit fails."""
-        staged, self._staged = self._staged, None
-        if staged is None:
+        """Write the oldest staged group in one transaction and make it durable (see
+        ``stage``); no-op if nothing is staged. Runs on the writer thread, one at a time.
+        Raises StoreError, after a rollback (nothing of the group is in the log), if a write
+        or the commit fails; the group is dropped either way."""
+        if not self._staged:
             return
+        staged = self._staged[0]
         conn, params = self.conn, staged.params
         try:
             conn.execute("BEGIN")
@@ -141,8 +179,16 @@ class EventLog:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self._staged.popleft()
             raise StoreError(f"event log commit failed: {exc}") from exc
+        # last_seq first: a stage that no longer sees this group must see it in last_seq.
         self.last_seq, self.last_clock = staged.seq, staged.clock
+        self._staged.popleft()
+
+    def discard(self) -> None:
+        """Drop every staged group (after a failed commit, the ones staged on top of it).
+        Only while no commit runs."""
+        self._staged.clear()
 
     def forget(self, user: str) -> int:
         """Erase every event of ``user`` (the one exception to append-only); returns how many.
@@ -162,7 +208,7 @@ class EventLog:
     def _known_msg_ids(self, ids: list[str]) -> dict[str, int]:
         try:
             found = schema.select_in(
-                self.conn, "SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", ids
+                self._reader, "SELECT msg_id, seq FROM events WHERE msg_id IN ({marks})", ids
             )
         except sqlite3.Error as exc:
             raise StoreError(f"event log msg_id lookup failed: {exc}") from exc
@@ -189,7 +235,8 @@ class EventLog:
             conn.close()
 
     def close(self) -> None:
-        """Close the writer connection (checkpointing the WAL)."""
+        """Close the connections (the writer's last, checkpointing the WAL)."""
+        self._reader.close()
         self.conn.close()
 
 

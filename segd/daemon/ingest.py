@@ -1,8 +1,12 @@
 """Group commit: many concurrent requests, one durable transaction.
 
 Requests ``submit`` their events and wait. One loop takes everything that arrived while the
-previous commit ran, appends it in one transaction on the commit thread, then answers every
-waiter and hands the new rows, in log order, to ``on_commit`` (the router to the shards).
+previous commit ran and stages it as the next group (numbered and stamped, on the event
+loop), while the writer thread may still be committing the group before; once that one is
+durable, it answers its waiters, hands its rows, in log order, to ``on_commit`` (the router
+to the shards) and starts committing the next. So staging overlaps the writer's inserts and
+fsync instead of following them. A commit that fails answers ``internal`` to its waiters
+and the group staged on top of it is staged again (it assumed the failed one's seqs).
 The number of events waiting is bounded: past ``max_pending`` a submit fails with
 ``overloaded`` and nothing of it is logged.
 """
@@ -11,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,9 +28,11 @@ import structlog
 from actors.records import Ack, NewEvent, Row
 from segd.clock import Clock
 from segd.errors import ProtocolError, StoreError
-from store.eventlog import EventLog
+from store.eventlog import Appended, EventLog
 
 log = structlog.get_logger("segd.daemon.ingest")
+
+SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
 
 T = TypeVar("T")
 
@@ -43,6 +51,18 @@ class Exclusive:
 
     fn: Callable[[], Awaitable[Any]]
     done: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Committing:
+    """A group whose commit runs on the writer thread (``done``)."""
+
+    group: list[Append]
+    appended: Appended
+    events: int
+    staging: float  # seconds its stage took
+    started: float  # perf_counter when its commit started
+    done: asyncio.Future[None]
 
 
 class Committer:
@@ -68,15 +88,21 @@ class Committer:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segd-commit")
         self._task: asyncio.Task[None] | None = None
-        self._stamped: float | None = None  # clock of the first row of the group in commit
+        self._stamped: deque[float] = deque()  # first clock of each staged group, oldest first
 
     def horizon(self) -> float:
         """The clock of the earliest row stamped but not yet handed to ``on_commit`` (+inf if
         none). The router advances shards no further (``Router.horizon``): a timer must not
         fire live ahead of an event that replay applies before it."""
-        return math.inf if self._stamped is None else self._stamped
+        return self._stamped[0] if self._stamped else math.inf
 
     def start(self) -> None:
+        """Start the commit loop on the running event loop. Also shortens the interpreter's
+        GIL switch interval (process-wide) to SWITCH_INTERVAL: the writer thread takes the GIL
+        back after each INSERT and the fsync, and with the default 5 ms it queued that long
+        behind the busy event loop each time (measured: ingest 35-50k/s -> 66-93k/s with
+        2,048-row statements)."""
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-commit")
 
     async def submit(self, events: list[NewEvent]) -> list[Ack]:
@@ -122,8 +148,20 @@ class Committer:
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
+        committing: _Committing | None = None
         while True:
             if not self._queue:
+                if committing is not None:
+                    # Stage what arrives while the writer commits; answer once it is done.
+                    if not committing.done.done():
+                        self._wake.clear()
+                        arrived = asyncio.ensure_future(self._wake.wait())
+                        await asyncio.wait((committing.done, arrived), return_when=asyncio.FIRST_COMPLETED)
+                        arrived.cancel()
+                    if committing.done.done():
+                        await self._finish(committing)
+                        committing = None
+                    continue
                 if self._closing:
                     return
                 await self._wake.wait()
@@ -137,51 +175,85 @@ class Committer:
                         group.append(item)
                     case Exclusive(fn, done):
                         if group:
-                            await self._commit(group)
+                            committing = await self._next(committing, group)
                             group = []
+                        if committing is not None:
+                            await self._finish(committing)
+                            committing = None
                         try:
                             done.set_result(await fn())
                         except Exception as exc:
                             done.set_exception(exc)
             if group:
-                await self._commit(group)
+                committing = await self._next(committing, group)
 
-    async def _commit(self, group: list[Append]) -> None:
-        try:
-            await self._commit_group(group)
-        finally:
-            self._stamped = None  # the group is handed to on_commit, or will never be
+    async def _next(self, committing: _Committing | None, group: list[Append]) -> _Committing | None:
+        """Stage ``group`` while ``committing`` commits; once that is done, start committing
+        ``group``. Returns what is committing now (None if ``group`` could not be staged)."""
+        staged = self._stage(group)
+        if committing is not None and not await self._finish(committing) and staged is not None:
+            self.eventlog.discard()  # staged on top of the group that failed: stage it again
+            self._stamped.clear()
+            staged = self._stage(group)
+        if staged is None:
+            return None
+        appended, seconds = staged
+        done = asyncio.get_running_loop().run_in_executor(self._executor, self.eventlog.commit)
+        n = sum(len(a.events) for a in group)
+        return _Committing(group, appended, n, seconds, time.perf_counter(), done)
 
-    async def _commit_group(self, group: list[Append]) -> None:
-        loop = asyncio.get_running_loop()
-        flat = [e for a in group for e in a.events]
+    def _stage(self, group: list[Append]) -> tuple[Appended, float] | None:
+        """Number and stamp ``group`` (see ``EventLog.stage``); None, with its waiters answered
+        ``internal``, if that fails."""
         started = time.perf_counter()
         try:
-            appended = self.eventlog.stage(flat, self.clock)
-            if appended.rows:
-                self._stamped = appended.rows[0].clock  # clocks only grow within a group
-            await loop.run_in_executor(self._executor, self.eventlog.commit)
+            appended = self.eventlog.stage([e for a in group for e in a.events], self.clock)
         except StoreError as exc:
-            log.error("commit_failed", n=len(flat), error=str(exc))
-            for a in group:
-                if not a.done.done():
-                    a.done.set_exception(
-                        ProtocolError(
-                            "internal", "the event log could not commit; nothing of this request was logged"
-                        )
-                    )
-            return
+            self._failed(group, exc)
+            return None
+        if appended.rows:
+            self._stamped.append(appended.rows[0].clock)  # clocks only grow within a group
+        return appended, time.perf_counter() - started
+
+    async def _finish(self, c: _Committing) -> bool:
+        """Wait for ``c``'s commit; answer its waiters, hand its rows on. False if it failed."""
+        try:
+            await c.done
+        except StoreError as exc:
+            self._failed(c.group, exc)
+            return False
         finally:
-            self.pending -= len(flat)
-        elapsed = time.perf_counter() - started
+            if c.appended.rows:
+                self._stamped.popleft()
+        elapsed = time.perf_counter() - c.started + c.staging
+        self.pending -= c.events
         self.commits += 1
         self.commit_seconds += elapsed
-        log.debug("batch_committed", n=len(flat), seq=self.eventlog.last_seq, ms=round(elapsed * 1000, 3))
-        acks = appended.acks
+        log.debug(
+            "batch_committed",
+            n=c.events,
+            seq=c.appended.rows[-1].seq if c.appended.rows else self.eventlog.last_seq,
+            ms=round(elapsed * 1000, 3),
+            at=round(time.monotonic(), 6),
+        )
+        acks = c.appended.acks
         i = 0
-        for a in group:
+        for a in c.group:
             if not a.done.done():
                 a.done.set_result(acks[i : i + len(a.events)])
             i += len(a.events)
-        if self.on_commit is not None and appended.rows:
-            self.on_commit(appended.rows)
+        if self.on_commit is not None and c.appended.rows:
+            self.on_commit(c.appended.rows)
+        return True
+
+    def _failed(self, group: list[Append], exc: StoreError) -> None:
+        n = sum(len(a.events) for a in group)
+        self.pending -= n
+        log.error("commit_failed", n=n, error=str(exc))
+        for a in group:
+            if not a.done.done():
+                a.done.set_exception(
+                    ProtocolError(
+                        "internal", "the event log could not commit; nothing of this request was logged"
+                    )
+                )

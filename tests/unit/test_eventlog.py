@@ -146,3 +146,40 @@ def test_a_failed_commit_logs_nothing_of_the_group_and_the_next_one_starts_where
     blocker.execute("ROLLBACK")
     assert (log.last_seq, log.conn.execute("SELECT count(*) FROM events").fetchone()[0]) == (1, 1)
     assert append(log, [ev(msg_id="m0")], clock).results == [(2, False)]
+
+
+def test_a_group_staged_before_the_last_one_commits_goes_on_from_its_seqs_and_msg_ids(tmp_path):
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    first = log.stage([ev(msg_id="a"), ev()], clock)
+    second = log.stage([ev(msg_id="a"), ev(msg_id="b")], clock)  # the writer is still on `first`
+    log.commit()
+    log.commit()
+    assert [(a.seq, a.duplicate) for a in first.acks + second.acks] == [
+        (1, False),
+        (2, False),
+        (1, True),
+        (3, False),
+    ]
+    assert [s for (s,) in log.conn.execute("SELECT seq FROM events ORDER BY seq")] == [1, 2, 3]
+
+
+def test_a_discarded_group_is_staged_again_from_the_log_as_committed(tmp_path):
+    import pytest
+
+    from segd.errors import StoreError
+
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    append(log, [ev()], clock)
+    log.conn.execute("PRAGMA busy_timeout=0")
+    blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    log.stage([ev(msg_id="a")], clock)
+    log.stage([ev(msg_id="a"), ev()], clock)  # assumes the first group: "a" is its duplicate
+    with pytest.raises(StoreError):
+        log.commit()
+    blocker.execute("ROLLBACK")
+    log.discard()
+    again = append(log, [ev(msg_id="a"), ev()], clock)
+    assert again.results == [(2, False), (3, False)]

@@ -78,3 +78,41 @@ async def test_the_horizon_is_the_first_stamped_clock_while_its_group_commits(tm
     assert [a.seq for a in await asyncio.wait_for(pending, 30)] == [1, 2]
     assert c.horizon() == math.inf
     await c.close()
+
+
+async def test_a_group_staged_on_a_commit_that_fails_is_staged_again_and_logged(tmp_path):
+    """The committer stages the next group while one commits; when that commit fails, the
+    next group (which took its msg_id for a duplicate of the failed group's) is staged again."""
+    import sqlite3
+
+    log = EventLog(tmp_path)
+    c = Committer(log, Clock("wall"), max_pending=10_000)
+    c.start()
+    await c.submit([ev(0)])
+    log.conn.execute("PRAGMA busy_timeout=3000")
+    blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the next commit waits 3 s for the lock, then fails
+    tagged = NewEvent(
+        user="a", type="track", event="v", ts=None, body=msgpack.packb({}), msg_id="k", wall=1.0
+    )
+    failing = asyncio.ensure_future(c.submit([tagged, ev(1)]))
+
+    async def staged(groups: int) -> None:
+        while log.staged < groups:
+            await asyncio.sleep(0)  # a loop turn: the committer stages
+
+    await asyncio.wait_for(staged(1), 10)
+    retried = asyncio.ensure_future(c.submit([tagged, ev(2)]))  # "k" looks like a duplicate now
+    await asyncio.wait_for(staged(2), 10)
+    with pytest.raises(ProtocolError) as exc:
+        await asyncio.wait_for(failing, 10)
+    assert exc.value.code == "internal"
+    blocker.execute("ROLLBACK")
+    acks = await asyncio.wait_for(retried, 10)
+    assert [(a.seq, a.duplicate) for a in acks] == [(2, False), (3, False)]
+    await c.close()
+    assert log.conn.execute("SELECT seq, msg_id FROM events ORDER BY seq").fetchall() == [
+        (1, None),
+        (2, "k"),
+        (3, None),
+    ]
