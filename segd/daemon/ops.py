@@ -32,6 +32,16 @@ from store.eventlog import EventLog
 log = structlog.get_logger("segd.daemon")
 
 
+class Logged(msgspec.Struct, omit_defaults=True, gc=False):
+    """One ``batch`` item's answer: encodes as ``{"seq": N}``, or with ``"duplicate": true``.
+    A struct the garbage collector does not track, not a dict: a thousand dicts per batch
+    answer, alive until the answer is written, cost the event loop more in collections than
+    building them (py-spy: 14% of the loop at 1,000-event batches)."""
+
+    seq: int
+    duplicate: bool = False
+
+
 class Ops:
     """The op handlers of one running daemon (see ``segd.daemon.server.Handler``)."""
 
@@ -92,19 +102,15 @@ class Ops:
         valid = [it.new_event(wall) for it in items if not isinstance(it, ProtocolError)]
         acks = await self.committer.submit(valid) if valid else []
         if len(acks) == len(items):  # the usual case: nothing refused
-            return {
-                "results": [
-                    {"seq": a.seq, "duplicate": True} if a.duplicate else {"seq": a.seq} for a in acks
-                ]
-            }
-        out: list[dict[str, Any]] = []
+            return {"results": [Logged(a.seq, a.duplicate) for a in acks]}
+        out: list[Logged | dict[str, Any]] = []
         answers = iter(acks)
         for it in items:
             if isinstance(it, ProtocolError):
                 out.append({"error": {"code": it.code, "message": it.message}})
             else:
                 ack = next(answers)
-                out.append({"seq": ack.seq, "duplicate": True} if ack.duplicate else {"seq": ack.seq})
+                out.append(Logged(ack.seq, ack.duplicate))
         return {"results": out}
 
     async def op_sync(self, req: Request, conn: Connection) -> dict[str, Any]:
