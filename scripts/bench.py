@@ -3,20 +3,30 @@
 One run measures, side by side, on temporary data dirs with the bench config (the default
 config.toml's 10 aggregates and its segments, topped up to 20 segments):
 
-- ingest: events/s from the socket to the durable ack (``--connections`` connections,
-  pipelined ``batch`` requests of ``--batch`` events, flat out), against a plain sqlite3
-  append of the same rows into a fresh log file with the same schema and durability (WAL,
-  synchronous=FULL), ``--batch`` rows per transaction. Also ingest+apply: until ``sync``.
+- ingest: events/s from the socket to the durable ack (``--ingest-connections`` connections,
+  default 2, pipelined ``batch`` requests of ``--batch`` events, flat out), against a plain
+  sqlite3 append of the same rows into a fresh log file with the same schema and durability
+  (WAL, synchronous=FULL), ``--batch`` rows per transaction. Also ingest+apply: until
+  ``sync``, and the daemon's CPU time per event (all its threads), which is robust to other
+  load on the machine. Then, on a daemon of its own, every combination of 1, 2 and 8
+  connections with batches of 1 (one ``track``/``identify`` request per event), 100 and
+  1,000 events, each connection keeping ``--window`` requests in flight, each cell applied
+  (``sync``) before the next starts.
 - freshness: event -> transition latency at ``--rate`` events/s (default 10,000), and again
   unloaded at ``--low-rate`` (default 1,000): from just before the batch holding the event
   is written to the socket (the load generator flushes what is due every 10 ms) to the
   moment a ``subscribe "*"`` connection, read by its own thread, receives the transition
   frame it caused. The daemon sends that frame once the segment manager has recorded the
   transition, so this is one hop after the manager: it includes group commit, routing,
-  the shard, the manager and the fan-out to subscribers. Every transition whose ``seq`` is
+  the shard and the fan-out to subscribers (the daemon sends the frame as soon as the shard
+  answers; the segment manager records it meanwhile). Every transition whose ``seq`` is
   an event of the phase is a sample (enters and exits). Events carry no ``ts`` (live
   traffic) and the daemon runs ``clock = "wall"``. Above the daemon's apply throughput
-  the latency is queueing and grows with the length of the run.
+  the latency is queueing and grows with the length of the run. The daemon runs with
+  ``SEGD_LOG_LEVEL=debug``, so each batch's hops (``batch_committed``, ``batch_routed``: when
+  its commit returned, how long it waited for the router, the shards' answer, the managers'
+  record) are in its log; joined with the send and receive times (one monotonic clock for
+  every process) they give each sample's breakdown, reported as medians.
 - replay: events/s rebuilt from the log by ``segd replay`` on the stopped daemon's data
   dir (from its ``recovery_started`` to its ``recovery_done`` log line: Ray worker start-up
   excluded; the whole command is shown too), against a raw scan of the same log (SELECT
@@ -31,22 +41,25 @@ All daemons run as ``python -m segd run`` subprocesses joined to one private Ray
 started by the bench (so Ray starts once), and everything is stopped at the end.
 
 Usage: python scripts/bench.py [--quick] [--json] [--shards N] [--rate EPS] [--low-rate EPS]
-       [--connections N] [--batch N] [--window N] [--keep]
+       [--connections N] [--ingest-connections N] [--batch N] [--window N] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import shutil
 import socket as socketlib
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +74,7 @@ from segd.errors import ConnectError  # noqa: E402
 from segd.wire.client import AsyncClient, Client  # noqa: E402
 
 #: Sizes per mode. Full mode takes several minutes on 2 cores; quick stays under 2.
+#: ``cell_events``: events per cell of the ingest matrix, by batch size.
 PLANS = {
     "quick": {
         "events": 40_000,
@@ -72,6 +86,7 @@ PLANS = {
         "scale_shards": (1, 2),
         "cluster_shards": (2,),
         "cluster_events": 20_000,
+        "cell_events": {1: 4_000, 100: 20_000, 1000: 60_000},
     },
     "full": {
         "events": 300_000,
@@ -83,6 +98,7 @@ PLANS = {
         "scale_shards": (1, 2, 4),
         "cluster_shards": (2, 4),
         "cluster_events": 300_000,
+        "cell_events": {1: 20_000, 100: 100_000, 1000: 300_000},
     },
 }
 
@@ -97,10 +113,14 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------------- phases
 
 
-async def _send_and_sync(sock: Path, items: list[dict], args: argparse.Namespace) -> dict:
+async def _send_and_sync(
+    sock: Path, items: list[dict], args: argparse.Namespace, connections: int | None = None
+) -> dict:
     """Flat-out ingest; returns ack and ack+apply (until sync) rates and the daemon's stats."""
     started = time.perf_counter()
-    st = await stream(sock, items, connections=args.connections, batch=args.batch, window=args.window)
+    st = await stream(
+        sock, items, connections=connections or args.connections, batch=args.batch, window=args.window
+    )
     async with await AsyncClient.connect(sock) as c:
         await c.sync()
         applied = time.perf_counter() - started
@@ -122,6 +142,72 @@ async def _send_and_sync(sock: Path, items: list[dict], args: argparse.Namespace
         "users": stats["users"],
         "segments": stats["segments"],
     }
+
+
+async def _flat_out(
+    sock: Path, items: list[dict], connections: int, batch: int, window: int
+) -> tuple[int, float]:
+    """Send ``items`` flat out over ``connections`` connections (a user's events always on
+    the same one), each keeping ``window`` requests in flight: ``batch`` requests of
+    ``batch`` items or, with ``batch`` 1, one ``track``/``identify`` request per event.
+    Returns (events acknowledged, seconds from the first send to the last answer)."""
+    parts: list[list[dict]] = [[] for _ in range(connections)]
+    for it in items:
+        parts[zlib.crc32(it["user"].encode()) % connections].append(it)
+    clients = [await AsyncClient.connect(sock) for _ in range(connections)]
+
+    async def one(client: AsyncClient, part: list[dict]) -> int:
+        slots = asyncio.Semaphore(window)  # FIFO: requests go out in order
+
+        async def request(chunk: list[dict]) -> int:
+            async with slots:
+                if batch == 1:
+                    it = chunk[0]
+                    await client.call(it["type"], **{k: v for k, v in it.items() if k != "type"})
+                    return 1
+                results = (await client.batch(chunk))["results"]
+                if any("error" in r for r in results):
+                    raise RuntimeError(f"ingest refused items: {[r for r in results if 'error' in r][:3]}")
+                return len(results)
+
+        return sum(await asyncio.gather(*(request(part[i : i + batch]) for i in range(0, len(part), batch))))
+
+    started = time.perf_counter()
+    try:
+        acked = sum(await asyncio.gather(*(one(c, p) for c, p in zip(clients, parts, strict=True))))
+    finally:
+        seconds = time.perf_counter() - started
+        for c in clients:
+            await c.close()
+    return acked, seconds
+
+
+def ingest_matrix(tmp: Path, address: str, plan: dict, args: argparse.Namespace) -> dict:
+    """Ingest to the durable ack for 1, 2, 8 connections x batches of 1, 100, 1,000, on a
+    daemon of its own; each cell is applied (``sync``) before the next one starts."""
+    config, sock = benchlib.write_config(tmp / "matrix", shards=args.shards, address=address)
+    cells: dict[str, dict] = {}
+    with benchlib.DaemonProcess(config, sock, tmp / "matrix" / "daemon.log") as daemon:
+        for batch in (1, 100, 1000):
+            for connections in (1, 2, 8):
+                n = plan["cell_events"][batch]
+                items = list(workload(20, plan["users"], n, None, user_prefix=f"x{connections}b{batch}-"))
+                say(f"ingest matrix: {connections} connection(s), batches of {batch}, {n} events")
+                cpu, loop = daemon.cpu_seconds()
+                acked, seconds = asyncio.run(_flat_out(sock, items, connections, batch, args.window))
+                cpu_after, loop_after = daemon.cpu_seconds()
+                with Client(sock, timeout=600) as c:
+                    c.sync()
+                cells[f"{connections}x{batch}"] = {
+                    "connections": connections,
+                    "batch": batch,
+                    "events": acked,
+                    "seconds": seconds,
+                    "eps": acked / seconds,
+                    "daemon_cpu_us_per_event": (cpu_after - cpu) / acked * 1e6,
+                    "loop_cpu_us_per_event": (loop_after - loop) / acked * 1e6,
+                }
+    return cells
 
 
 class Subscriber(threading.Thread):
@@ -186,7 +272,12 @@ async def _freshness(sock: Path, items: list[dict], rate: float, args: argparse.
     sub.close()
     lat = sorted((recv - sent_at[seq]) * 1000 for seq, _, recv in sub.received if seq in sent_at)
     enters = sum(1 for seq, kind, _ in sub.received if seq in sent_at and kind == "enter")
+    first: dict[int, float] = {}  # the first frame each sampled event caused
+    for seq, _, recv in sub.received:
+        if seq in sent_at and seq not in first:
+            first[seq] = recv
     return {
+        "samples_at": {seq: (sent_at[seq], recv) for seq, recv in first.items()},
         "offered_eps": rate,
         "achieved_eps": st.eps,
         "events": st.sent,
@@ -197,6 +288,34 @@ async def _freshness(sock: Path, items: list[dict], rate: float, args: argparse.
         "p99_ms": benchlib.percentile(lat, 99),
         "max_ms": lat[-1] if lat else float("nan"),
     }
+
+
+def hops(samples: dict[int, tuple[float, float]], traces: list[dict]) -> dict[str, float]:
+    """Median milliseconds of each hop of the sampled events (seq -> (sent, first frame
+    received)), joined with the daemon's ``batch_committed``/``batch_routed`` lines by seq:
+    send -> its group's commit returned (socket, decode, waiting for the group, the group's
+    commit, of which ``commit`` is the stage + insert + fsync), -> the router takes its
+    batch, -> every shard answered (the transitions go to subscribers then), -> the frame
+    is read by the subscriber; and, beside that path, the managers' record after the shards."""
+    routed = sorted((t["first_seq"], t) for t in traces if t["event"] == "batch_routed")
+    commits = sorted((t["seq"], t) for t in traces if t["event"] == "batch_committed")
+    starts, ends = [r[0] for r in routed], [c[0] for c in commits]
+    parts: dict[str, list[float]] = {k: [] for k in _HOPS}
+    for seq, (sent, received) in samples.items():
+        i = bisect.bisect_right(starts, seq) - 1
+        j = bisect.bisect_left(ends, seq)
+        if i < 0 or j >= len(commits) or not routed[i][1]["first_seq"] <= seq <= routed[i][1]["last_seq"]:
+            continue
+        t, c = routed[i][1], commits[j][1]
+        parts["to_commit"].append((c["at"] - sent) * 1000)
+        parts["commit"].append(c["ms"])
+        parts["router_wait"].append((t["started"] - c["at"]) * 1000)
+        parts["shards"].append((t["applied"] - t["started"]) * 1000)
+        parts["to_subscriber"].append((received - t["applied"]) * 1000)
+        parts["record"].append((t["recorded"] - t["applied"]) * 1000)
+    out = {k: statistics.median(v) for k, v in parts.items() if v}
+    out["samples"] = len(parts["shards"])
+    return out
 
 
 def main_daemon(
@@ -217,9 +336,16 @@ def main_daemon(
     config, sock = benchlib.write_config(tmp / "main", shards=args.shards, address=address)
     fresh = list(workload(12, plan["users"], int(args.rate * plan["fresh_seconds"]), None, user_prefix="f"))
     calm = list(workload(14, plan["users"], int(args.low_rate * plan["calm_seconds"]), None, user_prefix="c"))
-    with benchlib.DaemonProcess(config, sock, tmp / "main" / "daemon.log") as daemon:
-        say(f"ingest: {len(items)} events, {args.connections} connections, batches of {args.batch}")
-        ingest = asyncio.run(_send_and_sync(sock, items, args))
+    log = tmp / "main" / "daemon.log"
+    with benchlib.DaemonProcess(config, sock, log, env={"SEGD_LOG_LEVEL": "debug"}) as daemon:
+        conns = args.ingest_connections
+        say(f"ingest: {len(items)} events, {conns} connections, batches of {args.batch}")
+        cpu, loop = daemon.cpu_seconds()
+        ingest = asyncio.run(_send_and_sync(sock, items, args, connections=conns))
+        ingest["connections"], ingest["batch"] = conns, args.batch
+        cpu_after, loop_after = daemon.cpu_seconds()
+        ingest["daemon_cpu_us_per_event"] = (cpu_after - cpu) / ingest["events"] * 1e6
+        ingest["loop_cpu_us_per_event"] = (loop_after - loop) / ingest["events"] * 1e6
         out["ingest_eps"], out["ingest_applied_eps"] = ingest["ack_eps"], ingest["applied_eps"]
         out["ingest"] = ingest
         say(f"freshness: {len(calm)} events at {args.low_rate:,.0f} events/s (unloaded)")
@@ -227,6 +353,9 @@ def main_daemon(
         say(f"freshness: {len(fresh)} events at {args.rate:,.0f} events/s")
         fresh_result = asyncio.run(_freshness(sock, fresh, args.rate, args))
         out["freshness"] = fresh_result
+        traces = benchlib.log_events(log, ("batch_committed", "batch_routed"))
+        for phase in (out["freshness_low"], fresh_result):
+            phase["hops_ms"] = hops(phase.pop("samples_at"), traces)
         out.update({k: fresh_result[k] for k in ("p50_ms", "p95_ms", "p99_ms")})
         with Client(sock) as c:
             live_sizes = c.stats()["segments"]
@@ -301,6 +430,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         out["snapshot_bytes_per_user"] = largest["snapshot_bytes_per_user"]
 
         main_daemon(tmp, cluster.address, items, plan, args, out)
+        out["ingest_matrix"] = ingest_matrix(tmp, cluster.address, plan, args)
         # Every scale-out run sends the ingest phase's workload: the main daemon is one point.
         out["scale_out"] = {}
         for shards in plan["scale_shards"]:
@@ -344,6 +474,10 @@ def _ms(d: dict) -> str:
     return f"{d['p50_ms']:.1f} / {d['p95_ms']:.1f} / {d['p99_ms']:.1f} ms"
 
 
+#: The hops of one event, in the order of ``hops``' breakdown (see the note under the table).
+_HOPS = ("to_commit", "commit", "router_wait", "shards", "to_subscriber", "record")
+
+
 def print_table(r: dict) -> None:
     """The human report: each measure, its physical limit measured in this run, the ratio."""
     from rich.console import Console
@@ -367,19 +501,35 @@ def print_table(r: dict) -> None:
     ing, fr, low, lim = r["ingest"], r["freshness"], r["freshness_low"], r["freshness_limit"]
     rp, mem = r["replay"], r["memory"]
     t.add_row(
-        f"ingest -> durable ack, {r['shards']} shards",
+        f"ingest -> durable ack, {ing['connections']} conn x {ing['batch']:,}, {r['shards']} shards",
         _eps(r["ingest_eps"]),
         f"{_eps(r['ingest_limit_eps'])} append",
         f"{r['ingest_ratio']:.2f}",
-        ">= 50,000/s and 0.70",
+        ">= 70,000/s and 0.70",
     )
     t.add_row(
-        f"  + apply (to sync); {ing['events_per_commit']:,.0f} ev/commit",
+        f"  daemon CPU per event, all threads / loop; {ing['events_per_commit']:,.0f} ev/commit",
+        f"{ing['daemon_cpu_us_per_event']:.1f} / {ing['loop_cpu_us_per_event']:.1f} us",
+        "",
+        "",
+        "",
+    )
+    t.add_row(
+        "  + apply (to sync)",
         _eps(r["ingest_applied_eps"]),
         "",
         f"{r['ingest_applied_eps'] / r['ingest_limit_eps']:.2f}",
         "",
     )
+    for cell in r.get("ingest_matrix", {}).values():
+        what = "track requests" if cell["batch"] == 1 else f"batches of {cell['batch']:,}"
+        t.add_row(
+            f"  ingest, {cell['connections']} conn x {what}",
+            _eps(cell["eps"]),
+            f"{cell['daemon_cpu_us_per_event']:.1f} / {cell['loop_cpu_us_per_event']:.1f} us CPU",
+            f"{cell['eps'] / r['ingest_limit_eps']:.2f}",
+            "",
+        )
     t.add_row(
         f"freshness p50/95/99 @ {fr['achieved_eps']:,.0f} ev/s",
         _ms(fr),
@@ -394,6 +544,16 @@ def print_table(r: dict) -> None:
         f"{low['p50_ms'] / lim['p50_ms']:.0f}x",
         "",
     )
+    for name, phase in (("unloaded", low), ("loaded", fr)):
+        h = phase.get("hops_ms") or {}
+        if h.get("samples"):
+            t.add_row(
+                f"  hops p50, {name} (ms)",
+                " / ".join(f"{h.get(k, float('nan')):.1f}" for k in _HOPS),
+                "",
+                "",
+                "",
+            )
     t.add_row(
         f"replay rebuild, {rp['events']:,} events",
         _eps(r["replay_eps"]),
@@ -443,7 +603,11 @@ def print_table(r: dict) -> None:
         "schema, WAL, synchronous=FULL, --batch rows per transaction), the durable commit of "
         f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
         "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
-        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard."
+        "by a subscriber. Hops: send -> commit done / of which the commit (stage, insert, fsync) / "
+        "waiting for the router / the shards' answer / -> frame read by the subscriber; and the "
+        "managers' record, after the shards' answer, off that path. Matrix: the third column is "
+        "the daemon's CPU time per event, all threads / the event loop's; ratio against the raw append. Scale-out: events/s until "
+        "sync, ratio against 1 shard."
     )
 
 
@@ -454,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=2, help="[ray] shards of the ingest/freshness daemon")
     p.add_argument("--rate", type=float, default=10_000, help="offered events/s for freshness")
     p.add_argument("--low-rate", type=float, default=1_000, help="offered events/s for unloaded freshness")
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--connections", type=int, default=4, help="connections for freshness and scale-out")
+    p.add_argument("--ingest-connections", type=int, default=2, help="connections of the headline ingest")
     p.add_argument("--batch", type=int, default=1000, help="events per batch request and per raw transaction")
     p.add_argument("--window", type=int, default=8, help="batches in flight per connection")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data dirs)")

@@ -131,8 +131,9 @@ class DaemonProcess:
     drains, snapshots and exits) and kills it if it has not exited within ``timeout``.
     """
 
-    def __init__(self, config: Path, socket: Path, log: Path) -> None:
+    def __init__(self, config: Path, socket: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config, self.socket, self.log = config, socket, log
+        self.env = {**os.environ, **env} if env else None  # e.g. SEGD_LOG_LEVEL=debug for traces
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> DaemonProcess:
@@ -142,6 +143,7 @@ class DaemonProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                env=self.env,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -158,6 +160,11 @@ class DaemonProcess:
                 time.sleep(0.05)
         self.stop(timeout=5)
         raise TimeoutError(f"segd did not answer on {self.socket} within {timeout} s (log: {self.log})")
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) the daemon has used so far: every thread, the event loop's."""
+        assert self.proc is not None
+        return process_cpu_seconds(self.proc.pid), loop_cpu_seconds(self.proc.pid)
 
     def stop(self, timeout: float = 120) -> int | None:
         """Drain and stop; returns the exit code (None if it had to be killed)."""
@@ -246,6 +253,39 @@ def run_replay(config: Path, log: Path, timeout: float = 1800) -> dict:
     if len(stamps) == 2:
         summary["rebuild_seconds"] = (stamps["recovery_done"] - stamps["recovery_started"]).total_seconds()
     return summary
+
+
+def _cpu(stat: Path) -> float:
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of process ``pid`` so far, from /proc."""
+    return _cpu(Path(f"/proc/{pid}/stat"))
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid``'s main thread (the daemon's event loop) so far."""
+    return _cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def log_events(log: Path, names: Iterable[str]) -> list[dict]:
+    """The JSON log lines of ``log`` whose ``event`` is one of ``names`` (a daemon's log)."""
+    import json
+
+    wanted = set(names)
+    out = []
+    for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") in wanted:
+            out.append(entry)
+    return out
 
 
 # ---------------------------------------------------------------------- physical limits
