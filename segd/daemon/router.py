@@ -9,10 +9,13 @@ them); then record them at the segment managers and hand the campaign triggers a
 events to the dispatcher, and take the snapshots that are due. Only then is the batch
 *routed*: ``routed_seq`` is the log position up to which every effect is recorded.
 
-Recording runs in the background while the next batch is applied (one batch at most is
-recorded at a time, in order), so a manager's commit is not in the way of the next event's
-transitions. What needs everything recorded first (a snapshot, ``sync``, ``forget``, a
-reload, stopping) waits for it (``_drain``).
+Recording runs in the background, in log order, while the next batches are applied: one
+recorder task takes every batch applied since its last round and records them in one call
+to each manager and to the dispatcher. So neither a manager's commit nor the dispatcher's
+is in the way of the next event's transitions, and when they are slower than the shards
+their commits cover more batches instead of falling behind. What needs everything recorded
+first (a snapshot, ``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and
+so does the next batch when MAX_UNRECORDED transitions wait.
 
 Recovery: every shard call carries the applied seq the router expects the shard to be at.
 A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daemon.recovery``
@@ -48,6 +51,7 @@ log = structlog.get_logger("segd.router")
 MAX_BATCH = 20_000  # rows per routed batch
 MAX_QUEUED = 200_000  # rows held in memory; past this the router reads them back from the log
 CLOCK_EVERY = 1.0  # engine seconds between dispatcher calls that only pass the clock on
+MAX_UNRECORDED = 100_000  # transitions applied and not yet recorded before the router waits
 
 
 class RouterFailed(Exception):
@@ -123,6 +127,17 @@ class Effects:
 
 
 @dataclass(slots=True)
+class Unrecorded:
+    """A batch applied at the shards whose effects wait for the recorder."""
+
+    effects: Effects
+    clock: float
+    goals: list[GoalEvent]
+    upto: int
+    trace: Trace | None
+
+
+@dataclass(slots=True)
 class Trace:
     """When one batch passed each hop (``time.monotonic``), for the ``batch_routed`` log line."""
 
@@ -177,7 +192,9 @@ class Router:
         self._behind = False  # rows were left in the log: catch up from disk
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._recording: asyncio.Task[None] | None = None  # the last batch's record phase
+        self._unrecorded: list[Unrecorded] = []  # applied, in log order, for the recorder
+        self._waiting_transitions = 0  # transitions in _unrecorded
+        self._recorder: asyncio.Task[None] | None = None
         self._tick_pending = False
 
     @property
@@ -325,8 +342,8 @@ class Router:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("router_failed")
             self.failed = exc
-            if self._recording is not None:
-                self._recording.cancel()
+            if self._recorder is not None:
+                self._recorder.cancel()
             for waiting in [item, *self._queue] if item is not None else self._queue:
                 if isinstance(waiting, (Barrier, Forget, Between)) and not waiting.done.done():
                     waiting.done.set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
@@ -402,23 +419,25 @@ class Router:
                 if self.since_snapshot[i] >= self.snapshot_every:
                     await self._snapshot(i)
 
-    def _effects(self, replies: list[tuple[ShardReply, bool]]) -> Effects:
-        """Collect the shards' replies (``(reply, replayed)``, in shard order) and send the
-        transitions of those that were not replayed to subscribers now."""
+    @staticmethod
+    def _effects(replies: list[tuple[ShardReply, bool]]) -> Effects:
+        """Collect the shards' replies (``(reply, replayed)``, in shard order)."""
         effects = Effects()
-        fresh: list[Transition] = []
         for reply, replayed in replies:
             effects.add(reply, replayed=replayed)
-            if not replayed:
-                fresh += reply.transitions
-        if fresh and self.on_transitions is not None:
-            self.on_transitions(fresh)
         return effects
+
+    def _publish(self, reply: ShardReply) -> None:
+        """A shard's fresh transitions go to subscribers as soon as it answers: an event on
+        one shard does not wait for the other shards' answers."""
+        if reply.transitions and self.on_transitions is not None:
+            self.on_transitions(reply.transitions)
 
     async def _apply(self, i: int, rows: list[Row], clock: float, upto: int) -> tuple[ShardReply, bool]:
         reply = await self.runtime.apply(i, rows, clock, self.applied[i])
         if reply.ok:
             self.applied[i] = reply.applied_seq
+            self._publish(reply)
             return reply, False
         log.warning("shard_recovering", shard=i, expected=self.applied[i], found=reply.applied_seq)
         return await self._recover(i, upto, clock), True
@@ -431,7 +450,10 @@ class Router:
 
     async def _advance(self, i: int, clock: float) -> tuple[ShardReply, bool]:
         reply = await self.runtime.advance(i, clock, self.applied[i])
-        return (reply, False) if reply.ok else (await self._recover(i, self.sent_seq, clock), True)
+        if reply.ok:
+            self._publish(reply)
+            return reply, False
+        return await self._recover(i, self.sent_seq, clock), True
 
     async def _recover(self, i: int, upto: int, clock: float) -> ShardReply:
         reply = await self.recovery.recover(i, upto, max(clock, self.advanced))
@@ -474,37 +496,58 @@ class Router:
     async def _record_later(
         self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
     ) -> None:
-        """Record a batch's effects in the background, once the batch before is recorded (so
-        the managers and the dispatcher see batches in order); ``routed_seq`` then moves to
-        ``upto``. The caller goes on to the next batch meanwhile."""
-        await self._drain()
-        self._recording = asyncio.get_running_loop().create_task(
-            self._record_and_advance(effects, clock, goals, upto, trace), name="segd-record"
-        )
+        """Hand a batch's effects to the recorder (see the module docstring); ``routed_seq``
+        moves to ``upto`` once they are recorded. Returns at once, unless too much waits."""
+        if self._recorder is not None and self._recorder.done():
+            await self._drain()  # a finished recorder: raise what it raised, if anything
+        self._unrecorded.append(Unrecorded(effects, clock, goals, upto, trace))
+        self._waiting_transitions += len(effects.transitions)
+        if self._recorder is None:
+            self._recorder = asyncio.get_running_loop().create_task(self._record_all(), name="segd-record")
+        if self._waiting_transitions > MAX_UNRECORDED:
+            await self._drain()
 
-    async def _record_and_advance(
-        self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
-    ) -> None:
-        await self._record(effects, clock, goals)
-        if upto > self.routed_seq:
-            self.routed_seq = upto
-        if trace is not None:
-            log.debug(
-                "batch_routed",
-                first_seq=trace.first_seq,
-                last_seq=trace.last_seq,
-                committed=round(trace.committed, 6),
-                started=round(trace.started, 6),
-                applied=round(trace.applied, 6),
-                recorded=round(time.monotonic(), 6),
-                transitions=len(effects.transitions),
-            )
+    async def _record_all(self) -> None:
+        """The recorder: record what waits, all of it in one round, until nothing does."""
+        while self._unrecorded:
+            batches, self._unrecorded = self._unrecorded, []
+            self._waiting_transitions = 0
+            effects = Effects()
+            goals: list[GoalEvent] = []
+            for b in batches:
+                effects.transitions += b.effects.transitions
+                effects.contexts.update(b.effects.contexts)
+                effects.replayed |= b.effects.replayed
+                goals += b.goals
+            await self._record(effects, max(b.clock for b in batches), goals)
+            self.routed_seq = max(self.routed_seq, batches[-1].upto)
+            recorded = round(time.monotonic(), 6)
+            for b in batches:
+                if b.trace is not None:
+                    log.debug(
+                        "batch_routed",
+                        first_seq=b.trace.first_seq,
+                        last_seq=b.trace.last_seq,
+                        committed=round(b.trace.committed, 6),
+                        started=round(b.trace.started, 6),
+                        applied=round(b.trace.applied, 6),
+                        recorded=recorded,
+                        transitions=len(b.effects.transitions),
+                        recorded_with=len(batches),
+                    )
 
     async def _drain(self) -> None:
-        """Wait until the batches routed so far are recorded; raises what recording raised."""
-        if self._recording is not None:
-            task, self._recording = self._recording, None
-            await task
+        """Wait until the batches applied so far are recorded; raises what recording raised."""
+        while (task := self._recorder) is not None:
+            try:
+                await task
+            finally:
+                if self._recorder is task and task.done():
+                    self._recorder = None
+            if self._unrecorded and self._recorder is None:  # added after its last round
+                self._recorder = asyncio.get_running_loop().create_task(
+                    self._record_all(), name="segd-record"
+                )
 
     async def _record(self, effects: Effects, clock: float, goals: list[GoalEvent]) -> None:
         """Record transitions at the managers and, at the same time, hand the dispatcher every
