@@ -350,6 +350,33 @@ def raw_commit_latency(path: Path, items: list[dict], txn: int, commits: int = 2
     return sorted(out)
 
 
+class _Echo:
+    def ping(self) -> None:
+        return None
+
+
+def ray_round_trips(address: str, calls: int = 300) -> list[float]:
+    """Milliseconds of each of ``calls`` calls, one after the other, to a Ray actor that does
+    nothing, from this process, on the cluster at ``address``: the floor under each Ray hop
+    (router -> shard) of an event. Sorted."""
+    import ray
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        echo = ray.remote(_Echo).options(num_cpus=0).remote()
+        ray.get(echo.ping.remote())
+        out = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            ray.get(echo.ping.remote())
+            out.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.002)
+        ray.kill(echo)
+    finally:
+        ray.shutdown()
+    return sorted(out)
+
+
 def raw_scan(path: Path, page: int = 20_000) -> tuple[int, float]:
     """Read the whole log in seq order as EventLog.scan does (same query and paging, read-only
     connection) and msgpack-decode every props/traits body. Returns (rows, seconds)."""
