@@ -50,11 +50,26 @@ _WIDTH = len(_COLUMNS)
 CHUNK = 2048
 
 
+#: Below this many rows a group's last statement has exactly its rows (one statement for a
+#: small group: each statement is a GIL round trip for the writer); above, powers of two.
+EXACT = 64
+
+
+def _chunks(n: int) -> Iterator[int]:
+    """The row counts of the statements that insert ``n`` rows: powers of two from 64 to
+    CHUNK, then what is left (under 64) in one. At most 6 + 63 + 1 = 70 distinct statements
+    exist, all kept compiled by the connection's cache (128)."""
+    while n >= EXACT:
+        k = min(CHUNK, 1 << (n.bit_length() - 1))
+        yield k
+        n -= k
+    if n:
+        yield n
+
+
 @functools.cache
 def _insert(rows: int) -> str:
-    """``INSERT INTO events ... VALUES`` with ``rows`` rows of parameters. Groups are cut into
-    power-of-two chunks, so at most log2(CHUNK) + 1 statements exist (the connection caches
-    the compiled ones)."""
+    """``INSERT INTO events ... VALUES`` with ``rows`` rows of parameters (see ``_chunks``)."""
     marks = "(" + ", ".join("?" * _WIDTH) + ")"
     return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES " + ", ".join([marks] * rows)
 
@@ -170,9 +185,8 @@ class EventLog:
         conn, params = self.conn, staged.params
         try:
             conn.execute("BEGIN")
-            done, n = 0, staged.rows
-            while done < n:
-                k = min(CHUNK, 1 << ((n - done).bit_length() - 1))
+            done = 0
+            for k in _chunks(staged.rows):
                 conn.execute(_insert(k), params[done * _WIDTH : (done + k) * _WIDTH])
                 done += k
             conn.execute("COMMIT")

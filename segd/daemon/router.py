@@ -3,11 +3,13 @@
 Everything that changes shard state goes through one queue of typed items, processed by one
 task: rows committed to the log (coalesced into batches, one Ray call per shard with rows per
 batch), clock ticks, ``sync`` barriers, ``forget``, config reloads. Per batch: apply on the
-shards; hand the transitions straight to ``on_transitions`` (subscribers: transitions are
-derived, replay gives the same ids, so they may go out before the segment managers commit
-them); then record them at the segment managers and hand the campaign triggers and goal
-events to the dispatcher, and take the snapshots that are due. Only then is the batch
-*routed*: ``routed_seq`` is the log position up to which every effect is recorded.
+shards, the next batch being sent while the shards work on this one (PIPELINE batches in
+flight; Ray runs one submitter's calls to an actor in order); hand each shard's transitions
+to ``on_transitions`` as soon as it answers (subscribers: transitions are derived, replay
+gives the same ids, so they may go out before the segment managers commit them); then
+record them at the segment managers and hand the campaign triggers and goal events to the
+dispatcher, and take the snapshots that are due. Only then is the batch *routed*:
+``routed_seq`` is the log position up to which every effect is recorded.
 
 Recording runs in the background, in log order, while the next batches are applied: one
 recorder task takes every batch applied since its last round and records them in one call
@@ -52,6 +54,7 @@ MAX_BATCH = 20_000  # rows per routed batch
 MAX_QUEUED = 200_000  # rows held in memory; past this the router reads them back from the log
 CLOCK_EVERY = 1.0  # engine seconds between dispatcher calls that only pass the clock on
 MAX_UNRECORDED = 100_000  # transitions applied and not yet recorded before the router waits
+PIPELINE = 2  # batches whose shard calls may be in flight at once
 
 
 class RouterFailed(Exception):
@@ -127,6 +130,21 @@ class Effects:
 
 
 @dataclass(slots=True)
+class InFlight:
+    """A batch whose shard calls were sent and are not settled yet: ``calls`` are the shard
+    calls (shard index, the call's task), ``answered`` completes once they all have."""
+
+    calls: list[tuple[int, asyncio.Task[ShardReply]]]
+    answered: asyncio.Future[list[ShardReply]]
+    expects: dict[int, int]  # the applied seq each call told its shard to expect
+    sizes: dict[int, int]  # rows sent to each shard
+    rows: list[Row]
+    clock: float
+    upto: int
+    trace: Trace
+
+
+@dataclass(slots=True)
 class Unrecorded:
     """A batch applied at the shards whose effects wait for the recorder."""
 
@@ -179,6 +197,7 @@ class Router:
         self.recovery = Recovery(runtime, eventlog, snapshots, fingerprint=fingerprint)
         self.n = runtime.n
         self.applied = [0] * self.n  # each shard's applied seq, as it last reported
+        self.expected = [0] * self.n  # ... once the calls in flight are applied
         self.since_snapshot = [0] * self.n  # rows applied by each shard since its snapshot
         self.routed_seq = 0  # every effect of the log up to here is recorded
         self.sent_seq = 0  # the log up to here is applied at the shards (recorded or not yet)
@@ -192,6 +211,7 @@ class Router:
         self._behind = False  # rows were left in the log: catch up from disk
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: deque[InFlight] = deque()  # batches sent to the shards, in log order
         self._unrecorded: list[Unrecorded] = []  # applied, in log order, for the recorder
         self._waiting_transitions = 0  # transitions in _unrecorded
         self._recorder: asyncio.Task[None] | None = None
@@ -279,6 +299,7 @@ class Router:
         """
         started = time.monotonic()
         self.applied = list(await asyncio.gather(*(self.recovery.restore(i) for i in range(self.n))))
+        self.expected = list(self.applied)
         self.routed_seq = self.sent_seq = min(self.applied, default=0)
         until = self.eventlog.last_seq if until is None else min(until, self.eventlog.last_seq)
         log.info("recovery_started", snapshots=self.applied, replay_from=self.routed_seq, until=until)
@@ -316,7 +337,15 @@ class Router:
                     await self._catch_up()
                 if not self._queue:
                     self._wake.clear()
-                    await self._wake.wait()
+                    if self._inflight:  # settle the oldest batch once answered, or route more
+                        arrived = asyncio.ensure_future(self._wake.wait())
+                        oldest = self._inflight[0].answered
+                        await asyncio.wait((oldest, arrived), return_when=asyncio.FIRST_COMPLETED)
+                        arrived.cancel()
+                        if oldest.done():
+                            await self._settle()
+                    else:
+                        await self._wake.wait()
                     continue
                 item = self._queue.popleft()
                 match item:
@@ -330,12 +359,15 @@ class Router:
                         await self._drain()
                         done.set_result(self.routed_seq)
                     case Forget(user, done):
+                        await self._settle_all()
                         await self._drain()
                         await _answer(done, self._forget(user), ActorDown)  # an actor gone for good
                     case Between(fn, done):
+                        await self._settle_all()
                         await self._drain()
                         await _answer(done, fn(), Exception)  # a failed reload changes nothing
                     case Stop():
+                        await self._settle_all()
                         await self._drain()
                         return
         except BaseException as exc:
@@ -344,6 +376,10 @@ class Router:
             self.failed = exc
             if self._recorder is not None:
                 self._recorder.cancel()
+            for batch in self._inflight:
+                batch.answered.cancel()
+                for _, call in batch.calls:
+                    call.cancel()
             for waiting in [item, *self._queue] if item is not None else self._queue:
                 if isinstance(waiting, (Barrier, Forget, Between)) and not waiting.done.done():
                     waiting.done.set_exception(RouterFailed(f"event routing stopped: {exc!r}"))
@@ -386,38 +422,92 @@ class Router:
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+        await self._settle_all()
         return done, clock
 
     async def _route(self, rows: list[Row], clock: float, trace: Trace) -> None:
-        """Apply rows (those a shard has not applied yet) on the shards that have any, publish
-        the transitions, and record them (in the background, after the batch before)."""
+        """Send rows (those a shard has not applied yet) to the shards that have any; their
+        transitions go to subscribers as each shard answers. Up to PIPELINE batches are in
+        flight (Ray runs one submitter's calls to an actor in order), so the next batch is
+        sent while the shards work on this one; a batch is settled (recovery if refused,
+        recording, snapshots) once answered, in order."""
         n = self.n
         slices: list[list[Row]] = [[] for _ in range(n)]
         for r in rows:
             slices[shard_of(r.user, n)].append(r)
-        applied = self.applied
+        expected = self.expected
         for i, s in enumerate(slices):
-            if s and s[0].seq <= applied[i]:  # start-up replay: the shard's snapshot has these
-                slices[i] = [r for r in s if r.seq > applied[i]]
-        upto = rows[-1].seq
+            if s and s[0].seq <= expected[i]:  # start-up replay: the shard's snapshot has these
+                slices[i] = [r for r in s if r.seq > expected[i]]
         # A shard without rows is not called: ticks advance its timers (every `tick`), and
         # transition ids and times do not depend on when a deadline is fired.
-        busy = [i for i in range(n) if slices[i]]
-        effects = self._effects(await asyncio.gather(*(self._apply(i, slices[i], clock, upto) for i in busy)))
-        trace.applied = time.monotonic()
-        if clock > self.advanced:
-            self.advanced = clock
-        self.sent_seq = upto
-        await self._record_later(effects, clock, self.runtime.policy.goals_of(rows), upto, trace)
+        calls: list[tuple[int, asyncio.Task[ShardReply]]] = []
+        expects: dict[int, int] = {}
+        loop = asyncio.get_running_loop()
+        for i in range(n):
+            if slices[i]:
+                expects[i] = expected[i]
+                calls.append((i, loop.create_task(self._call(i, slices[i], clock, expected[i]))))
+                expected[i] = slices[i][-1].seq  # a shard's applied seq is the last row it applied
+        answered = asyncio.gather(*(call for _, call in calls)) if calls else loop.create_future()
+        if not calls:
+            answered.set_result([])
+        self.sent_seq = rows[-1].seq
+        self._inflight.append(
+            InFlight(
+                calls,
+                answered,
+                expects,
+                {i: len(slices[i]) for i in expects},
+                rows,
+                clock,
+                rows[-1].seq,
+                trace,
+            )
+        )
+        if len(self._inflight) >= PIPELINE:
+            await self._settle()
+
+    async def _call(self, i: int, rows: list[Row], clock: float, expect: int) -> ShardReply:
+        reply = await self.runtime.apply(i, rows, clock, expect)
+        if reply.ok:
+            self._publish(reply)
+        return reply
+
+    async def _settle(self) -> None:
+        """Settle the oldest batch in flight: a shard that refused it is recovered up to the
+        batch; its effects go to the recorder; snapshots that are due are taken."""
+        batch = self._inflight.popleft()
+        replies: list[tuple[ShardReply, bool]] = []
+        for (i, _), reply in zip(batch.calls, await batch.answered, strict=True):
+            if reply.ok:
+                self.applied[i] = reply.applied_seq
+                replies.append((reply, False))
+            else:
+                log.warning("shard_recovering", shard=i, expected=batch.expects[i], found=reply.applied_seq)
+                replies.append((await self._recover(i, batch.upto, batch.clock), True))
+        batch.trace.applied = time.monotonic()
+        if batch.clock > self.advanced:
+            self.advanced = batch.clock
+        effects = self._effects(replies)
+        await self._record_later(
+            effects, batch.clock, self.runtime.policy.goals_of(batch.rows), batch.upto, batch.trace
+        )
         due = False
-        for i in busy:
-            self.since_snapshot[i] += len(slices[i])
+        for i, size in batch.sizes.items():
+            self.since_snapshot[i] += size
             due = due or self.since_snapshot[i] >= self.snapshot_every
         if due:
-            await self._drain()  # a snapshot must only hold batches whose effects are recorded
-            for i in busy:
+            # A snapshot must hold no batch in flight and only batches whose effects are recorded.
+            await self._settle_all()
+            await self._drain()
+            for i in range(self.n):
                 if self.since_snapshot[i] >= self.snapshot_every:
                     await self._snapshot(i)
+
+    async def _settle_all(self) -> None:
+        while self._inflight:
+            await self._settle()
 
     @staticmethod
     def _effects(replies: list[tuple[ShardReply, bool]]) -> Effects:
@@ -433,16 +523,8 @@ class Router:
         if reply.transitions and self.on_transitions is not None:
             self.on_transitions(reply.transitions)
 
-    async def _apply(self, i: int, rows: list[Row], clock: float, upto: int) -> tuple[ShardReply, bool]:
-        reply = await self.runtime.apply(i, rows, clock, self.applied[i])
-        if reply.ok:
-            self.applied[i] = reply.applied_seq
-            self._publish(reply)
-            return reply, False
-        log.warning("shard_recovering", shard=i, expected=self.applied[i], found=reply.applied_seq)
-        return await self._recover(i, upto, clock), True
-
     async def _advance_all(self, clock: float) -> None:
+        await self._settle_all()
         effects = self._effects(await asyncio.gather(*(self._advance(i, clock) for i in range(self.n))))
         if clock > self.advanced:
             self.advanced = clock
@@ -456,8 +538,13 @@ class Router:
         return await self._recover(i, self.sent_seq, clock), True
 
     async def _recover(self, i: int, upto: int, clock: float) -> ShardReply:
+        """Bring shard ``i`` back to the log up to ``upto``. A batch still in flight to it
+        was sent before the recovery began, so the restarted shard refuses it too, and its
+        settling recovers the shard again, up to that batch."""
         reply = await self.recovery.recover(i, upto, max(clock, self.advanced))
         self.applied[i] = reply.applied_seq
+        if not any(i == j for batch in self._inflight for j, _ in batch.calls):
+            self.expected[i] = reply.applied_seq
         self.since_snapshot[i] = 0
         return reply
 
