@@ -138,38 +138,34 @@ class EventLog:
         known: dict[str, int] = {}
         ids = [e.msg_id for e in events if e.msg_id is not None]
         if ids:
-            unseen = []
-            for key in ids:
-                for group in before:
-                    if key in group.ids:
-                        known[key] = group.ids[key]
-                        break
-                else:
-                    unseen.append(key)
+            for group in before:  # at most two: the group committing, and the one after it
+                for key in group.ids.keys() & ids:
+                    known[key] = group.ids[key]
+            unseen = [key for key in ids if key not in known] if known else ids
             if unseen:
                 known.update(self._known_msg_ids(unseen))
         mine: dict[str, int] = {}
         acks: list[Ack] = []
         rows: list[Row] = []
         params: list[Any] = []
-        add = params.extend
+        add, row, ack = params.extend, rows.append, acks.append
         with clock.stamping() as stamp:
             for e in events:
                 msg_id = e.msg_id
                 if msg_id is not None:
                     if msg_id in known:
-                        acks.append(Ack(known[msg_id], True))
+                        ack(Ack(known[msg_id], True))
                         continue
                     known[msg_id] = mine[msg_id] = seq + 1
                 seq += 1
                 ts, at = stamp(e.ts, e.wall)
-                body = e.body
-                if e.type == "track":
-                    add((seq, e.user, "track", e.event, ts, at, body, None, msg_id, e.context))
+                user, kind, name, body, context = e.user, e.type, e.event, e.body, e.context
+                if kind == "track":
+                    add((seq, user, kind, name, ts, at, body, None, msg_id, context))
                 else:
-                    add((seq, e.user, e.type, e.event, ts, at, None, body, msg_id, e.context))
-                rows.append(Row(seq, e.user, e.type, e.event, ts, at, body, e.context))
-                acks.append(Ack(seq, False))
+                    add((seq, user, kind, name, ts, at, None, body, msg_id, context))
+                row(Row(seq, user, kind, name, ts, at, body, context))
+                ack(Ack(seq, False))
         if rows:
             self._staged.append(_Staged(params, len(rows), seq, rows[-1].clock, mine))
         return Appended(acks, rows)
