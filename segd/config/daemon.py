@@ -50,6 +50,7 @@ def read_daemon(reader: Reader, raw: Raw) -> DaemonConfig:
         synchronous=synchronous,
         max_pending=reader.positive_int(t, raw, "max_pending", d.max_pending),
         max_connections=reader.positive_int(t, raw, "max_connections", d.max_connections),
+        backlog=reader.positive_int(t, raw, "backlog", d.backlog),
         snapshot_every=reader.positive_int(t, raw, "snapshot_every", d.snapshot_every),
         metrics=metrics,
     )

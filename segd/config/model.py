@@ -63,6 +63,7 @@ class DaemonConfig:
     synchronous: str = "full"  # SQLite synchronous for the log: "full" | "normal"
     max_pending: int = 200_000  # events waiting for a commit before `overloaded`
     max_connections: int = 1024
+    backlog: int = 1024  # listen backlog of each socket: connects queued before accept()
     snapshot_every: int = 100_000  # events a shard applies between snapshots
     metrics: str = ""  # "host:port" of the Prometheus endpoint; empty = off
 
