@@ -25,6 +25,7 @@ from prometheus_client.core import (
 
 from segd.config.values import parse_address
 from segd.daemon.health import STATES
+from segd.errors import SegdError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -150,10 +151,15 @@ class MetricsServer:
     def start(self) -> None:
         """Serve the endpoint from a prometheus_client thread; call it on the daemon's running
         loop, which scrapes then ask for ``stats``. ``port`` becomes the port actually bound;
-        OSError if the address cannot be bound."""
+        SegdError naming ``[daemon] metrics`` if the address cannot be bound."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StatsCollector(self.stats, asyncio.get_running_loop()))
-        self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
+        except OSError as exc:
+            raise SegdError(
+                f"[daemon] metrics = '{self.host}:{self.port}': cannot listen there: {exc.strerror or exc}"
+            ) from exc
         self.port = self._server.server_port
         log.info("metrics_listening", address=f"{self.host}:{self.port}")
 
