@@ -136,20 +136,22 @@ def init_ray(config: Config) -> bool:
     if ray.is_initialized():
         return False
     logs.route_stdlib("ray")
-    address = config.ray.address or None
+    # "local", not None: ray.init(address=None) joins the cluster named in
+    # /tmp/ray/ray_current_cluster (the last `ray start` on the machine) when there is one.
+    address = config.ray.address or "local"
     kwargs: dict[str, Any] = {
         "namespace": "segd",
         "runtime_env": {"worker_process_setup_hook": "segd.logs.worker_setup"},
         "logging_level": "WARNING",
         "log_to_driver": True,
     }
-    if address is None:
+    if address == "local":
         kwargs["include_dashboard"] = False
         if config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
     with _shielded():
         ray.init(address=address, **kwargs)
-    log.info("ray_ready", address=address or "local", nodes=len(_alive_nodes()))
+    log.info("ray_ready", address=address, nodes=len(_alive_nodes()))
     return True
 
 
