@@ -100,13 +100,15 @@ class Probe(Generic[T]):
     async def read(self, bound: float) -> bool:
         """Refresh ``value`` if the target answers within ``bound`` seconds; whether it did.
 
-        A call still in flight from an earlier read is waited for again instead of sending
-        another, so a frozen actor never has more than one of these queued.
+        While a call from an earlier read is still unanswered, no other is sent and the
+        answer is the last known value at once: the target has already kept a call waiting
+        past the bound, and a frozen actor must not pile up one call per ``stats``. The late
+        answer, when it comes, becomes the last known value.
         """
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = asyncio.ensure_future(self._fetch())
-            pending.add_done_callback(self._settle)
+        if self._pending is not None:
+            return False
+        pending = self._pending = asyncio.ensure_future(self._fetch())
+        pending.add_done_callback(self._settle)
         await asyncio.wait({pending}, timeout=bound)
         return pending.done() and not pending.cancelled() and pending.exception() is None
 

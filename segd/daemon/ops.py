@@ -36,7 +36,7 @@ from store.eventlog import EventLog
 
 log = structlog.get_logger("segd.daemon")
 
-STATS_BOUND = 0.5  # seconds ``stats`` waits for any actor before using its last known value
+STATS_BOUND = 2.0  # seconds ``stats`` waits for any actor before using its last known value
 
 
 class Ops:
