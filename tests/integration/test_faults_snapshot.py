@@ -96,3 +96,20 @@ def test_a_start_that_fails_takes_no_snapshot(tmp_path):
     assert "recovery_done" in names and "snapshot_taken" not in names, names
     assert snapshots(d.data_dir) == good
     assert acked.missing_from(d.data_dir) == []
+
+
+def test_a_garbage_event_log_is_refused_naming_the_file_and_left_untouched(tmp_path):
+    cfg = fault_config(tmp_path, own_ray=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    garbage = os.urandom(64 * 1024)
+    (data / "events.db").write_bytes(garbage)
+    d = Daemon(cfg)
+    try:
+        code = d.proc.wait(120)
+    finally:
+        d.stop_now()
+    assert code == 3, d.tail()
+    assert str(data / "events.db") in d.tail()
+    assert (data / "events.db").read_bytes() == garbage
+    assert not (data / "snapshots.db").exists()
