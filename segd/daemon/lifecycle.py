@@ -263,6 +263,9 @@ def _reclaim_signals() -> None:
         handler = signal.getsignal(sig)
         if callable(handler):  # ours, set by run_daemon through the event loop
             signal.signal(sig, handler)
+    # A SIGTERM that came while ray.init ran went through absl's handler, which armed its
+    # abort alarm; segd sets no alarm of its own, so cancelling it loses nothing.
+    signal.alarm(0)
 
 
 def run_daemon(config: Config) -> int:
