@@ -79,5 +79,7 @@ def route_stdlib(name: str) -> None:
 
 
 def worker_setup() -> None:
-    """Ray ``worker_process_setup_hook``: the same logging in every worker process."""
+    """Ray ``worker_process_setup_hook``: the same logging in every worker process, Ray's
+    own Python logging included."""
     configure()
+    route_stdlib("ray")
