@@ -78,9 +78,7 @@ class Daemon:
     """One ``segd run`` child, in a new session and process group of its own (as a shell's
     job control or systemd would start it); its stderr goes to ``log``."""
 
-    def __init__(
-        self, config: Path, *, preexec: Callable[[], None] | None = None, env: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, config: Path, *, preexec: Callable[[], None] | None = None) -> None:
         from segd.config import load_config
 
         self.config = config
@@ -96,7 +94,6 @@ class Daemon:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=preexec,
-                env={**os.environ, **(env or {})},
             )
         self.pid = self.proc.pid
 
