@@ -111,3 +111,40 @@ def test_systemd_stop_sigterm_to_the_whole_control_group_drains_and_exits_0(tmp_
             d.stop_now()
     finally:
         group.close()
+
+
+def test_sighup_to_the_whole_process_group_reloads_and_leaves_ray_running(tmp_path):
+    d = Daemon(fault_config(tmp_path))
+    try:
+        d.wait_ready()
+        ray_processes = _ray_core(d)
+        assert len(ray_processes) >= 4, ray_processes  # GCS, raylet, 2 shards, the manager
+        os.killpg(d.pid, signal.SIGHUP)
+        wait_until(
+            lambda: "reload_nothing_to_apply" in [e["event"] for e in d.events()], 30, what="the reload"
+        )
+        acked = Acked()
+        with d.client() as c:
+            acked.send(c, views("after-hup", 100))
+            assert c.sync()["seq"] == max(acked.seqs.values())
+            assert c.segment("viewers")["size"] == 100
+        assert _ray_core(d) == ray_processes, "a Ray process died of SIGHUP"
+        os.kill(d.pid, signal.SIGTERM)
+        assert d.proc.wait(120) == 0, d.tail()
+    finally:
+        d.stop_now()
+
+
+def _ray_core(d: Daemon) -> set[int]:
+    """The pids of Ray's GCS and raylet and of the workers hosting segd's actors (idle
+    workers come and go as Ray pleases)."""
+    core = set()
+    for p in d.session_processes():
+        cmd = " ".join(p.cmdline())
+        if (
+            "gcs_server" in cmd
+            or "/raylet" in cmd
+            or cmd.startswith(("ray::UserShard", "ray::SegmentManager"))
+        ):
+            core.add(p.pid)
+    return core
