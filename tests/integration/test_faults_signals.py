@@ -148,3 +148,19 @@ def _ray_core(d: Daemon) -> set[int]:
         ):
             core.add(p.pid)
     return core
+
+
+def test_sigterm_while_starting_finishes_the_start_then_stops_with_0(tmp_path):
+    d = Daemon(fault_config(tmp_path))
+    try:
+        wait_until(
+            lambda: "ray_ready" in [e["event"] for e in d.events()] or d.proc.poll() is not None,
+            120,
+            what="Ray to be up",
+        )
+        os.kill(d.pid, signal.SIGTERM)  # recovery, the actors and the socket are still to come
+        assert d.proc.wait(120) == 0, d.tail()
+    finally:
+        d.stop_now()
+    names = [e["event"] for e in d.events()]
+    assert names.index("daemon_started") < names.index("daemon_stopping") < names.index("daemon_stopped")
