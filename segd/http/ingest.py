@@ -107,16 +107,16 @@ def to_event(msg: dict[str, Any], where: str, batch: Parsed, received: float) ->
     kind = msg.get("type")
     if kind not in TYPES:
         raise HttpError("bad_request", f"'{where}type' must be one of {', '.join(TYPES)}, got {kind!r}")
-    user = _id(msg, "userId", where) or _id(msg, "anonymousId", where)
+    user_id, anonymous_id = _id(msg, "userId", where), _id(msg, "anonymousId", where)
+    user = user_id or anonymous_id
     if user is None:
         raise HttpError("bad_request", f"'{where}userId' or '{where}anonymousId' is required")
     msg_id = _string(msg, "messageId", where, MAX_MSG_ID)
-    ts = _time(msg, "timestamp", where)
-    if ts is None:
-        ts = _time(msg, "originalTimestamp", where)
+    ts, original = _time(msg, "timestamp", where), _time(msg, "originalTimestamp", where)
+    sent_at = _time(msg, "sentAt", where)
+    sent_at = batch.sent_at if sent_at is None else sent_at
+    ts = original if ts is None else ts
     if ts is not None:
-        sent_at = _time(msg, "sentAt", where)
-        sent_at = batch.sent_at if sent_at is None else sent_at
         if sent_at is not None:
             ts += received - sent_at
         if not math.isfinite(ts):
