@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from tests.helpers import DaemonThread, make_config
+from segd.wire.client import AsyncClient
+from tests.helpers import DaemonThread, make_config, wait_until
 
 WRITE_KEY = "test-write-key"
 
@@ -113,3 +115,17 @@ class CommitGate:
     def release(self) -> None:
         self.d.loop.call_soon_threadsafe(self.held.set)
         self.future.result(10)
+
+
+def fill_pending(d, n: int) -> threading.Thread:
+    """Submit ``n`` events over the socket from a thread; they wait while the gate holds."""
+
+    async def send() -> None:
+        c = await AsyncClient.connect(d.socket)
+        await c.send_events([{"type": "track", "user": f"filler{i}", "event": "view"} for i in range(n)])
+        await c.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(send(),))
+    thread.start()
+    wait_until(lambda: d.daemon.committer.pending >= n, 10, what="the socket events to be pending")
+    return thread
