@@ -7,26 +7,23 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import threading
 
 import pytest
-import requests
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
 from segd.wire.client import Client
-from tests.helpers import start_subprocess_daemon, wait_until, write_config
+from tests.helpers import wait_until
 from tests.http_helpers import (
-    MODEL,
     WRITE_KEY,
     CommitGate,
     fill_pending,
-    http_config_text,
     log_count,
     log_rows,
     start_http_daemon,
+    start_subprocess_http_daemon,
 )
 from tests.sdk_plan import calls, expected_user
 
@@ -118,26 +115,12 @@ def test_sdk_retries_under_back_pressure_and_loses_nothing(tmp_path, name):
         d.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("name", SDKS)
 def test_sdk_flushed_messages_survive_kill_9(tmp_path, name):
     """``segd run`` as a child; the SDK's flush returns (every batch answered 200); then
     kill -9: every flushed messageId is in the log file."""
-    port = free_port()
-    http = http_config_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
-    config = write_config(tmp_path, http + MODEL)
-    socket_path = next(
-        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("socket")
-    )
-    proc = start_subprocess_daemon(config, socket_path)
+    proc, url = start_subprocess_http_daemon(tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).ok, 30, what="HTTP to answer")
         client, errors = sdk(name, url)
         plan = [
             ("track", {"user_id": f"{name}-k{i % 7}", "event": "view", "message_id": f"{name}-k-{i}"})
