@@ -89,8 +89,9 @@ class HttpFace:
         for kind in INGEST_PATHS:
             r.add_post(f"/v1/{kind}", self._ingest_handler(kind))
         api.add_routes(r, self)
-        r.add_get("/healthz", self._healthz, allow_head=False)
-        r.add_get("/readyz", self._readyz, allow_head=False)
+        # HEAD too: some load balancers probe with it.
+        r.add_get("/healthz", self._healthz)
+        r.add_get("/readyz", self._readyz)
         r.add_get("/api/openapi.json", self._openapi, allow_head=False)
         r.add_get("/", _console, allow_head=False)
         return app

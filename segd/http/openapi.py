@@ -72,6 +72,15 @@ def _get(summary: str, answer: str, parameters: list[dict[str, Any]] | None = No
     }
 
 
+def _probe(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A health probe: GET, and HEAD for load balancers that probe with it."""
+    head = {code: {"description": r["description"]} for code, r in responses.items()}
+    return {
+        "get": {"summary": summary, "responses": responses},
+        "head": {"summary": summary, "responses": head},
+    }
+
+
 _SINCE = _query("since", _NUMBER, "Earliest logical time (seconds since the epoch)")
 _UNTIL = _query("until", _NUMBER, "Latest logical time (seconds since the epoch)")
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1}, "At most this many items")
@@ -311,21 +320,14 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "The OpenAPI document")},
                 }
             },
-            "/healthz": {
-                "get": {
-                    "summary": "Alive",
-                    "responses": {"200": _json(_ref("Health"), "The daemon's loop answers")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Recovered and applying events",
-                    "responses": {
-                        "200": _json(_ref("Ready"), "Ready"),
-                        "503": _json(_ref("Ready"), "Not ready: draining, or event routing stopped"),
-                    },
-                }
-            },
+            "/healthz": _probe("Alive", {"200": _json(_ref("Health"), "The daemon's loop answers")}),
+            "/readyz": _probe(
+                "Recovered and applying events",
+                {
+                    "200": _json(_ref("Ready"), "Ready"),
+                    "503": _json(_ref("Ready"), "Not ready: draining, or event routing stopped"),
+                },
+            ),
             "/": {
                 "get": {
                     "summary": "The web console (a placeholder page for now)",

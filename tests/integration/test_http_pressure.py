@@ -85,3 +85,12 @@ def test_healthz_answers_alive(tmp_path):
         assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "alive"}
     finally:
         d.stop()
+
+
+def test_health_probes_answer_head(tmp_path):
+    d, url = start_http_daemon(tmp_path)
+    try:
+        codes = [requests.head(f"{url}{path}", timeout=30).status_code for path in ("/healthz", "/readyz")]
+        assert codes == [200, 200]
+    finally:
+        d.stop()
