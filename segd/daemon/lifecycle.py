@@ -37,6 +37,7 @@ from segd.daemon.router import Router
 from segd.daemon.server import Server
 from segd.daemon.subscriptions import Hub
 from segd.errors import ConfigError
+from segd.http.app import HttpFace
 from store.datadir import DataDirLock
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
@@ -62,6 +63,7 @@ class Daemon:
     server: Server
     ops: Ops
     metrics: MetricsServer | None
+    http: HttpFace | None = None  # [http] listen set: the HTTP face (SPEC section 8)
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -142,7 +144,8 @@ class Daemon:
         )
         await self.router.recover()
         # Stopping runs these in reverse: stop accepting, drain the log, route it, then
-        # flush the answers owed to clients.
+        # flush the answers owed to clients. HTTP stops last: it answers 503 meanwhile.
+        stack.push_async_callback(self._stop_http)
         stack.push_async_callback(self.server.close_connections)
         self.router.start()
         stack.push_async_callback(self._close_router)
@@ -153,6 +156,9 @@ class Daemon:
             stack.callback(ticker.cancel)
         await self.server.start()
         stack.push_async_callback(self.server.stop_accepting)
+        if self.config.http.listen:
+            self.http = HttpFace(self.config.http, self.ops, self.committer)
+            await self.http.start()
         self.metrics = None
         if cfg.metrics:
             self.metrics = MetricsServer(cfg.metrics, self.ops.stats)
@@ -192,6 +198,10 @@ class Daemon:
                 action="stopping anyway; the next start replays the rest of the log",
                 exc_info=self.router.failed is None,  # a failed router logged its traceback already
             )
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file and apply ``[campaigns]``, ``[channels]`` and
