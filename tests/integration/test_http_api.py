@@ -10,6 +10,7 @@ import requests
 
 from segd.errors import RemoteError
 from segd.wire.client import Client
+from tests.helpers import wait_until
 from tests.http_helpers import MODEL, needs_query_ops, start_http_daemon
 
 CAMPAIGN = """
@@ -34,6 +35,8 @@ def served(tmp_path_factory, ray_session):
             for _ in range(i % 3 + 1):
                 c.track(user, "view", {"price": 10 * i})
         c.sync()
+        # the welcome messages go out in the background: compare answers once they are sent
+        wait_until(lambda: c.stats()["messages"]["pending"] == 0, 60, what="the welcome messages sent")
         yield d, url, c
     d.stop()
 
