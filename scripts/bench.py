@@ -12,6 +12,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   connections with batches of 1 (one ``track``/``identify`` request per event), 100 and
   1,000 events, each connection keeping ``--window`` requests in flight, each cell applied
   (``sync``) before the next starts.
+- HTTP ingest (scripts/bench_http.py): the same daemon's Segment-compatible ingest, by the
+  Python SDK with its default batching and by raw clients posting 500-message batches,
+  beside the socket figure, with the daemon's CPU-seconds per 1,000 events for each.
 - freshness: event -> transition latency at ``--rate`` events/s (default 10,000), and again
   unloaded at ``--low-rate`` (default 1,000): from just before the batch holding the event
   is written to the socket (the load generator flushes what is due every 10 ms) to the
@@ -67,6 +70,7 @@ for _p in (HERE.parent, HERE):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import bench_http  # noqa: E402
 import benchlib  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
@@ -338,6 +342,7 @@ def main_daemon(
     out["ray_floor"] = {f"p{q}_ms": benchlib.percentile(trips, q) for q in (50, 95, 99)}
 
     config, sock = benchlib.write_config(tmp / "main", shards=args.shards, address=address)
+    http_url = bench_http.enable(config)
     fresh = list(workload(12, plan["users"], int(args.rate * plan["fresh_seconds"]), None, user_prefix="f"))
     calm = list(workload(14, plan["users"], int(args.low_rate * plan["calm_seconds"]), None, user_prefix="c"))
     log = tmp / "main" / "daemon.log"
@@ -350,8 +355,13 @@ def main_daemon(
         cpu_after, loop_after = daemon.cpu_seconds()
         ingest["daemon_cpu_us_per_event"] = (cpu_after - cpu) / ingest["events"] * 1e6
         ingest["loop_cpu_us_per_event"] = (loop_after - loop) / ingest["events"] * 1e6
+        ingest["daemon_cpu_ms_per_1000"] = ingest["daemon_cpu_us_per_event"]  # us/event = ms/1,000 events
+        pid = daemon.proc.pid if daemon.proc else None
         out["ingest_eps"], out["ingest_applied_eps"] = ingest["ack_eps"], ingest["applied_eps"]
         out["ingest"] = ingest
+        http_items = list(workload(13, plan["users"], plan["events"], None, user_prefix="h"))
+        say(f"http ingest: {len(http_items) // 2} events by the Python SDK, the rest in 500-message batches")
+        out["http"] = bench_http.run(pid, http_url, sock, http_items, args.connections)
         say(f"freshness: {len(calm)} events at {args.low_rate:,.0f} events/s (unloaded)")
         out["freshness_low"] = asyncio.run(_freshness(sock, calm, args.low_rate, args))
         say(f"freshness: {len(fresh)} events at {args.rate:,.0f} events/s")
@@ -533,6 +543,15 @@ def print_table(r: dict) -> None:
             f"{cell['daemon_cpu_us_per_event']:.1f} / {cell['loop_cpu_us_per_event']:.1f} us CPU",
             f"{cell['eps'] / r['ingest_limit_eps']:.2f}",
             "",
+        )
+    for key, label in (("sdk", "Python SDK defaults"), ("batch500", "500-message batches")):
+        h = r["http"][key]
+        t.add_row(
+            f"HTTP ingest, {label}",
+            _eps(h["eps"]),
+            f"{_eps(r['ingest_eps'])} socket",
+            f"{h['eps'] / r['ingest_eps']:.2f}",
+            f"daemon CPU {h['daemon_cpu_ms_per_1000']:.0f} ms/1k ev (socket {ing['daemon_cpu_ms_per_1000']:.0f})",
         )
     t.add_row(
         f"freshness p50/95/99 @ {fr['achieved_eps']:,.0f} ev/s",
