@@ -104,6 +104,12 @@ def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
     for part in s["stale"]:
         stale.add_metric([part], 1)
     yield stale
+    degraded = GaugeMetricFamily(
+        "segd_store_degraded", "1 for a derived store whose writes fail and are retried", labels=["store"]
+    )
+    for failing in s["degraded"]:
+        degraded.add_metric([failing["store"]], 1)
+    yield degraded
     yield GaugeMetricFamily("segd_connections", "Open client connections", value=s["connections"])
     yield GaugeMetricFamily("segd_subscribers", "Transition subscribers", value=s["subscribers"])
     yield GaugeMetricFamily("segd_clock_seconds", "The engine clock", value=s["clock"])

@@ -91,11 +91,13 @@ class Ops:
     def readiness(self) -> dict[str, Any]:
         """What ``/readyz`` answers: ``ready`` and a ``status``. Ops exists only once the
         daemon has recovered, so it is ready while not draining and the router applies
-        events. (The place for further states, e.g. a failing derived store.)"""
+        events: not while a derived store fails (``degraded``, see ``segd.daemon.stores``)."""
         if self.draining:
             return {"ready": False, "status": "draining"}
         if self.router.failed is not None:
             return {"ready": False, "status": "failed", "reason": repr(self.router.failed)}
+        if degraded := self.router.stores.degraded:  # a derived store fails: applying waits
+            return {"ready": False, "status": "degraded", "degraded": degraded}
         return {
             "ready": True,
             "status": "ready",
@@ -245,6 +247,7 @@ class Ops:
             "transitions": rt.transitions,
             "shards": shards,
             "stale": [part.what for part, ok in zip(parts, fresh, strict=True) if not ok],
+            "degraded": rt.stores.degraded,
             "recoveries": rt.recoveries,
             "catch_ups": rt.catch_ups,
             "subscribers": len(self.hub.subscribers),

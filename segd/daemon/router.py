@@ -24,6 +24,11 @@ A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daem
 brings it back from its snapshot and the log before the batch goes on; what the replay
 produces again reaches subscribers only if the managers had not recorded it.
 
+Derived stores: a write to segments.db, snapshots.db or outbox.db that fails is retried with
+backoff (``segd.daemon.stores``) and the daemon is degraded meanwhile; the recorder waits, so
+the router applies at most MAX_UNRECORDED transitions past what is recorded, and rows go on
+being logged and acknowledged (past ``max_queued`` they are read back from the log later).
+
 Time: shards are never advanced past the clock of a row that is stamped but not yet here
 (``horizon``, the committer's), so a timer never fires live ahead of an event that replay
 applies before it.
@@ -45,7 +50,9 @@ from actors.records import GoalEvent, Row, ShardReply, Transition, UserContext
 from segd.clock import Clock
 from segd.daemon.recovery import SCAN_BATCH, Recovery
 from segd.daemon.runtime import ActorDown, Runtime, retrying
+from segd.daemon.stores import Stores
 from store.eventlog import EventLog
+from store.schema import OUTBOX_FILE, SEGMENTS_FILE, SNAPSHOTS_FILE
 from store.snapshots import Snapshot, SnapshotStore
 
 log = structlog.get_logger("segd.router")
@@ -206,6 +213,7 @@ class Router:
         self.transitions = 0  # new transitions recorded
         self.catch_ups = 0  # times rows were read back from the log
         self.failed: BaseException | None = None
+        self.stores = Stores()  # the derived stores' writes, retried while they fail
         self._queue: deque[Item] = deque()
         self._queued = 0  # rows in _queue
         self._behind = False  # rows were left in the log: catch up from disk
@@ -320,7 +328,9 @@ class Router:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-router")
 
     async def close(self, *, snapshot: bool = True) -> None:
-        """Route everything queued, snapshot every shard (unless ``snapshot`` is False), stop."""
+        """Route everything queued, snapshot every shard (unless ``snapshot`` is False), stop.
+        A derived store that still fails is tried once more, then its error is raised."""
+        self.stores.close()
         if self._task is not None:
             self._put(Stop())
             await self._task
@@ -553,11 +563,12 @@ class Router:
         while not (reply := await self.runtime.forget(i, user, self.applied[i])).ok:
             await self._recover(i, self.sent_seq, self.advanced)  # its transitions were recorded before
         # The old snapshot holds the user's state: drop it before anything else can read it.
-        await asyncio.to_thread(self.snapshots.delete, i)
+        persist = self.stores.persist
+        await persist(SNAPSHOTS_FILE, asyncio.to_thread, self.snapshots.delete, i)
         for m in range(MANAGERS):
-            await retrying(f"manager {m}", self.runtime.forget_at_manager, m, user)
+            await persist(SEGMENTS_FILE, retrying, f"manager {m}", self.runtime.forget_at_manager, m, user)
         if self.runtime.dispatcher is not None:
-            await retrying("dispatcher", self.runtime.forget_messages, user)
+            await persist(OUTBOX_FILE, retrying, "dispatcher", self.runtime.forget_messages, user)
         await self._snapshot(i)
         exits = reply.transitions
         if exits and self.on_transitions is not None:
@@ -572,8 +583,11 @@ class Router:
         if snap is None:
             log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")
             return
-        await asyncio.to_thread(
-            self.snapshots.put, Snapshot(i, self.n, self.fingerprint, snap.applied_seq, snap.state)
+        await self.stores.persist(
+            SNAPSHOTS_FILE,
+            asyncio.to_thread,
+            self.snapshots.put,
+            Snapshot(i, self.n, self.fingerprint, snap.applied_seq, snap.state),
         )
         self.since_snapshot[i] = 0
         log.info("snapshot_taken", shard=i, seq=snap.applied_seq, bytes=len(snap.state))
@@ -648,7 +662,11 @@ class Router:
             triggers = self.runtime.policy.triggers_of(effects.transitions, effects.contexts)
             # The clock alone (for deferred deliveries) needs no call per batch: once a second.
             if triggers or goals or clock >= self.dispatched_clock + CLOCK_EVERY:
-                calls.append(retrying("dispatcher", self.runtime.dispatch, triggers, goals, clock))
+                calls.append(
+                    self.stores.persist(
+                        OUTBOX_FILE, retrying, "dispatcher", self.runtime.dispatch, triggers, goals, clock
+                    )
+                )
                 self.dispatched_clock = max(clock, self.dispatched_clock)
         if calls:
             await asyncio.gather(*calls)
@@ -660,7 +678,9 @@ class Router:
         new: list[Transition] = []
         for m, ts in enumerate(by_manager):
             if ts:
-                new += await retrying(f"manager {m}", self.runtime.record, m, ts)
+                new += await self.stores.persist(
+                    SEGMENTS_FILE, retrying, f"manager {m}", self.runtime.record, m, ts
+                )
         self.transitions += len(new)
         if effects.replayed and self.on_transitions is not None:
             # A recovery's transitions: the new ones are those subscribers have not seen.

@@ -325,7 +325,10 @@ def document() -> dict[str, Any]:
                 "Recovered and applying events",
                 {
                     "200": _json(_ref("Ready"), "Ready"),
-                    "503": _json(_ref("Ready"), "Not ready: draining, or event routing stopped"),
+                    "503": _json(
+                        _ref("Ready"),
+                        "Not ready: draining, event routing stopped, or a derived store failing",
+                    ),
                 },
             ),
             "/": {
