@@ -17,7 +17,8 @@ to each manager and to the dispatcher. So neither a manager's commit nor the dis
 is in the way of the next event's transitions, and when they are slower than the shards
 their commits cover more batches instead of falling behind. What needs everything recorded
 first (a snapshot, ``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and
-so does the next batch when MAX_UNRECORDED transitions wait.
+so does the next batch when MAX_UNRECORDED transitions wait (``segd.daemon.recorder``; the
+queue items and batch records are in ``segd.daemon.batches``).
 
 Recovery: every shard call carries the applied seq the router expects the shard to be at.
 A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daemon.recovery``
@@ -40,14 +41,26 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from actors.placement import MANAGERS, manager_of, shard_of
-from actors.records import GoalEvent, Row, ShardReply, Transition, UserContext
+from actors.placement import MANAGERS, shard_of
+from actors.records import Row, ShardReply, Transition
 from segd.clock import Clock
+from segd.daemon.batches import (
+    Barrier,
+    Between,
+    Effects,
+    Forget,
+    InFlight,
+    Item,
+    Rows,
+    Stop,
+    Tick,
+    Trace,
+)
+from segd.daemon.recorder import Recorder
 from segd.daemon.recovery import SCAN_BATCH, Recovery
 from segd.daemon.runtime import ActorDown, Runtime, retrying
 from segd.daemon.stores import Stores
@@ -59,118 +72,11 @@ log = structlog.get_logger("segd.router")
 
 MAX_BATCH = 20_000  # rows per routed batch
 MAX_QUEUED = 200_000  # rows held in memory; past this the router reads them back from the log
-CLOCK_EVERY = 1.0  # engine seconds between dispatcher calls that only pass the clock on
-MAX_UNRECORDED = 100_000  # transitions applied and not yet recorded before the router waits
 PIPELINE = 2  # batches whose shard calls may be in flight at once
 
 
 class RouterFailed(Exception):
     """The router stopped on an unexpected error; the daemon cannot apply events."""
-
-
-# ---------------------------------------------------------------------- queue items
-
-
-@dataclass(slots=True)
-class Rows:
-    """Rows just committed to the log, in log order; ``at``: when (``time.monotonic``)."""
-
-    rows: list[Row]
-    at: float
-
-
-@dataclass(slots=True)
-class Tick:
-    """Advance every shard to ``clock`` (wall-mode timers)."""
-
-    clock: float
-
-
-@dataclass(slots=True)
-class Barrier:
-    """``sync``: advance every shard to ``clock``, then answer ``routed_seq`` once everything
-    queued before is routed."""
-
-    clock: float
-    done: asyncio.Future[int]
-
-
-@dataclass(slots=True)
-class Forget:
-    """Erase ``user`` from the shards, managers and outbox; answered with segments left."""
-
-    user: str
-    done: asyncio.Future[int]
-
-
-@dataclass(slots=True)
-class Between:
-    """Run ``fn()`` between two batches (config reload); answered with its result."""
-
-    fn: Callable[[], Awaitable[Any]]
-    done: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
-class Stop:
-    """Route what is queued before this, then stop."""
-
-
-Item = Rows | Tick | Barrier | Forget | Between | Stop
-
-
-@dataclass(slots=True)
-class Effects:
-    """What applying a batch produced on the shards, to be recorded. ``replayed``: ids of
-    transitions a recovery produced again, which go to subscribers only once recorded as new
-    (the others went out as soon as the shard answered)."""
-
-    transitions: list[Transition] = field(default_factory=list)
-    contexts: dict[str, UserContext] = field(default_factory=dict)
-    replayed: set[str] = field(default_factory=set)
-
-    def add(self, reply: ShardReply, *, replayed: bool = False) -> None:
-        self.transitions += reply.transitions
-        self.contexts.update(reply.contexts)
-        if replayed:
-            self.replayed.update(t.id for t in reply.transitions)
-
-
-@dataclass(slots=True)
-class InFlight:
-    """A batch whose shard calls were sent and are not settled yet: ``calls`` are the shard
-    calls (shard index, the call's task), ``answered`` completes once they all have."""
-
-    calls: list[tuple[int, asyncio.Task[ShardReply]]]
-    answered: asyncio.Future[list[ShardReply]]
-    expects: dict[int, int]  # the applied seq each call told its shard to expect
-    sizes: dict[int, int]  # rows sent to each shard
-    rows: list[Row]
-    clock: float
-    upto: int
-    trace: Trace
-
-
-@dataclass(slots=True)
-class Unrecorded:
-    """A batch applied at the shards whose effects wait for the recorder."""
-
-    effects: Effects
-    clock: float
-    goals: list[GoalEvent]
-    upto: int
-    trace: Trace | None
-
-
-@dataclass(slots=True)
-class Trace:
-    """When one batch passed each hop (``time.monotonic``), for the ``batch_routed`` log line."""
-
-    first_seq: int
-    last_seq: int
-    committed: float  # the commit of its first rows returned
-    started: float  # the router took it
-    applied: float = 0.0  # every shard answered; its transitions went to subscribers
 
 
 class Router:
@@ -206,11 +112,8 @@ class Router:
         self.applied = [0] * self.n  # each shard's applied seq, as it last reported
         self.expected = [0] * self.n  # ... once the calls in flight are applied
         self.since_snapshot = [0] * self.n  # rows applied by each shard since its snapshot
-        self.routed_seq = 0  # every effect of the log up to here is recorded
         self.sent_seq = 0  # the log up to here is applied at the shards (recorded or not yet)
         self.advanced = float("-inf")  # the largest clock a shard was advanced to
-        self.dispatched_clock = float("-inf")  # the last clock passed to the dispatcher
-        self.transitions = 0  # new transitions recorded
         self.catch_ups = 0  # times rows were read back from the log
         self.failed: BaseException | None = None
         self.stores = Stores()  # the derived stores' writes, retried while they fail
@@ -220,15 +123,29 @@ class Router:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: deque[InFlight] = deque()  # batches sent to the shards, in log order
-        self._unrecorded: list[Unrecorded] = []  # applied, in log order, for the recorder
-        self._waiting_transitions = 0  # transitions in _unrecorded
-        self._recorder: asyncio.Task[None] | None = None
+        self.recorder = Recorder(runtime, self.stores, on_transitions)  # effects, in the background
+        self._record_later = self.recorder.later
+        self._drain = self.recorder.drain
         self._tick_pending = False
 
     @property
     def recoveries(self) -> int:
         """Shards recovered after a failure."""
         return self.recovery.count
+
+    @property
+    def routed_seq(self) -> int:
+        """Every effect of the log up to here is recorded."""
+        return self.recorder.routed_seq
+
+    @routed_seq.setter
+    def routed_seq(self, seq: int) -> None:
+        self.recorder.routed_seq = seq
+
+    @property
+    def transitions(self) -> int:
+        """New transitions recorded."""
+        return self.recorder.transitions
 
     @property
     def lag(self) -> int:
@@ -384,8 +301,7 @@ class Router:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("router_failed")
             self.failed = exc
-            if self._recorder is not None:
-                self._recorder.cancel()
+            self.recorder.cancel()
             for batch in self._inflight:
                 batch.answered.cancel()
                 for _, call in batch.calls:
@@ -591,102 +507,6 @@ class Router:
         )
         self.since_snapshot[i] = 0
         log.info("snapshot_taken", shard=i, seq=snap.applied_seq, bytes=len(snap.state))
-
-    # ------------------------------------------------------------------ segment managers, dispatch
-
-    async def _record_later(
-        self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
-    ) -> None:
-        """Hand a batch's effects to the recorder (see the module docstring); ``routed_seq``
-        moves to ``upto`` once they are recorded. Returns at once, unless too much waits."""
-        if self._recorder is not None and self._recorder.done():
-            await self._drain()  # a finished recorder: raise what it raised, if anything
-        self._unrecorded.append(Unrecorded(effects, clock, goals, upto, trace))
-        self._waiting_transitions += len(effects.transitions)
-        if self._recorder is None:
-            self._recorder = asyncio.get_running_loop().create_task(self._record_all(), name="segd-record")
-        if self._waiting_transitions > MAX_UNRECORDED:
-            await self._drain()
-
-    async def _record_all(self) -> None:
-        """The recorder: record what waits, all of it in one round, until nothing does."""
-        while self._unrecorded:
-            batches, self._unrecorded = self._unrecorded, []
-            self._waiting_transitions = 0
-            effects = Effects()
-            goals: list[GoalEvent] = []
-            for b in batches:
-                effects.transitions += b.effects.transitions
-                effects.contexts.update(b.effects.contexts)
-                effects.replayed |= b.effects.replayed
-                goals += b.goals
-            await self._record(effects, max(b.clock for b in batches), goals)
-            self.routed_seq = max(self.routed_seq, batches[-1].upto)
-            recorded = round(time.monotonic(), 6)
-            for b in batches:
-                if b.trace is not None:
-                    log.debug(
-                        "batch_routed",
-                        first_seq=b.trace.first_seq,
-                        last_seq=b.trace.last_seq,
-                        committed=round(b.trace.committed, 6),
-                        started=round(b.trace.started, 6),
-                        applied=round(b.trace.applied, 6),
-                        recorded=recorded,
-                        transitions=len(b.effects.transitions),
-                        recorded_with=len(batches),
-                    )
-
-    async def _drain(self) -> None:
-        """Wait until the batches applied so far are recorded; raises what recording raised."""
-        while (task := self._recorder) is not None:
-            try:
-                await task
-            finally:
-                if self._recorder is task and task.done():
-                    self._recorder = None
-            if self._unrecorded and self._recorder is None:  # added after its last round
-                self._recorder = asyncio.get_running_loop().create_task(
-                    self._record_all(), name="segd-record"
-                )
-
-    async def _record(self, effects: Effects, clock: float, goals: list[GoalEvent]) -> None:
-        """Record transitions at the managers and, at the same time, hand the dispatcher every
-        campaign trigger (new or not: it dedupes by message id) with the batch's goal events.
-        Both are done before this returns, so a snapshot taken after it never covers a
-        transition that is not recorded."""
-        calls: list[Awaitable[Any]] = []
-        if effects.transitions:
-            calls.append(self._record_at_managers(effects))
-        if self.runtime.dispatcher is not None:
-            triggers = self.runtime.policy.triggers_of(effects.transitions, effects.contexts)
-            # The clock alone (for deferred deliveries) needs no call per batch: once a second.
-            if triggers or goals or clock >= self.dispatched_clock + CLOCK_EVERY:
-                calls.append(
-                    self.stores.persist(
-                        OUTBOX_FILE, retrying, "dispatcher", self.runtime.dispatch, triggers, goals, clock
-                    )
-                )
-                self.dispatched_clock = max(clock, self.dispatched_clock)
-        if calls:
-            await asyncio.gather(*calls)
-
-    async def _record_at_managers(self, effects: Effects) -> None:
-        by_manager: list[list[Transition]] = [[] for _ in range(MANAGERS)]
-        for t in effects.transitions:
-            by_manager[manager_of(t.segment)].append(t)
-        new: list[Transition] = []
-        for m, ts in enumerate(by_manager):
-            if ts:
-                new += await self.stores.persist(
-                    SEGMENTS_FILE, retrying, f"manager {m}", self.runtime.record, m, ts
-                )
-        self.transitions += len(new)
-        if effects.replayed and self.on_transitions is not None:
-            # A recovery's transitions: the new ones are those subscribers have not seen.
-            again = [t for t in new if t.id in effects.replayed]
-            if again:
-                self.on_transitions(again)
 
 
 async def _answer(done: asyncio.Future[Any], work: Awaitable[Any], expected: type[Exception]) -> None:
