@@ -318,6 +318,8 @@ def hops(samples: dict[int, tuple[float, float]], traces: list[dict]) -> dict[st
         # Each shard's transitions go out as soon as that shard answers: this hop is the
         # event's shard call plus the write to the subscriber and its read.
         parts["shard_to_frame"].append((received - t["started"]) * 1000)
+        # Of the batch: every shard it went to answered (the event's own shard may answer first).
+        parts["shards_answered"].append((t["applied"] - t["started"]) * 1000)
         parts["record"].append((t["recorded"] - t["applied"]) * 1000)
     out = {k: statistics.median(v) for k, v in parts.items() if v}
     out["samples"] = len(parts["shard_to_frame"])
@@ -489,7 +491,7 @@ def _ms(d: dict) -> str:
 
 
 #: The hops of one event, in the order of ``hops``' breakdown (see the note under the table).
-_HOPS = ("to_commit", "commit", "router_wait", "shard_to_frame", "record")
+_HOPS = ("to_commit", "commit", "router_wait", "shard_to_frame", "shards_answered", "record")
 
 
 def print_table(r: dict) -> None:
@@ -629,7 +631,8 @@ def print_table(r: dict) -> None:
         f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
         "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
         "by a subscriber. Hops: send -> commit done / of which the commit (stage, insert, fsync) / "
-        "waiting for the router / the event's shard call -> frame read by the subscriber; and the "
+        "waiting for the router / the event's shard call -> frame read by the subscriber / of the "
+        "batch, router -> every shard answered; and the "
         "managers' record, after the shards' answers, off that path. Ray floor: a call to an actor "
         "that does nothing, from another process, in this run. Matrix: the third column is "
         "the daemon's CPU time per event, all threads / the event loop's; ratio against the raw append. Scale-out: events/s until "
