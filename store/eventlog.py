@@ -86,6 +86,17 @@ class _Staged:
     ids: dict[str, int]
 
 
+@dataclass(slots=True)
+class Lookup:
+    """The msg_ids of a group about to be staged (see ``EventLog.prepare``): those found in
+    the groups staged before it or in the log (``known``: msg_id -> seq), those still to be
+    looked up in the log (``unseen``), and the groups staged before it (``before``)."""
+
+    before: list[_Staged]
+    known: dict[str, int]
+    unseen: list[str]
+
+
 _SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits), context FROM events"
 
 
@@ -122,28 +133,48 @@ class EventLog:
         """Events in the log (appended minus erased by ``forget``)."""
         return self.last_seq - self.forgotten
 
-    def stage(self, events: Sequence[NewEvent], clock: Clock) -> Appended:
+    def prepare(self, events: Sequence[NewEvent]) -> Lookup:
+        """The first half of ``stage``: check ``events``' msg_ids against the groups staged
+        so far, in memory; what is left is to be looked up in the log (``look_up``)."""
+        before = list(self._staged)  # a snapshot: the writer may pop the oldest meanwhile
+        known: dict[str, int] = {}
+        ids = [e.msg_id for e in events if e.msg_id is not None]
+        if not ids:
+            return Lookup(before, known, [])
+        for group in before:  # at most two: the group committing, and the one after it
+            for key in group.ids.keys() & ids:
+                known[key] = group.ids[key]
+        return Lookup(before, known, [key for key in ids if key not in known] if known else ids)
+
+    def look_up(self, lookup: Lookup) -> None:
+        """Find ``lookup``'s unseen msg_ids in the log (what is committed: the groups staged
+        before it were checked in memory). On its own connection, so it may run on another
+        thread than the writer's and the event loop's, one call at a time. Raises StoreError."""
+        if lookup.unseen:
+            lookup.known.update(self._known_msg_ids(lookup.unseen))
+            lookup.unseen = []
+
+    def stage(self, events: Sequence[NewEvent], clock: Clock, lookup: Lookup | None = None) -> Appended:
         """Number and stamp ``events`` for a ``commit``; dedupe by ``msg_id``. A ``msg_id``
         seen before (in the log, in a group staged before, or earlier in this group) is not
         written again: its Ack is the original seq with ``duplicate``. Writes nothing: nothing
         is acknowledged-to-be until its ``commit`` returns, and ``last_seq`` moves only then.
         Raises StoreError if the ``msg_id`` lookup fails.
 
+        ``lookup`` is ``prepare(events)`` after ``look_up``, done by the caller (the lookup
+        may then run on another thread while the loop does other work; nothing may be
+        staged in between); without it, both run here.
+
         A group may be staged while the one before it is being committed (the writer thread
         commits one while the event loop stages the next); it continues that group's seqs and
         sees its msg_ids. If that commit fails, this group assumed it: ``discard`` and stage
         its events again."""
-        before = list(self._staged)  # a snapshot: the writer may pop the oldest meanwhile
+        if lookup is None:
+            lookup = self.prepare(events)
+            self.look_up(lookup)
+        assert not lookup.unseen, "stage() needs look_up() first"
+        before, known = lookup.before, lookup.known
         seq = before[-1].seq if before else self.last_seq
-        known: dict[str, int] = {}
-        ids = [e.msg_id for e in events if e.msg_id is not None]
-        if ids:
-            for group in before:  # at most two: the group committing, and the one after it
-                for key in group.ids.keys() & ids:
-                    known[key] = group.ids[key]
-            unseen = [key for key in ids if key not in known] if known else ids
-            if unseen:
-                known.update(self._known_msg_ids(unseen))
         mine: dict[str, int] = {}
         acks: list[Ack] = []
         rows: list[Row] = []

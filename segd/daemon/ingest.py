@@ -33,6 +33,10 @@ from store.eventlog import Appended, EventLog
 log = structlog.get_logger("segd.daemon.ingest")
 
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
+#: A group with at least this many msg_ids not in memory looks them up in the log on a
+#: thread of its own (SQLite releases the GIL), so the event loop decodes the next requests
+#: meanwhile; a smaller group looks them up inline, cheaper than the thread hop.
+LOOKUP_OFF_LOOP = 256
 
 T = TypeVar("T")
 
@@ -190,11 +194,11 @@ class Committer:
     async def _next(self, committing: _Committing | None, group: list[Append]) -> _Committing | None:
         """Stage ``group`` while ``committing`` commits; once that is done, start committing
         ``group``. Returns what is committing now (None if ``group`` could not be staged)."""
-        staged = self._stage(group)
+        staged = await self._stage(group)
         if committing is not None and not await self._finish(committing) and staged is not None:
             self.eventlog.discard()  # staged on top of the group that failed: stage it again
             self._stamped.clear()
-            staged = self._stage(group)
+            staged = await self._stage(group)
         if staged is None:
             return None
         appended, seconds = staged
@@ -202,12 +206,18 @@ class Committer:
         n = sum(len(a.events) for a in group)
         return _Committing(group, appended, n, seconds, time.perf_counter(), done)
 
-    def _stage(self, group: list[Append]) -> tuple[Appended, float] | None:
+    async def _stage(self, group: list[Append]) -> tuple[Appended, float] | None:
         """Number and stamp ``group`` (see ``EventLog.stage``); None, with its waiters answered
-        ``internal``, if that fails."""
+        ``internal``, if that fails. A large msg_id lookup runs on another thread."""
         started = time.perf_counter()
+        events = [e for a in group for e in a.events]
         try:
-            appended = self.eventlog.stage([e for a in group for e in a.events], self.clock)
+            lookup = self.eventlog.prepare(events)
+            if len(lookup.unseen) >= LOOKUP_OFF_LOOP:
+                await asyncio.get_running_loop().run_in_executor(None, self.eventlog.look_up, lookup)
+            else:
+                self.eventlog.look_up(lookup)
+            appended = self.eventlog.stage(events, self.clock, lookup)
         except StoreError as exc:
             self._failed(group, exc)
             return None

@@ -183,3 +183,27 @@ def test_a_discarded_group_is_staged_again_from_the_log_as_committed(tmp_path):
     log.discard()
     again = append(log, [ev(msg_id="a"), ev()], clock)
     assert again.results == [(2, False), (3, False)]
+
+
+def test_a_group_prepared_before_the_last_one_commits_and_looked_up_after_dedupes_against_both(tmp_path):
+    # The committer prepares a group (msg_ids checked in memory against the staged groups),
+    # looks the rest up in the log on another thread while the writer may commit, then stages.
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    log.stage([ev(msg_id="old")], clock)
+    log.commit()
+    first = log.stage([ev(msg_id="a")], clock)
+    events = [ev(msg_id="a"), ev(msg_id="old"), ev(msg_id="new")]
+    lookup = log.prepare(events)
+    assert lookup.unseen == ["old", "new"]  # "a" is known from the staged group
+    log.commit()  # `first` commits between the check in memory and the lookup in the log
+    log.look_up(lookup)
+    second = log.stage(events, clock, lookup)
+    log.commit()
+    assert [(a.seq, a.duplicate) for a in first.acks + second.acks] == [
+        (2, False),
+        (2, True),
+        (1, True),
+        (3, False),
+    ]
+    assert [m for (m,) in log.conn.execute("SELECT msg_id FROM events ORDER BY seq")] == ["old", "a", "new"]

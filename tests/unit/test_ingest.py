@@ -116,3 +116,30 @@ async def test_a_group_staged_on_a_commit_that_fails_is_staged_again_and_logged(
         (2, "k"),
         (3, None),
     ]
+
+
+async def test_a_large_group_looks_its_msg_ids_up_off_the_loop_and_still_dedupes(tmp_path):
+    from segd.daemon.ingest import LOOKUP_OFF_LOOP
+
+    def tagged(i):
+        return NewEvent(
+            user=f"u{i}",
+            type="track",
+            event="view",
+            ts=None,
+            body=msgpack.packb({}),
+            msg_id=f"m{i}",
+            wall=1.0,
+        )
+
+    n = LOOKUP_OFF_LOOP * 2
+    log = EventLog(tmp_path)
+    c = Committer(log, Clock("wall"), max_pending=10_000)
+    c.start()
+    first = await c.submit([tagged(i) for i in range(n)])
+    again = await c.submit([tagged(i) for i in range(n // 2, n + n // 2)])  # half of them seen
+    await c.close()
+    assert [a.seq for a in first] == list(range(1, n + 1))
+    assert [(a.seq, a.duplicate) for a in again[: n // 2]] == [(i + 1, True) for i in range(n // 2, n)]
+    assert [(a.seq, a.duplicate) for a in again[n // 2 :]] == [(n + 1 + i, False) for i in range(n // 2)]
+    assert log.count == n + n // 2
