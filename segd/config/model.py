@@ -68,6 +68,16 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """``[http]``: the HTTP face (SPEC section 8): Segment-compatible ingest, JSON API, console."""
+
+    listen: str = ""  # "host:port"; empty = HTTP off
+    write_keys: tuple[str, ...] = ()  # keys accepted by the ingest endpoints; none = ingest refused
+    token: str = ""  # Bearer token for /api/; required when listen is not a loopback address
+    client_timeout: float = 10.0  # seconds a client may take to send a request's headers, or its body
+
+
+@dataclass(frozen=True)
 class RayConfig:
     """``[ray]``: the Ray cluster to start or join and the size of the actor pools."""
 
@@ -183,6 +193,7 @@ class Config:
 
     path: Path | None = None
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     aggregates: tuple[AggregateConfig, ...] = ()
     segments: tuple[SegmentConfig, ...] = ()

@@ -30,6 +30,7 @@ from segd.daemon.router import Router
 from segd.daemon.server import Server
 from segd.daemon.subscriptions import Hub
 from segd.errors import ConfigError
+from segd.http.app import HttpFace
 from store.datadir import DataDirLock
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
@@ -53,6 +54,7 @@ class Daemon:
     server: Server
     ops: Ops
     metrics: MetricsServer | None
+    http: HttpFace | None = None  # [http] listen set: the HTTP face (SPEC section 8)
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -130,7 +132,8 @@ class Daemon:
         )
         await self.router.recover()
         # Stopping runs these in reverse: stop accepting, drain the log, route it, then
-        # flush the answers owed to clients.
+        # flush the answers owed to clients. HTTP stops last: it answers 503 meanwhile.
+        stack.push_async_callback(self._stop_http)
         stack.push_async_callback(self.server.close_connections)
         self.router.start()
         stack.push_async_callback(self.router.close)
@@ -141,6 +144,9 @@ class Daemon:
             stack.callback(ticker.cancel)
         await self.server.start()
         stack.push_async_callback(self.server.stop_accepting)
+        if self.config.http.listen:
+            self.http = HttpFace(self.config.http, self.ops, self.committer)
+            await self.http.start()
         self.metrics = None
         if cfg.metrics:
             self.metrics = MetricsServer(cfg.metrics, self.ops.stats)
@@ -156,6 +162,10 @@ class Daemon:
             shards=self.runtime.n,
             segments=len(self.config.segments),
         )
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file and apply ``[campaigns]``, ``[channels]`` and

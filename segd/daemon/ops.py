@@ -73,6 +73,21 @@ class Ops:
         result: dict[str, Any] | Awaitable[dict[str, Any]] | Streaming = op(req, conn)
         return result
 
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: ``ready`` and a ``status``. Ops exists only once the
+        daemon has recovered, so it is ready while not draining and the router applies
+        events. (The place for further states, e.g. a failing derived store.)"""
+        if self.draining:
+            return {"ready": False, "status": "draining"}
+        if self.router.failed is not None:
+            return {"ready": False, "status": "failed", "reason": repr(self.router.failed)}
+        return {
+            "ready": True,
+            "status": "ready",
+            "applied_seq": self.router.routed_seq,
+            "lag": self.router.lag,
+        }
+
     # ---------------------------------------------------------------- writes
 
     def op_ping(self, req: Request, conn: Connection) -> dict[str, Any]:
