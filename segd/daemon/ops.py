@@ -150,7 +150,7 @@ class Ops:
         sizes = await self.runtime.sizes()
         return {
             "segments": [
-                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
+                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description, "when": s.when}
                 for s in sorted(self.config.segments, key=lambda s: s.name)
             ]
         }
