@@ -158,6 +158,7 @@ def test_rule_editor_shows_the_size_preview_gives_as_you_type(console: Console, 
 
 
 def test_rule_editor_shows_a_broken_expression_error_at_its_position(console: Console, shop: Shop):
+    console.guard.expect("/api/preview")  # each incomplete prefix typed is a 400 too
     page = console.open("rules?when=", page="rules")
     text = "views_7d >= 2 and (carts_1d >"
     page.locator("#rule").press_sequentially(text, delay=20)
@@ -195,6 +196,7 @@ def test_user_page_shows_the_users_history(console: Console, shop: Shop):
 
 
 def test_user_page_says_when_a_user_was_never_seen(console: Console, shop: Shop):
+    console.guard.expect("/api/users/nobody-at-all")
     page = console.open("user/nobody-at-all")
     assert "never seen" in page.locator(".alert").inner_text()
 

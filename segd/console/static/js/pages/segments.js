@@ -103,14 +103,15 @@ export async function render(main, route, ctx) {
       h('td', { class: 'num d1h', 'data-label': '1 h' }),
       h('td', { class: 'num d1d', 'data-label': '1 d' }),
       h('td', { class: 'trend' }, h('div', { class: 'spark' }, canvas)));
-    return { segment: s, tr, canvas, chart: null, changes: null, points: null };
+    return { segment: s, tr, canvas, chart: null, changes: null, points: null, trendError: null };
   }
 
   function paint(r) {
     r.tr.querySelector('.size').textContent = fmtInt(r.segment.size);
     for (const [cls, v] of [['.d1h', r.changes?.hour], ['.d1d', r.changes?.day]]) {
       const td = r.tr.querySelector(cls);
-      td.textContent = v === undefined ? '…' : fmtDelta(v);
+      td.textContent = r.trendError ? '—' : v === undefined ? '…' : fmtDelta(v);
+      td.title = r.trendError ? `sizes: ${r.trendError.message}` : '';
       td.classList.toggle('up', v > 0);
       td.classList.toggle('down', v < 0);
     }
@@ -141,9 +142,14 @@ export async function render(main, route, ctx) {
     }
     await Promise.all(segments.map(async (s) => {
       const r = rows.get(s.name);
-      const [c, sz] = await Promise.all([changes(s.name, now), api(seg(s.name) + '/sizes' + qs(win))]);
-      r.changes = c;
-      r.points = sz.points;
+      try {
+        const [c, sz] = await Promise.all([changes(s.name, now), api(seg(s.name) + '/sizes' + qs(win))]);
+        r.changes = c;
+        r.points = sz.points;
+        r.trendError = null;
+      } catch (e) {
+        r.trendError = e; // the size still shows; the trend says why it is missing
+      }
     }));
     drawKpis();
     for (const r of rows.values()) paint(r);
