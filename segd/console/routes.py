@@ -1,6 +1,6 @@
 """The console's routes on an aiohttp application: ``GET /`` and every static asset.
 
-``add_routes(app)`` registers one GET (and HEAD) route per file, by exact path, so every
+``add_routes(app)`` registers one GET route per file, by exact path, so every
 other path stays with the app (the JSON API, ingest, its JSON 404). Answers carry the
 headers ``segd.console.assets`` fixes (type, ETag, caching, CSP); a matching
 ``If-None-Match`` is answered 304 with no body.
@@ -22,7 +22,7 @@ def add_routes(app: web.Application, assets: Assets | None = None) -> Assets:
     for path in table.paths():
         asset = table.get(path)
         assert asset is not None  # paths() lists only what get() answers
-        app.router.add_get(path, _handler(asset))
+        app.router.add_get(path, _handler(asset), allow_head=False)  # as every other route of the face
     return table
 
 
