@@ -15,7 +15,7 @@ def test_segments_page_shows_every_segment_with_the_size_segments_gives(console:
     want = {s["name"]: s["size"] for s in shop.api("/api/segments")["segments"]}
     rows = page.locator("table.segments tbody tr")
     got = {
-        rows.nth(i).get_attribute("data-segment"): number(rows.nth(i).locator("td.size").inner_text())
+        rows.nth(i).get_attribute("data-segment"): number(rows.nth(i).locator("td.size .n").inner_text())
         for i in range(rows.count())
     }
     assert got == want
@@ -29,7 +29,7 @@ def test_segments_page_shows_each_description(console: Console, shop: Shop):
 
 def test_segments_page_sorts_by_size_largest_first(console: Console, shop: Shop):
     page = console.open("segments?sort=size")
-    sizes = [number(t) for t in page.locator("table.segments tbody tr td.size").all_inner_texts()]
+    sizes = [number(t) for t in page.locator("table.segments tbody tr td.size .n").all_inner_texts()]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1
 
 
@@ -155,6 +155,19 @@ def test_rule_editor_shows_the_size_preview_gives_as_you_type(console: Console, 
     page.wait_for_selector('main[data-previewed="views_7d >= 2"]', timeout=10000)
     assert number(page.locator("#preview-size").inner_text()) == want["size"] > 0
     assert page.locator("#preview-sample a").all_inner_texts() == want["sample"]
+
+
+def test_rule_editor_shows_the_overlap_preview_gives(console: Console, shop: Shop):
+    text = "views_7d >= 1 and purchases == 0"
+    page = console.open(f"rules?when={quote(text)}", page="rules")
+    page.wait_for_selector(f'main[data-previewed="{text}"]', timeout=10000)
+    want = {k: n for k, n in shop.api("/api/preview", {"when": text})["overlap"].items() if n}
+    rows = page.locator("#preview-overlap tr").all()
+    assert (
+        want
+        and {r.get_attribute("data-segment"): number(r.locator("td").first.inner_text()) for r in rows}
+        == want
+    )
 
 
 def test_rule_editor_shows_a_broken_expression_error_at_its_position(console: Console, shop: Shop):

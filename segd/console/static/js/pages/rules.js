@@ -7,6 +7,7 @@ import { h, fill, fmtInt, fmtPct, debounce, card, errorBox, userLink, segmentLin
 import { barChart } from '../charts.js';
 
 const DEBOUNCE_MS = 250;
+const RETRY_MS = 200;
 
 /**
  * The 0-based offset an error names: a `column` field (1-based, as segd's rule errors
@@ -90,6 +91,12 @@ export async function render(main, route, ctx) {
       show(res, text);
     } catch (err) {
       if (err.name === 'AbortError' || mine !== seq) return;
+      if (err.code === 'overloaded') {
+        // segd runs one preview at a time (each reads every user): the one before is still
+        // running, so ask again shortly; the newest text wins.
+        setTimeout(() => { if (mine === seq) preview(); }, RETRY_MS);
+        return;
+      }
       chart?.destroy();
       chart = null;
       if (err.code === 'bad_request') {
@@ -109,7 +116,7 @@ export async function render(main, route, ctx) {
 
   function show(res, text) {
     const users = stats.users || 0;
-    const overlap = Object.entries(res.overlap || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const overlap = Object.entries(res.overlap || {}).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const canvas = h('canvas', { role: 'img', 'aria-label': 'How many of the matching users are in each segment' });
     chart?.destroy();
     chart = null;

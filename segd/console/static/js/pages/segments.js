@@ -107,7 +107,12 @@ export async function render(main, route, ctx) {
   }
 
   function paint(r) {
-    r.tr.querySelector('.size').textContent = fmtInt(r.segment.size);
+    const sizeTd = r.tr.querySelector('.size');
+    const share = stats.users ? r.segment.size / stats.users : 0;
+    fill(sizeTd, h('span', { class: 'n' }, fmtInt(r.segment.size)),
+      h('span', { class: 'share', title: `${(share * 100).toFixed(1)}% of users` }, h('span', {})),
+      h('span', { class: 'share-text' }, `${(share * 100).toFixed(share && share < 0.01 ? 1 : 0)}% of users`));
+    sizeTd.querySelector('.share span').style.width = `${Math.min(100, share * 100)}%`;
     for (const [cls, v] of [['.d1h', r.changes?.hour], ['.d1d', r.changes?.day]]) {
       const td = r.tr.querySelector(cls);
       td.textContent = r.trendError ? '—' : v === undefined ? '…' : fmtDelta(v);
