@@ -58,7 +58,7 @@ PAGES = {
     "segments": "segments",
     "segment": "segment/new_visitor",
     "campaigns": "campaigns",
-    "user": "user/u0000001",
+    "user": "user/{user}",
     "rules": "rules?when=views_7d%20%3E%3D%203",
     "health": "health",
 }
@@ -84,6 +84,11 @@ class Shop:
 
     daemon: DaemonThread
     mid: int = 0  # a whole second after the first phase's last transition, before the second's
+    user: str = ""  # a customer: a user with traits, aggregates, segments and history
+
+    def route(self, name: str) -> str:
+        """The console route of page ``name`` of ``PAGES`` on this shop."""
+        return PAGES[name].format(user=self.user)
 
     @property
     def url(self) -> str:
@@ -134,6 +139,8 @@ def shop(tmp_path_factory) -> Iterator[Shop]:
         # the second phase must start after `mid`, so membership at `mid` is the first phase's
         wait_until(lambda: time.time() > shop.mid + 0.05, 5, what="the wall clock to pass shop.mid")
         shop.feed(seed=16, users=400, events=2000)
+        with shop.client() as c:
+            shop.user = c.segment("customer", limit=1)["members"][0]
         yield shop
     finally:
         d.stop()

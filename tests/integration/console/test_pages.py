@@ -186,8 +186,8 @@ def test_rule_editor_shows_a_broken_expression_error_at_its_position(console: Co
 
 
 def test_user_page_shows_the_users_segments_and_traits(console: Console, shop: Shop):
-    page = console.open("user/u0000001")
-    want = shop.api("/api/users/u0000001")
+    page = console.open(f"user/{shop.user}")
+    want = shop.api(f"/api/users/{shop.user}")
     assert page.locator("#user-segments a").all_inner_texts() == want["segments"]
     shown = dict(
         zip(
@@ -200,8 +200,8 @@ def test_user_page_shows_the_users_segments_and_traits(console: Console, shop: S
 
 
 def test_user_page_shows_the_users_history(console: Console, shop: Shop):
-    page = console.open("user/u0000001")
-    want = shop.api("/api/users/u0000001/history")["transitions"]
+    page = console.open(f"user/{shop.user}")
+    want = shop.api(f"/api/users/{shop.user}/history")["transitions"]
     shown = page.locator("#user-history li").all()
     assert [(li.get_attribute("class"), li.locator("a").inner_text()) for li in shown] == [
         (t["kind"], t["segment"]) for t in reversed(want)
