@@ -146,6 +146,19 @@ def shop(tmp_path_factory) -> Iterator[Shop]:
         d.stop()
 
 
+TOKEN = "console-test-token"
+
+
+@pytest.fixture(scope="package")
+def locked(tmp_path_factory) -> Iterator[Shop]:
+    """A shop daemon (no events) whose JSON API needs ``TOKEN``."""
+    d = DaemonThread(shop_config(tmp_path_factory.mktemp("locked"), token=TOKEN)).start()
+    try:
+        yield Shop(d)
+    finally:
+        d.stop()
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")

@@ -18,7 +18,7 @@ export function chartWindow(params, now, uptime) {
   let label;
   if (!(params.since && params.until && until > since)) {
     const range = RANGES[params.range] ? params.range : autoRange(uptime);
-    until = Math.floor(now);
+    until = now; // not rounded: the last point is the size now, as the members list says
     since = until - RANGES[range];
     label = 'last ' + range;
   } else {

@@ -19,12 +19,13 @@ export function autoRange(uptime) {
 /** Points for a range ending now: about 60 of them, step at least 1 s. */
 export function lastWindow(now, seconds, points = 60) {
   const step = Math.max(1, Math.ceil(seconds / points));
-  const until = Math.floor(now);
-  return { since: until - step * points, until, step };
+  return { since: now - step * points, until: now, step };
 }
 
 async function changes(name, now) {
-  const until = Math.floor(now);
+  // `until` is now itself, not a rounded second: transitions of the last fraction of a
+  // second count in the segment's size, so they must count in its change too.
+  const until = now;
   const { points } = await api(seg(name) + '/sizes' + qs({ since: until - 86400, until, step: 3600 }));
   const last = points[points.length - 1][1];
   return { hour: last - points[points.length - 2][1], day: last - points[0][1] };
