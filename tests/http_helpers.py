@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import requests
 
-from tests.helpers import DaemonThread, make_config
+from segd.wire.client import AsyncClient
+from tests.helpers import DaemonThread, make_config, start_subprocess_daemon, wait_until, write_config
 
 WRITE_KEY = "test-write-key"
 
@@ -113,3 +118,38 @@ class CommitGate:
     def release(self) -> None:
         self.d.loop.call_soon_threadsafe(self.held.set)
         self.future.result(10)
+
+
+def fill_pending(d, n: int) -> threading.Thread:
+    """Submit ``n`` events over the socket from a thread; they wait while the gate holds."""
+
+    async def send() -> None:
+        c = await AsyncClient.connect(d.socket)
+        await c.send_events([{"type": "track", "user": f"filler{i}", "event": "view"} for i in range(n)])
+        await c.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(send(),))
+    thread.start()
+    wait_until(lambda: d.daemon.committer.pending >= n, 10, what="the socket events to be pending")
+    return thread
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a child daemon, whose port 0 we could not learn)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_subprocess_http_daemon(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``segd run`` as a child process with HTTP on; returns it once /readyz answers, and its URL."""
+    port = free_port()
+    http = http_config_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"')
+    config = write_config(tmp_path, http + MODEL)
+    socket_path = next(
+        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("socket")
+    )
+    proc = start_subprocess_daemon(config, Path(socket_path))
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).ok, 30, what="HTTP to answer")
+    return proc, url

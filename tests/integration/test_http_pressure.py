@@ -4,30 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import requests
 
-from segd.wire.client import AsyncClient
 from tests.helpers import wait_until
-from tests.http_helpers import WRITE_KEY, CommitGate, log_count, start_http_daemon
+from tests.http_helpers import WRITE_KEY, CommitGate, fill_pending, log_count, start_http_daemon
 
 AUTH = (WRITE_KEY, "")
 MAX_PENDING = 10
-
-
-def fill_pending(d, n: int) -> threading.Thread:
-    """Submit ``n`` events over the socket from a thread; they wait while the gate holds."""
-
-    async def send() -> None:
-        c = await AsyncClient.connect(d.socket)
-        await c.send_events([{"type": "track", "user": f"filler{i}", "event": "view"} for i in range(n)])
-        await c.close()
-
-    thread = threading.Thread(target=asyncio.run, args=(send(),))
-    thread.start()
-    wait_until(lambda: d.daemon.committer.pending >= n, 10, what="the socket events to be pending")
-    return thread
 
 
 def test_back_pressure_is_429_with_retry_after_and_logs_nothing(tmp_path):
