@@ -258,3 +258,19 @@ def test_forget_removes_the_user_from_past_membership_and_sizes(daemon_factory):
         assert c.sizes("fans", t, t, 1)["points"] == [[t, len(fans_at(t)) - 1]]
         assert c.history(user="u5") == {"transitions": []}
 
+
+def test_a_deleted_segments_file_is_rebuilt_with_its_index_at_the_next_start(daemon_factory):
+    rest, keys = split_daemon(CONFIG)
+    d = daemon_factory(rest, daemon=keys)
+    with Client(d.socket) as c:
+        load(c)
+        before = [c.segment("fans", at=T0 + k * DAY) for k in range(20)]
+    d.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (d.config.daemon.data_dir / f"segments.db{suffix}").unlink(missing_ok=True)
+    d = DaemonThread(d.config).start()
+    try:
+        with Client(d.socket) as c:
+            assert [c.segment("fans", at=T0 + k * DAY) for k in range(20)] == before
+    finally:
+        d.stop()
