@@ -65,15 +65,35 @@ class SegmentManager:
     def sizes(self) -> dict[str, int]:
         return dict(self._sizes)
 
-    def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
-        """One page of members, or None for a segment this manager does not host."""
+    def page(
+        self, segment: str, after: str | None, limit: int, at: float | None = None
+    ) -> SegmentPage | None:
+        """One page of members, now or (``at``) as they were at that logical time; None for a
+        segment this manager does not host."""
         if segment not in self.segments:
             return None
-        members = self.store.page(segment, after, limit)
-        more = len(members) == limit and bool(self.store.page(segment, members[-1], 1))
+        if at is not None:
+            return self.store.members_at(segment, at, after, limit)
+        members = self.store.page(segment, after, limit + 1)
+        more = len(members) > limit
+        del members[limit:]
         return SegmentPage(size=self._sizes[segment], members=members, next=members[-1] if more else None)
 
-    def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
+    def history(
+        self, segment: str | None, user: str | None, since: float | None, until: float | None, limit: int
+    ) -> list[Transition] | None:
+        """Transitions of ``segment`` (or, without one, of every hosted segment) and/or of
+        ``user``, with ``since <= at <= until``, in history order, at most ``limit``; None
+        for a segment this manager does not host."""
+        if segment is not None and segment not in self.segments:
+            return None
+        segments = [segment] if segment is not None else sorted(self.segments)
+        return self.store.history(segments, user, since, until, limit)
+
+    def size_points(
+        self, segment: str, since: float, step: float, count: int
+    ) -> list[tuple[float, int]] | None:
+        """The segment's size at ``since + k*step`` for k < ``count``; None if not hosted."""
         if segment not in self.segments:
             return None
-        return self.store.history(segment, since, until)
+        return self.store.size_points(segment, since, step, count)

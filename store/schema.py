@@ -7,6 +7,7 @@ opening a file written by a newer segd is refused rather than misread.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -144,15 +145,20 @@ OUTBOX_FILE = "outbox.db"
 
 
 def create_segments(db: sqlite_utils.Database) -> None:
-    """Segment membership and the transition history (derived from the log, rebuildable)."""
+    """Segment membership and the transition history (derived from the log, rebuildable).
+
+    Besides SPEC's fields, each transition row carries the history index that answers
+    ``segment at=T`` and ``sizes`` (see store/segments.py): ``size``, the segment's size right
+    after it in history order (at, seq, user, id); on an enter row, ``until``, the ``at`` of
+    the same user's next transition in the segment (NULL while the user is still a member),
+    and ``span``, the power-of-two class of the stay ``until - at``. A file written before
+    these columns existed is migrated in place, computing them from the rows it holds.
+    """
+    if "transitions" in db.table_names() and "size" not in db.table("transitions").columns_dict:
+        _migrate_transitions(db)
     if "transitions" not in db.table_names():
-        db.table("transitions").create(
-            {"id": str, "segment": str, "user": str, "kind": str, "at": float, "seq": int},
-            pk="id",
-            not_null={"segment", "user", "kind", "at", "seq"},
-        )
-        db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user)")
-        db.execute("CREATE INDEX transitions_user ON transitions (user)")
+        _create_transitions(db, "transitions")
+        _index_transitions(db)
     if "members" not in db.table_names():
         # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
         db.execute(
@@ -161,6 +167,63 @@ def create_segments(db: sqlite_utils.Database) -> None:
         )
     if "segment_versions" not in db.table_names():
         db.table("segment_versions").create({"segment": str, "fingerprint": str}, pk="segment")
+
+
+def _create_transitions(db: sqlite_utils.Database, name: str) -> None:
+    db.execute(
+        f"CREATE TABLE {name} (id TEXT PRIMARY KEY, segment TEXT NOT NULL, user TEXT NOT NULL, "
+        "kind TEXT NOT NULL, at FLOAT NOT NULL, seq INTEGER NOT NULL, "
+        "size INTEGER NOT NULL, until FLOAT, span INTEGER)"
+    )
+
+
+def _index_transitions(db: sqlite_utils.Database) -> None:
+    # History order of one segment; also the size-at-T seek and the forget/out-of-order fix-ups.
+    db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user, id)")
+    # A user's history (and forget).
+    db.execute("CREATE INDEX transitions_user ON transitions (user, at, seq, id)")
+    # Members at T, walking users in order: one enter row per stay, with its end.
+    db.execute("CREATE INDEX transitions_walk ON transitions (segment, user, at, until) WHERE kind = 'enter'")
+    # Members at T, stabbing stays: a stay of span s containing T began within 2**s before T.
+    db.execute(
+        "CREATE INDEX transitions_stab ON transitions (segment, span, at, until, user) WHERE kind = 'enter'"
+    )
+
+
+def stay_span(duration: float) -> int:
+    """The class of a stay of ``duration`` seconds in a segment: the smallest ``s >= 0`` with
+    ``duration <= 2**s``, or -1 for an empty stay (enter and exit at the same instant)."""
+    if duration <= 0:
+        return -1
+    if duration <= 1:
+        return 0
+    mantissa, exponent = math.frexp(duration)  # duration = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    return exponent - 1 if mantissa == 0.5 else exponent
+
+
+def _migrate_transitions(db: sqlite_utils.Database) -> None:
+    """Add the history index to a transitions table of an older segd, from its own rows
+    (window functions: no replay of the log is needed)."""
+    db.execute("DROP TABLE IF EXISTS transitions_migrating")
+    _create_transitions(db, "transitions_migrating")
+    db.execute(
+        "INSERT INTO transitions_migrating (id, segment, user, kind, at, seq, size, until) "
+        "SELECT id, segment, user, kind, at, seq, "
+        "sum(CASE kind WHEN 'enter' THEN 1 ELSE -1 END) OVER ("
+        "PARTITION BY segment ORDER BY at, seq, user, id ROWS UNBOUNDED PRECEDING), "
+        "CASE kind WHEN 'enter' THEN lead(at) OVER (PARTITION BY segment, user ORDER BY at, seq, id) END "
+        "FROM transitions ORDER BY segment, at, seq, user, id"
+    )
+    spans = [
+        (stay_span(until - at), rowid)
+        for rowid, at, until in db.execute(
+            "SELECT rowid, at, until FROM transitions_migrating WHERE until IS NOT NULL"
+        )
+    ]
+    db.conn.executemany("UPDATE transitions_migrating SET span = ? WHERE rowid = ?", spans)
+    db.execute("DROP TABLE transitions")
+    db.execute("ALTER TABLE transitions_migrating RENAME TO transitions")
+    _index_transitions(db)
 
 
 def create_snapshots(db: sqlite_utils.Database) -> None:

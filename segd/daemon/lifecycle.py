@@ -110,6 +110,7 @@ class Daemon:
         stack.push_async_callback(self.runtime.close_dispatcher)
         if rebuilt := await self.runtime.reset_segments():
             log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
+            self.snapshots.clear()  # the shards replay the whole log, or a deleted segments.db stays empty
         self.router = Router(
             self.runtime,
             self.eventlog,

@@ -36,6 +36,7 @@ from actors.manager import SegmentManager
 from actors.placement import MANAGERS, manager_of, shard_of
 from actors.records import (
     GoalEvent,
+    PreviewPart,
     Row,
     SegmentPage,
     ShardReply,
@@ -282,6 +283,11 @@ class Runtime:
         view: UserView | None = await _get(self.shards[shard_of(user, self.n)].user.remote(user))
         return view
 
+    async def preview(self, when: str) -> list[PreviewPart]:
+        """Every shard's ``preview`` of the (already checked) expression ``when``."""
+        parts: list[PreviewPart] = await asyncio.gather(*(_get(s.preview.remote(when)) for s in self.shards))
+        return parts
+
     async def shard_stats(self, i: int) -> ShardStats:
         stats: ShardStats = await _get(self.shards[i].stats.remote())
         return stats
@@ -303,17 +309,39 @@ class Runtime:
             sizes.update(part)
         return sizes
 
-    async def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
+    async def page(
+        self, segment: str, after: str | None, limit: int, at: float | None = None
+    ) -> SegmentPage | None:
+        """One page of ``segment``'s members, now or at logical time ``at``; None if unknown."""
         page: SegmentPage | None = await _get(
-            self.managers[manager_of(segment)].page.remote(segment, after, limit)
+            self.managers[manager_of(segment)].page.remote(segment, after, limit, at)
         )
         return page
 
-    async def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
-        rows: list[Transition] | None = await _get(
-            self.managers[manager_of(segment)].history.remote(segment, since, until)
+    async def history(
+        self, segment: str | None, user: str | None, since: float | None, until: float | None, limit: int
+    ) -> list[Transition] | None:
+        """Transitions of ``segment`` and/or ``user`` with ``since <= at <= until``, in history
+        order (at, seq, user, id), at most ``limit``; None for an unknown segment."""
+        if segment is not None:
+            rows: list[Transition] | None = await _get(
+                self.managers[manager_of(segment)].history.remote(segment, user, since, until, limit)
+            )
+            return rows
+        parts = await asyncio.gather(
+            *(_get(m.history.remote(None, user, since, until, limit)) for m in self.managers)
         )
-        return rows
+        merged = sorted((t for part in parts for t in part), key=lambda t: (t.at, t.seq, t.user, t.id))
+        return merged[:limit]
+
+    async def size_points(
+        self, segment: str, since: float, step: float, count: int
+    ) -> list[tuple[float, int]] | None:
+        """``segment``'s size at ``since + k*step`` for k < ``count``; None if unknown."""
+        points: list[tuple[float, int]] | None = await _get(
+            self.managers[manager_of(segment)].size_points.remote(segment, since, step, count)
+        )
+        return points
 
     async def reset_segments(self) -> list[str]:
         """Segments whose stored rows were dropped at start-up, to be rebuilt from the log."""

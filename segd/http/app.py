@@ -25,6 +25,7 @@ from aiohttp import web
 from actors.records import Ack, NewEvent
 from segd.config import HttpConfig
 from segd.config.values import parse_address
+from segd.console.routes import add_routes as add_console_routes
 from segd.errors import ProtocolError, Unavailable
 from segd.http import api, auth, ingest
 from segd.http.body import MAX_BODY
@@ -93,7 +94,7 @@ class HttpFace:
         r.add_get("/healthz", self._healthz)
         r.add_get("/readyz", self._readyz)
         r.add_get("/api/openapi.json", self._openapi, allow_head=False)
-        r.add_get("/", _console, allow_head=False)
+        add_console_routes(app)  # GET / and the console's static files (segd.console)
         return app
 
     async def start(self) -> None:
