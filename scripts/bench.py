@@ -26,6 +26,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   cloned from its snapshot states and restored; snapshot bytes per user beside them.
 - scale-out: ingest+apply events/s (first send to ``sync``) with 1, 2, 4 shards, and with
   shards on a 2-node ``ray.cluster_utils.Cluster``.
+- queries (scripts/bench_queries.py): ``segment at=`` and ``sizes`` latency over a history of
+  10^6 transitions per segment (10^5 with ``--quick``), beside a ``segments`` call; the
+  segment store's recording rate; ``preview`` over 10^6 users (10^5) in 2 shards.
 
 All daemons run as ``python -m segd run`` subprocesses joined to one private Ray cluster
 started by the bench (so Ray starts once), and everything is stopped at the end.
@@ -54,6 +57,7 @@ for _p in (HERE.parent, HERE):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import bench_queries  # noqa: E402
 import benchlib  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
@@ -72,6 +76,8 @@ PLANS = {
         "scale_shards": (1, 2),
         "cluster_shards": (2,),
         "cluster_events": 20_000,
+        "history_users": 10_000,
+        "preview_users": 100_000,
     },
     "full": {
         "events": 300_000,
@@ -83,6 +89,8 @@ PLANS = {
         "scale_shards": (1, 2, 4),
         "cluster_shards": (2, 4),
         "cluster_events": 300_000,
+        "history_users": 100_000,
+        "preview_users": 1_000_000,
     },
 }
 
@@ -250,6 +258,22 @@ def main_daemon(
     }
 
 
+def queries_phase(tmp: Path, address: str, plan: dict, out: dict) -> None:
+    """``segment at=``/``sizes`` over a long history, ``preview`` over many users."""
+    config, sock = bench_queries.history_config(tmp / "history", address)
+    say(f"history: {plan['history_users'] * 10:,} transitions in each of 2 segments, through the store")
+    built = bench_queries.build_history(config, plan["history_users"], per_user=10)
+    with benchlib.DaemonProcess(config, sock, tmp / "history" / "daemon.log"):
+        say("history: segment at= and sizes latency")
+        out["history"] = {**built, **bench_queries.history_latency(sock)}
+    config, sock = benchlib.write_config(tmp / "preview", shards=2, address=address, clock="event")
+    say(f"preview: {plan['preview_users']:,} users in snapshots of 2 shards")
+    built = bench_queries.build_preview(config, plan["preview_users"], *plan["memory_base"])
+    with benchlib.DaemonProcess(config, sock, tmp / "preview" / "daemon.log"):
+        say("preview: latency")
+        out["preview"] = {**built, **bench_queries.preview_latency(sock)}
+
+
 def scale_run(
     tmp: Path, name: str, address: str, shards: int, items: list[dict], args: argparse.Namespace
 ) -> float:
@@ -301,6 +325,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         out["snapshot_bytes_per_user"] = largest["snapshot_bytes_per_user"]
 
         main_daemon(tmp, cluster.address, items, plan, args, out)
+        queries_phase(tmp, cluster.address, plan, out)
         # Every scale-out run sends the ingest phase's workload: the main daemon is one point.
         out["scale_out"] = {}
         for shards in plan["scale_shards"]:
@@ -423,6 +448,27 @@ def print_table(r: dict) -> None:
             "",
             "<= 1,024 B",
         )
+    hist, pv = r["history"], r["preview"]
+    for segment in ("dense", "sparse"):
+        h = hist[segment]
+        t.add_row(
+            f"segment at=, {segment}, {hist['transitions_per_segment']:,} transitions",
+            " / ".join(f"{h[f'at_{q}_ms']:.1f}" for q in ("10%", "50%", "90%", "end")) + " ms",
+            f"{hist['manager_rtt_ms']:.1f} ms segments",
+            "",
+            "",
+        )
+        t.add_row(
+            f"  sizes, 100 / 10,000 points, {segment}",
+            f"{h['sizes_100_ms']:.1f} / {h['sizes_10000_ms']:.1f} ms",
+            "",
+            "",
+            "",
+        )
+    t.add_row("  segment store records (1,000 a batch)", _eps(hist["record_tps"]), "", "", "")
+    t.add_row(
+        f"preview, {pv['users']:,} users, {pv['shards']} shards", f"{pv['seconds']:.2f} s", "", "", "seconds"
+    )
     one = r["scale_out"].get("1")
     for shards, eps in r["scale_out"].items():
         t.add_row(
@@ -443,7 +489,9 @@ def print_table(r: dict) -> None:
         "schema, WAL, synchronous=FULL, --batch rows per transaction), the durable commit of "
         f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
         "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
-        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard."
+        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard. segment at=: a page of "
+        "1,000 members with T at 10/50/90% of a year of history and after it (dense: about half the users are "
+        "members; sparse: a few dozen), beside a segments call (socket + one segment manager call)."
     )
 
 
