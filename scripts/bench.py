@@ -258,22 +258,6 @@ def main_daemon(
     }
 
 
-def queries_phase(tmp: Path, address: str, plan: dict, out: dict) -> None:
-    """``segment at=``/``sizes`` over a long history, ``preview`` over many users."""
-    config, sock = bench_queries.history_config(tmp / "history", address)
-    say(f"history: {plan['history_users'] * 10:,} transitions in each of 2 segments, through the store")
-    built = bench_queries.build_history(config, plan["history_users"], per_user=10)
-    with benchlib.DaemonProcess(config, sock, tmp / "history" / "daemon.log"):
-        say("history: segment at= and sizes latency")
-        out["history"] = {**built, **bench_queries.history_latency(sock)}
-    config, sock = benchlib.write_config(tmp / "preview", shards=2, address=address, clock="event")
-    say(f"preview: {plan['preview_users']:,} users in snapshots of 2 shards")
-    built = bench_queries.build_preview(config, plan["preview_users"], *plan["memory_base"])
-    with benchlib.DaemonProcess(config, sock, tmp / "preview" / "daemon.log"):
-        say("preview: latency")
-        out["preview"] = {**built, **bench_queries.preview_latency(sock)}
-
-
 def scale_run(
     tmp: Path, name: str, address: str, shards: int, items: list[dict], args: argparse.Namespace
 ) -> float:
@@ -325,7 +309,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         out["snapshot_bytes_per_user"] = largest["snapshot_bytes_per_user"]
 
         main_daemon(tmp, cluster.address, items, plan, args, out)
-        queries_phase(tmp, cluster.address, plan, out)
+        bench_queries.phase(tmp, cluster.address, plan, out, say)
         # Every scale-out run sends the ingest phase's workload: the main daemon is one point.
         out["scale_out"] = {}
         for shards in plan["scale_shards"]:
@@ -448,27 +432,8 @@ def print_table(r: dict) -> None:
             "",
             "<= 1,024 B",
         )
-    hist, pv = r["history"], r["preview"]
-    for segment in ("dense", "sparse"):
-        h = hist[segment]
-        t.add_row(
-            f"segment at=, {segment}, {hist['transitions_per_segment']:,} transitions",
-            " / ".join(f"{h[f'at_{q}_ms']:.1f}" for q in ("10%", "50%", "90%", "end")) + " ms",
-            f"{hist['manager_rtt_ms']:.1f} ms segments",
-            "",
-            "",
-        )
-        t.add_row(
-            f"  sizes, 100 / 10,000 points, {segment}",
-            f"{h['sizes_100_ms']:.1f} / {h['sizes_10000_ms']:.1f} ms",
-            "",
-            "",
-            "",
-        )
-    t.add_row("  segment store records (1,000 a batch)", _eps(hist["record_tps"]), "", "", "")
-    t.add_row(
-        f"preview, {pv['users']:,} users, {pv['shards']} shards", f"{pv['seconds']:.2f} s", "", "", "seconds"
-    )
+    for row in bench_queries.rows(r):
+        t.add_row(*row)
     one = r["scale_out"].get("1")
     for shards, eps in r["scale_out"].items():
         t.add_row(

@@ -22,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -31,6 +32,7 @@ for _p in (HERE.parent, HERE):  # segd's packages, and the sibling scripts, from
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import benchlib  # noqa: E402
 from benchlib import _rows  # noqa: E402
 
 from actors.model import Model  # noqa: E402
@@ -174,3 +176,57 @@ def preview_latency(socket: Path, reps: int = 3) -> dict:
         seconds = _median_ms(lambda: c.preview(PREVIEW_WHEN), reps) / 1000
         users = c.stats()["users"]
     return {"seconds": seconds, "size": size, "users": users, "expression": PREVIEW_WHEN}
+
+
+def phase(tmp: Path, address: str, plan: dict, out: dict, say: Callable[[str], None]) -> None:
+    """bench.py's queries phase: ``out["history"]`` and ``out["preview"]``, each from its own
+    ``segd run`` on a data dir prepared here."""
+    config, sock = history_config(tmp / "history", address)
+    say(f"history: {plan['history_users'] * 10:,} transitions in each of 2 segments, through the store")
+    built = build_history(config, plan["history_users"], per_user=10)
+    with benchlib.DaemonProcess(config, sock, tmp / "history" / "daemon.log"):
+        say("history: segment at= and sizes latency")
+        out["history"] = {**built, **history_latency(sock)}
+    config, sock = benchlib.write_config(tmp / "preview", shards=2, address=address, clock="event")
+    say(f"preview: {plan['preview_users']:,} users in snapshots of 2 shards")
+    built = build_preview(config, plan["preview_users"], *plan["memory_base"])
+    with benchlib.DaemonProcess(config, sock, tmp / "preview" / "daemon.log"):
+        say("preview: latency")
+        out["preview"] = {**built, **preview_latency(sock)}
+
+
+def rows(r: dict) -> list[tuple[str, str, str, str, str]]:
+    """bench.py's table rows for the phase: (measure, result, beside, ratio, goal)."""
+    hist, pv = r["history"], r["preview"]
+    out = []
+    for segment in ("dense", "sparse"):
+        h = hist[segment]
+        out.append(
+            (
+                f"segment at=, {segment}, {hist['transitions_per_segment']:,} transitions",
+                " / ".join(f"{h[f'at_{q}_ms']:.1f}" for q in ("10%", "50%", "90%", "end")) + " ms",
+                f"{hist['manager_rtt_ms']:.1f} ms segments",
+                "",
+                "",
+            )
+        )
+        out.append(
+            (
+                f"  sizes, 100 / 10,000 points, {segment}",
+                f"{h['sizes_100_ms']:.1f} / {h['sizes_10000_ms']:.1f} ms",
+                "",
+                "",
+                "",
+            )
+        )
+    out.append(("  segment store records (1,000 a batch)", f"{hist['record_tps']:,.0f}/s", "", "", ""))
+    out.append(
+        (
+            f"preview, {pv['users']:,} users, {pv['shards']} shards",
+            f"{pv['seconds']:.2f} s",
+            "",
+            "",
+            "seconds",
+        )
+    )
+    return out
