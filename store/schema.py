@@ -147,83 +147,102 @@ OUTBOX_FILE = "outbox.db"
 def create_segments(db: sqlite_utils.Database) -> None:
     """Segment membership and the transition history (derived from the log, rebuildable).
 
-    Besides SPEC's fields, each transition row carries the history index that answers
-    ``segment at=T`` and ``sizes`` (see store/segments.py): ``size``, the segment's size right
-    after it in history order (at, seq, user, id); on an enter row, ``until``, the ``at`` of
-    the same user's next transition in the segment (NULL while the user is still a member),
-    and ``span``, the power-of-two class of the stay ``until - at``. A file written before
-    these columns existed is migrated in place, computing them from the rows it holds.
+    Besides SPEC's fields, the history carries the index that answers ``segment at=T`` and
+    ``sizes`` (see store/segments.py): each transition's ``size``, the segment's size right
+    after it in history order (at, seq, user, id); each member's ``since``, the time its
+    current stay began; and ``stays``, one row per finished stay (at <= T < until) with the
+    power-of-two class of its length, ``span``. A file written before the index existed is
+    migrated in place, from the rows it holds.
     """
-    if "transitions" in db.table_names() and "size" not in db.table("transitions").columns_dict:
-        _migrate_transitions(db)
-    if "transitions" not in db.table_names():
-        _create_transitions(db, "transitions")
+    tables = db.table_names()
+    if "transitions" in tables and "size" not in db.table("transitions").columns_dict:
+        _migrate_history(db)
+        tables = db.table_names()
+    if "transitions" not in tables:
+        _create_transitions(db)
         _index_transitions(db)
-    if "members" not in db.table_names():
-        # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
-        db.execute(
-            "CREATE TABLE members (segment TEXT NOT NULL, user TEXT NOT NULL, "
-            "PRIMARY KEY (segment, user)) WITHOUT ROWID"
-        )
-    if "segment_versions" not in db.table_names():
+    if "members" not in tables:
+        _create_members(db, "members")
+    if "stays" not in tables:
+        _create_stays(db)
+    if "segment_versions" not in tables:
         db.table("segment_versions").create({"segment": str, "fingerprint": str}, pk="segment")
 
 
-def _create_transitions(db: sqlite_utils.Database, name: str) -> None:
+def _create_transitions(db: sqlite_utils.Database, name: str = "transitions") -> None:
     db.execute(
         f"CREATE TABLE {name} (id TEXT PRIMARY KEY, segment TEXT NOT NULL, user TEXT NOT NULL, "
-        "kind TEXT NOT NULL, at FLOAT NOT NULL, seq INTEGER NOT NULL, "
-        "size INTEGER NOT NULL, until FLOAT, span INTEGER)"
+        "kind TEXT NOT NULL, at FLOAT NOT NULL, seq INTEGER NOT NULL, size INTEGER NOT NULL)"
     )
 
 
 def _index_transitions(db: sqlite_utils.Database) -> None:
     # History order of one segment; also the size-at-T seek and the forget/out-of-order fix-ups.
     db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user, id)")
-    # A user's history (and forget).
-    db.execute("CREATE INDEX transitions_user ON transitions (user, at, seq, id)")
-    # Members at T, walking users in order: one enter row per stay, with its end.
-    db.execute("CREATE INDEX transitions_walk ON transitions (segment, user, at, until) WHERE kind = 'enter'")
-    # Members at T, stabbing stays: a stay of span s containing T began within 2**s before T.
+    db.execute("CREATE INDEX transitions_user ON transitions (user)")  # a user's history; forget
+
+
+def _create_members(db: sqlite_utils.Database, name: str) -> None:
+    # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
     db.execute(
-        "CREATE INDEX transitions_stab ON transitions (segment, span, at, until, user) WHERE kind = 'enter'"
+        f"CREATE TABLE {name} (segment TEXT NOT NULL, user TEXT NOT NULL, since FLOAT NOT NULL, "
+        "PRIMARY KEY (segment, user)) WITHOUT ROWID"
     )
 
 
+def _create_stays(db: sqlite_utils.Database) -> None:
+    # Keyed by (segment, user, at): the walk in user order reads the table itself.
+    db.execute(
+        "CREATE TABLE stays (segment TEXT NOT NULL, user TEXT NOT NULL, at FLOAT NOT NULL, "
+        "until FLOAT NOT NULL, span INTEGER NOT NULL, PRIMARY KEY (segment, user, at)) WITHOUT ROWID"
+    )
+    # members at T by stabbing: a stay of span s that contains T began within 2**s before T
+    db.execute("CREATE INDEX stays_stab ON stays (segment, span, at, until)")
+
+
 def stay_span(duration: float) -> int:
-    """The class of a stay of ``duration`` seconds in a segment: the smallest ``s >= 0`` with
-    ``duration <= 2**s``, or -1 for an empty stay (enter and exit at the same instant)."""
-    if duration <= 0:
-        return -1
+    """The class of a stay of ``duration`` > 0 seconds: the smallest ``s >= 0`` with
+    ``duration <= 2**s`` (at most 1024, for the longest finite durations)."""
     if duration <= 1:
         return 0
     mantissa, exponent = math.frexp(duration)  # duration = mantissa * 2**exponent, 0.5 <= mantissa < 1
     return exponent - 1 if mantissa == 0.5 else exponent
 
 
-def _migrate_transitions(db: sqlite_utils.Database) -> None:
-    """Add the history index to a transitions table of an older segd, from its own rows
-    (window functions: no replay of the log is needed)."""
-    db.execute("DROP TABLE IF EXISTS transitions_migrating")
-    _create_transitions(db, "transitions_migrating")
+def _migrate_history(db: sqlite_utils.Database) -> None:
+    """Build the history index of a segments.db of an older segd from its own rows (window
+    functions: no replay of the log is needed)."""
+    db.conn.create_function("segd_stay_span", 1, stay_span, deterministic=True)
+    db.execute("ALTER TABLE transitions RENAME TO transitions_old")
+    for index in ("transitions_segment_at", "transitions_user"):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+    _create_transitions(db)
     db.execute(
-        "INSERT INTO transitions_migrating (id, segment, user, kind, at, seq, size, until) "
-        "SELECT id, segment, user, kind, at, seq, "
-        "sum(CASE kind WHEN 'enter' THEN 1 ELSE -1 END) OVER ("
-        "PARTITION BY segment ORDER BY at, seq, user, id ROWS UNBOUNDED PRECEDING), "
-        "CASE kind WHEN 'enter' THEN lead(at) OVER (PARTITION BY segment, user ORDER BY at, seq, id) END "
-        "FROM transitions ORDER BY segment, at, seq, user, id"
+        "INSERT INTO transitions (id, segment, user, kind, at, seq, size) "
+        "SELECT id, segment, user, kind, at, seq, sum(CASE kind WHEN 'enter' THEN 1 ELSE -1 END) "
+        "OVER (PARTITION BY segment ORDER BY at, seq, user, id ROWS UNBOUNDED PRECEDING) "
+        "FROM transitions_old ORDER BY segment, at, seq, user, id"
     )
-    spans = [
-        (stay_span(until - at), rowid)
-        for rowid, at, until in db.execute(
-            "SELECT rowid, at, until FROM transitions_migrating WHERE until IS NOT NULL"
-        )
-    ]
-    db.conn.executemany("UPDATE transitions_migrating SET span = ? WHERE rowid = ?", spans)
-    db.execute("DROP TABLE transitions")
-    db.execute("ALTER TABLE transitions_migrating RENAME TO transitions")
+    db.execute("DROP TABLE transitions_old")
     _index_transitions(db)
+    _create_stays(db)
+    db.execute(
+        "INSERT INTO stays (segment, user, at, until, span) "
+        "SELECT segment, user, at, next_at, segd_stay_span(next_at - at) FROM ("
+        "SELECT segment, user, kind, at, "
+        "lead(kind) OVER (PARTITION BY segment, user ORDER BY at, seq, id) AS next_kind, "
+        "lead(at) OVER (PARTITION BY segment, user ORDER BY at, seq, id) AS next_at FROM transitions) "
+        "WHERE kind = 'enter' AND next_kind = 'exit' AND next_at > at"
+    )
+    if "members" in db.table_names():
+        _create_members(db, "members_new")
+        db.execute(
+            "INSERT INTO members_new (segment, user, since) SELECT m.segment, m.user, coalesce(("
+            "SELECT max(t.at) FROM transitions t WHERE t.segment = m.segment AND t.user = m.user "
+            "AND t.kind = 'enter'), -9e999) FROM members m"
+        )
+        db.execute("DROP TABLE members")
+        db.execute("ALTER TABLE members_new RENAME TO members")
 
 
 def create_snapshots(db: sqlite_utils.Database) -> None:

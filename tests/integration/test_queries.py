@@ -218,6 +218,13 @@ def test_preview_of_an_unknown_name_says_which_names_exist(c):
     assert "column 1" in info.value.message and "did you mean 'spend'" in info.value.message
 
 
+def test_a_preview_sent_while_another_runs_is_answered_overloaded(c):
+    # pipelined on one connection: the daemon starts both at once, the second finds the first
+    first, second = c.pipeline([{"op": "preview", "when": "spend >= 0"}, {"op": "preview", "when": "true"}])
+    assert first["ok"] and first["size"] == USERS + 1
+    assert second["error"]["code"] == "overloaded"
+
+
 def test_preview_changes_nothing(c):
     before = c.stats()
     c.preview("spend >= 0")

@@ -159,7 +159,17 @@ def test_stays_longer_than_any_span_bucket_boundary_are_found(store):
 
 
 def test_stay_span_is_the_smallest_power_of_two_holding_the_stay():
-    assert [stay_span(d) for d in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 4.5)] == [-1, 0, 0, 1, 1, 2, 2, 3]
+    assert [stay_span(d) for d in (1e-9, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 4.5, 1e308)] == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        1024,
+    ]
 
 
 # ---------------------------------------------------------------------- sizes over time
@@ -248,6 +258,9 @@ def test_a_segments_file_of_an_older_segd_gains_the_index_from_its_rows(tmp_path
     old.executemany(
         "INSERT INTO transitions VALUES (?, ?, ?, ?, ?, ?)",
         [(t.id, t.segment, t.user, t.kind, t.at, t.seq) for t in transitions],
+    )
+    old.executemany(  # the old store kept the current members beside the history
+        "INSERT INTO members VALUES ('s', ?)", [(u,) for u in members_at(transitions, "s", T0 + 10**6)]
     )
     old.commit()
     old.close()
