@@ -261,23 +261,3 @@ async def _errors(
     except Exception:
         log.exception("http_internal_error", path=request.path)
         return error_response(500, "internal", "internal error; see the daemon log")
-
-
-_CONSOLE = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>segd</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>segd</h1>
-<p><strong>Placeholder:</strong> the web console is not built yet (SPEC section 8 "Console").
-This page only says that segd's HTTP face is up.</p>
-<ul>
-<li><a href="/api/openapi.json">/api/openapi.json</a>: the JSON API and the ingest endpoints</li>
-<li><a href="/api/segments">/api/segments</a>, <a href="/api/stats">/api/stats</a></li>
-<li><a href="/readyz">/readyz</a>, <a href="/healthz">/healthz</a></li>
-</ul>
-</body></html>
-"""
-
-
-async def _console(request: web.Request) -> web.Response:
-    """The console's placeholder page (the console itself is another piece of work)."""
-    return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")

@@ -170,8 +170,13 @@ def _schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["name", "size", "description"],
-                        "properties": {"name": string, "size": {"type": "integer"}, "description": string},
+                        "required": ["name", "size", "description", "when"],
+                        "properties": {
+                            "name": string,
+                            "size": {"type": "integer"},
+                            "description": string,
+                            "when": string,
+                        },
                     },
                 }
             },

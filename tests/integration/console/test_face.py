@@ -21,9 +21,6 @@ from tests.integration.console.conftest import (
     new_console,
 )
 
-# Every page reads `sizes`, `preview`, `segment at=` or history by user (issue 14 part A).
-pytestmark = pytest.mark.needs_query_ops
-
 # WCAG 2.x contrast of every visible text against its nearest opaque background; returns
 # the failures. Large text (24px, or 18.66px bold) needs 3:1, the rest 4.5:1. Disabled
 # controls are exempt, as WCAG says.

@@ -6,13 +6,8 @@ import re
 import time
 from urllib.parse import quote
 
-import pytest
-
 from tests.helpers import wait_until
 from tests.integration.console.conftest import Console, Shop, number
-
-# Every page reads `sizes`, `preview`, `segment at=` or history by user (issue 14 part A).
-pytestmark = pytest.mark.needs_query_ops
 
 
 def test_segments_page_shows_every_segment_with_the_size_segments_gives(console: Console, shop: Shop):
