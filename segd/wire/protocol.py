@@ -300,12 +300,15 @@ def _sizes(f: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("bad_request", f"'step' must be at least 1 second, got {step!r}")
     if until < since:
         raise ProtocolError("bad_request", f"'until' ({until!r}) must not be before 'since' ({since!r})")
-    # the points are since + k*step <= until, computed as the store computes them
+    # the points are since + k*step <= until, computed as the store computes them. The
+    # estimate is refined by a step or two at most; bounded, since at magnitudes where adding
+    # step no longer changes the float (since = 1e300) the sum stays <= until for every k.
     count = int((until - since) // step) + 1
-    while since + count * step <= until:
-        count += 1
-    while count > 1 and since + (count - 1) * step > until:
-        count -= 1
+    if count <= MAX_POINTS + 1:  # past that it is refused whatever the refinement gives
+        while count <= MAX_POINTS and since + count * step <= until:
+            count += 1
+        while count > 1 and since + (count - 1) * step > until:
+            count -= 1
     if count > MAX_POINTS:
         raise ProtocolError(
             "bad_request",

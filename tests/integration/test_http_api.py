@@ -107,11 +107,6 @@ def test_unknown_query_parameter_is_400_naming_it(served):
     assert resp.status_code == 400 and "unknown query parameter 'limt'" in resp.json()["message"]
 
 
-def test_console_placeholder_is_served_and_says_so(served):
-    resp = get(served, "/")
-    assert resp.status_code == 200 and "Placeholder" in resp.text
-
-
 # ---------------------------------------------------------------- SSE
 
 

@@ -84,5 +84,14 @@ def test_sizes_allows_ten_thousand_points_and_refuses_one_more_naming_the_step()
     assert "'step'" in err.message and "10,001 points" in err.message and "at least 2 s" in err.message
 
 
+def test_sizes_at_times_where_a_step_no_longer_moves_the_float_is_refused_not_spun_on():
+    # 1e300 + 60 == 1e300: every point is <= until, so there are more than MAX_POINTS of them
+    # (schemathesis found the counting loop spinning forever on such a request)
+    err = bad({"op": "sizes", "segment": "s", "since": 1e300, "until": 1e300, "step": 60})
+    assert err.code == "bad_request" and "'step'" in err.message
+    err = bad({"op": "sizes", "segment": "s", "since": -1.3e16, "until": 1.7976931348623155e308, "step": 1e7})
+    assert err.code == "bad_request" and "'step'" in err.message
+
+
 def test_preview_takes_the_expression_text_unchecked_by_the_protocol():
     assert parse_request({"op": "preview", "when": "views >"}).args == {"when": "views >"}
