@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from actors.records import SegmentPage, Transition, decoder, encode
+from segd.errors import Fenced
 from store.segments import SegmentStore
 
 log = structlog.get_logger("segd.segments")
@@ -28,8 +29,16 @@ class SegmentManager:
     ``rebuild``) are emptied at start-up, to be rebuilt by replaying the log.
     """
 
-    def __init__(self, data_dir: Path, segments: dict[str, tuple[str, str]], rebuild: bool = False) -> None:
-        self.store = SegmentStore(data_dir)
+    def __init__(
+        self,
+        data_dir: Path,
+        segments: dict[str, tuple[str, str]],
+        rebuild: bool = False,
+        owner: str | None = None,
+    ) -> None:
+        """``owner``: the data dir lock's token of the daemon or replay this manager works
+        for; its writes are refused (Fenced) once another segd holds the lock."""
+        self.store = SegmentStore(data_dir, owner=owner)
         self.segments = segments
         old = self.store.versions()
         now = {name: fp for name, (_, fp) in segments.items()}
@@ -48,7 +57,11 @@ class SegmentManager:
     def apply(self, transitions: bytes) -> bytes:
         """Record transitions (encoded ``list[Transition]``); return the ones not seen before,
         in order, encoded the same way."""
-        new = self.store.apply(t for t in _TRANSITIONS.decode(transitions) if t.segment in self.segments)
+        try:
+            new = self.store.apply(t for t in _TRANSITIONS.decode(transitions) if t.segment in self.segments)
+        except Fenced as exc:  # this manager outlived its daemon or replay (kill -9)
+            log.error("store_fenced", store=str(self.store.path), reason=str(exc))
+            raise
         sizes = self._sizes
         for t in new:
             sizes[t.segment] += 1 if t.kind == "enter" else -1

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlite_utils
 
-from segd.errors import StoreError
+from segd.errors import Fenced, StoreError
+from store.datadir import holder_token
 
 #: 2: the event log has a ``context`` column (version 1 files gain it when opened).
 SCHEMA_VERSION = 2
@@ -45,15 +46,31 @@ def open_db(path: Path, *, synchronous: str = "full") -> sqlite_utils.Database:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+def transaction(
+    conn: sqlite3.Connection, what: str, owner: str | None = None
+) -> Iterator[sqlite3.Connection]:
     """One explicit transaction: BEGIN, then COMMIT, or ROLLBACK if the body raises.
 
     The connection must have ``isolation_level=None`` (``open_db``). SQLite errors, the
     COMMIT's included (a full disk shows there), become StoreError naming ``what``; nothing
     of the transaction is then in the file.
+
+    With ``owner`` (the data dir lock's token of the process this writer works for), the
+    transaction takes the write lock first and raises Fenced, writing nothing, unless the
+    file's recorded owner is still ``owner``: once a new lock holder has claimed the file
+    (``claim``), no write of an earlier holder's workers can land after it.
     """
     try:
-        conn.execute("BEGIN")
+        if owner is None:
+            conn.execute("BEGIN")
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
+            if row is None or row[0] != owner:
+                raise Fenced(
+                    f"{what} refused: the data dir now belongs to another segd (owner "
+                    f"{row[0] if row else None!r}, this writer works for {owner!r}); stopping"
+                )
         yield conn
         conn.execute("COMMIT")
     except BaseException as exc:
@@ -79,14 +96,31 @@ def select_in(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list
 
 
 def open_store(
-    path: Path, create: Callable[[sqlite_utils.Database], None], *, synchronous: str = "full"
+    path: Path,
+    create: Callable[[sqlite_utils.Database], None],
+    *,
+    synchronous: str = "full",
+    owner: str | None = None,
 ) -> sqlite_utils.Database:
     """``open_db``, then (in one transaction) check the schema version and ``create`` the
-    store's tables if they are missing. Every store under ``data_dir`` opens this way."""
+    store's tables if they are missing. Every store under ``data_dir`` opens this way.
+
+    ``owner`` (the lock token of the daemon or replay opening it) must be the token of the
+    data dir lock's holder (else Fenced: a worker of a gone holder, restarted late); it is
+    recorded as the file's owner in the same transaction, so from then on only writes made
+    with that token land (``transaction(..., owner=)``) and a writer working for an earlier
+    holder is fenced off."""
+    if owner is not None and (holder := holder_token(path.parent)) != owner:
+        raise Fenced(
+            f"opening {path} refused: the data dir's lock is held by {holder!r}, not by {owner!r} "
+            "whom this writer works for"
+        )
     db = open_db(path, synchronous=synchronous)
     with transaction(db.conn, f"opening {path}"):
         ensure_meta(db, path)
         create(db)
+        if owner is not None:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('owner', ?)", [owner])
     return db
 
 

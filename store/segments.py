@@ -72,9 +72,12 @@ class SegmentStore:
     """Membership (``members``), history (``transitions``) and the history index of every
     segment. One writer (the segment manager); not thread-safe."""
 
-    def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
+    def __init__(self, data_dir: Path, *, synchronous: str = "full", owner: str | None = None) -> None:
+        """``owner``: the data dir lock's token of the daemon or replay this store writes for;
+        it claims the file, and every write is fenced by it (``schema.transaction``)."""
         self.path = Path(data_dir) / schema.SEGMENTS_FILE
-        self.db = schema.open_store(self.path, schema.create_segments, synchronous=synchronous)
+        self.owner = owner
+        self.db = schema.open_store(self.path, schema.create_segments, synchronous=synchronous, owner=owner)
         self.conn = self.db.conn
         # The indexes keyed by transition id and by user take writes at random places: a page
         # cache that holds them, and a WAL that takes many commits before it is copied back,
@@ -102,7 +105,7 @@ class SegmentStore:
             return []
         new: list[Transition] = []
         done: list[tuple[str, int, int, list[int]]] = []
-        with schema.transaction(self.conn, "segment store commit") as conn:
+        with schema.transaction(self.conn, "segment store commit", self.owner) as conn:
             known = {
                 r[0]
                 for r in schema.select_in(
@@ -210,7 +213,7 @@ class SegmentStore:
         """Erase ``user``'s membership and history, and their part of every size recorded
         during their stays; returns the segments it was a member of. Costs one row update
         per transition of the segment during the user's stays."""
-        with schema.transaction(self.conn, "segment store forget") as conn:
+        with schema.transaction(self.conn, "segment store forget", self.owner) as conn:
             left = [r[0] for r in conn.execute("SELECT segment FROM members WHERE user = ?", (user,))]
             rows = conn.execute(
                 f"SELECT segment, kind, {_ORDER} FROM transitions WHERE user = ? ORDER BY segment, {_ORDER}",
@@ -247,7 +250,7 @@ class SegmentStore:
     def reset(self, segments: Iterable[str], versions: dict[str, str]) -> None:
         """Drop the rows of ``segments`` (to be rebuilt from the log) and record ``versions``."""
         dropped = list(segments)
-        with schema.transaction(self.conn, "segment store reset") as conn:
+        with schema.transaction(self.conn, "segment store reset", self.owner) as conn:
             for s in dropped:
                 conn.execute("DELETE FROM transitions WHERE segment = ?", (s,))
                 conn.execute("DELETE FROM members WHERE segment = ?", (s,))

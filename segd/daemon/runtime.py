@@ -202,19 +202,25 @@ class Runtime:
         dispatch: bool = True,
         deliver: bool = True,
         start_clock: float = float("-inf"),
+        owner: str | None = None,
     ) -> None:
         """``fingerprints``: segment -> (description, fingerprint). ``dispatch`` False: no
         dispatcher (``segd replay --no-dispatch``); ``deliver`` False: decide and record
         messages but send none (``segd replay``). ``start_clock`` is the engine clock now:
-        campaigns new in this config fire from it on."""
+        campaigns new in this config fire from it on. ``owner``: the data dir lock's token,
+        which fences the managers' and the dispatcher's writes (store.schema.transaction)."""
         self.config = config
+        self.owner = owner
         self.n = config.ray.shards
         self.watch = ShardWatch(self.n)  # the shards' health as seen from the daemon's calls
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
         self.managers: list[Any] = [
             _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
-                config.daemon.data_dir, {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild
+                config.daemon.data_dir,
+                {s: v for s, v in fingerprints.items() if manager_of(s) == i},
+                rebuild,
+                owner,
             )
             for i in range(MANAGERS)
         ]
@@ -353,7 +359,7 @@ class Runtime:
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         self.dispatcher = _RemoteDispatcher.options(
             scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, self._traits)
+        ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
