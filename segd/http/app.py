@@ -26,7 +26,7 @@ from actors.records import Ack, NewEvent
 from segd.config import HttpConfig
 from segd.config.values import parse_address
 from segd.console.routes import add_routes as add_console_routes
-from segd.errors import ProtocolError, Unavailable
+from segd.errors import ProtocolError, SegdError, Unavailable
 from segd.http import api, auth, ingest
 from segd.http.body import MAX_BODY
 from segd.http.errors import HttpError
@@ -98,7 +98,8 @@ class HttpFace:
         return app
 
     async def start(self) -> None:
-        """Bind and serve. Raises OSError if the address cannot be bound."""
+        """Bind and serve. Raises SegdError naming ``[http] listen`` if the address cannot be
+        bound (in use, not this machine's)."""
         runner = web.AppRunner(
             self.app,
             access_log=None,
@@ -111,6 +112,11 @@ class HttpFace:
         site = web.TCPSite(runner, self.host, self.port, backlog=512)
         try:
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SegdError(
+                f"[http] listen = '{self.host}:{self.port}': cannot listen there: {exc.strerror or exc}"
+            ) from exc
         except BaseException:
             await runner.cleanup()
             raise
