@@ -159,8 +159,8 @@ def locked(tmp_path_factory) -> Iterator[Shop]:
         d.stop()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(scope="package")  # not session: Playwright's sync API keeps an asyncio loop
+def browser() -> Iterator[Browser]:  # running in the main thread while open, which breaks later asyncio tests
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
