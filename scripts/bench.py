@@ -39,6 +39,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   cloned from its snapshot states and restored; snapshot bytes per user beside them.
 - scale-out: ingest+apply events/s (first send to ``sync``) with 1, 2, 4 shards, and with
   shards on a 2-node ``ray.cluster_utils.Cluster``.
+- queries (scripts/bench_queries.py): ``segment at=`` and ``sizes`` latency over a history of
+  10^6 transitions per segment (10^5 with ``--quick``), beside a ``segments`` call; the
+  segment store's recording rate; ``preview`` over 10^6 users (10^5) in 2 shards.
 
 All daemons run as ``python -m segd run`` subprocesses joined to one private Ray cluster
 started by the bench (so Ray starts once), and everything is stopped at the end.
@@ -71,6 +74,7 @@ for _p in (HERE.parent, HERE):
         sys.path.insert(0, str(_p))
 
 import bench_http  # noqa: E402
+import bench_queries  # noqa: E402
 import benchlib  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
@@ -91,6 +95,8 @@ PLANS = {
         "cluster_shards": (2,),
         "cluster_events": 20_000,
         "cell_events": {1: 4_000, 100: 20_000, 1000: 60_000},
+        "history_users": 10_000,
+        "preview_users": 100_000,
     },
     "full": {
         "events": 300_000,
@@ -103,6 +109,8 @@ PLANS = {
         "cluster_shards": (2, 4),
         "cluster_events": 300_000,
         "cell_events": {1: 20_000, 100: 100_000, 1000: 300_000},
+        "history_users": 100_000,
+        "preview_users": 1_000_000,
     },
 }
 
@@ -447,6 +455,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
 
         main_daemon(tmp, cluster.address, items, plan, args, out)
         out["ingest_matrix"] = ingest_matrix(tmp, cluster.address, plan, args)
+        bench_queries.phase(tmp, cluster.address, plan, out, say)
         # Every scale-out run sends the ingest phase's workload: the main daemon is one point.
         out["scale_out"] = {}
         for shards in plan["scale_shards"]:
@@ -610,6 +619,8 @@ def print_table(r: dict) -> None:
             "",
             "<= 1,024 B",
         )
+    for row in bench_queries.rows(r):
+        t.add_row(*row)
     one = r["scale_out"].get("1")
     for shards, eps in r["scale_out"].items():
         t.add_row(
@@ -635,8 +646,10 @@ def print_table(r: dict) -> None:
         "batch, router -> every shard answered; and the "
         "managers' record, after the shards' answers, off that path. Ray floor: a call to an actor "
         "that does nothing, from another process, in this run. Matrix: the third column is "
-        "the daemon's CPU time per event, all threads / the event loop's; ratio against the raw append. Scale-out: events/s until "
-        "sync, ratio against 1 shard."
+        "the daemon's CPU time per event, all threads / the event loop's; ratio against the raw append. "
+        "Scale-out: events/s until sync, ratio against 1 shard. segment at=: a page of "
+        "1,000 members with T at 10/50/90% of a year of history and after it (dense: about half the users are "
+        "members; sparse: a few dozen), beside a segments call (socket + one segment manager call)."
     )
 
 

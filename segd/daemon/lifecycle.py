@@ -93,7 +93,7 @@ class Daemon:
         cfg = self.config.daemon
         started = time.time()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(DataDirLock(cfg.data_dir))
+        lock = stack.enter_context(DataDirLock(cfg.data_dir))
         self.eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         stack.callback(self.eventlog.close)
         self.snapshots = SnapshotStore(cfg.data_dir)
@@ -105,11 +105,14 @@ class Daemon:
         descriptions = {
             s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments
         }
-        self.runtime = runtime.Runtime(self.config, descriptions, start_clock=self.clock.now(time.time()))
+        self.runtime = runtime.Runtime(
+            self.config, descriptions, start_clock=self.clock.now(time.time()), owner=lock.token
+        )
         stack.callback(self.runtime.close)
         stack.push_async_callback(self.runtime.close_dispatcher)
         if rebuilt := await self.runtime.reset_segments():
             log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
+            self.snapshots.clear()  # the shards replay the whole log, or a deleted segments.db stays empty
         self.router = Router(
             self.runtime,
             self.eventlog,

@@ -49,7 +49,7 @@ async def _replay(
     started = time.monotonic()
     model = Model.compile(config)
     cfg = config.daemon
-    with DataDirLock(cfg.data_dir):
+    with DataDirLock(cfg.data_dir) as lock:
         eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         snapshots = SnapshotStore(cfg.data_dir)
         snapshots.clear()
@@ -62,6 +62,7 @@ async def _replay(
             dispatch=dispatch,
             deliver=False,
             start_clock=clock.value,
+            owner=lock.token,
         )
         try:
             router = Router(
