@@ -33,6 +33,7 @@ from actors.dispatch.report import campaign_report, summarize
 from actors.dispatch.throttle import opted_out, unsubscribed
 from actors.records import DueMessage, GoalEvent, Trigger, decoder
 from segd.config import ChannelConfig, Config
+from segd.errors import StoreError
 from store.outbox import OutboxStore
 
 log = structlog.get_logger("segd.dispatch")
@@ -81,6 +82,8 @@ class Dispatcher:
         )
         self.clock = start_clock
         self.core = self._load_core(config, segment_fingerprints)
+        self._fingerprints = segment_fingerprints
+        self._core_stale = False  # set when a write failed after the core counted it
         self.deliver = deliver
         self._since_prune = 0
         self._wake = {c.name: asyncio.Event() for c in config.channels}
@@ -106,6 +109,8 @@ class Dispatcher:
         self.config = config
         self.clock = max(self.clock, clock)
         self.core = self._load_core(config, segment_fingerprints)
+        self._fingerprints = segment_fingerprints
+        self._core_stale = False
         self._wake = {c.name: asyncio.Event() for c in config.channels}
         self._release_claims()  # deliveries cut off by the grace period
         await self.start()
@@ -186,16 +191,26 @@ class Dispatcher:
         triggers, goals = _TRIGGERS.decode(triggers_blob), _GOALS.decode(goals_blob)
         if clock > self.clock:
             self.clock = clock
+        if self._core_stale:  # the caps and exposures again exactly what the outbox holds
+            self.core = self._load_core(self.config, self._fingerprints)
+            self._core_stale = False
         new = []
-        if triggers:
-            candidates = self.core.candidates(triggers)
-            if candidates:
-                known = self.store.known([x.message for x in candidates])
-                rows = self.core.decide([x for x in candidates if x.message not in known], self.clock)
-                new = self.store.record(rows)
-            self._since_prune += len(triggers)
-        if goals and (conversions := self.core.convert(goals)):
-            self.store.convert(conversions)
+        try:
+            if triggers:
+                candidates = self.core.candidates(triggers)
+                if candidates:
+                    known = self.store.known([x.message for x in candidates])
+                    rows = self.core.decide([x for x in candidates if x.message not in known], self.clock)
+                    new = self.store.record(rows)
+                self._since_prune += len(triggers)
+            if goals and (conversions := self.core.convert(goals)):
+                self.store.convert(conversions)
+        except StoreError:
+            # The core already counted the decisions in its caps and used up the exposures
+            # the goal events converted; the outbox kept none of it. The caller retries this
+            # call (segd.daemon.stores): it must meet a core rebuilt from the outbox.
+            self._core_stale = True
+            raise
         if self._since_prune >= PRUNE_EVERY:
             self._since_prune = 0
             self.core.prune(self.clock)
