@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.compiled.expr import HELPERS, Emitter, Scope
-from actors.compiled.timing import FALLBACK, lin_nc, nc_plan
+from actors.compiled.timing import FALLBACK, count_marks, lin_nc, nc_plan
 from actors.model import AggDef, Model, SegDef
 from segd.rules import Aggregate, Binary, Call, ListExpr, Node, Unary, parse
 
@@ -86,10 +86,16 @@ class _Gen:
         self.seg_bit = {s.name: s.bit for s in model.segs}
         self.w: dict[int, str] = {}  # aggregate index -> const name of its window length
         self.kinds: dict[int, str] = {}  # aggregate index -> const name of its reference kind
+        # aggregate index -> const name of its marks (count_marks), for the windows that have
+        self.marks: dict[int, str] = {}
         for a in model.aggs:
             self.kinds[a.index] = self.e.const(a.kind)
             if a.kind.windowed:
                 self.w[a.index] = self.e.const(a.kind.within)
+                if a.timed and a.kind.kind in ("count", "distinct"):
+                    marks = count_marks(model, a)
+                    if marks is not None:
+                        self.marks[a.index] = self.e.const(marks)
 
     # ------------------------------------------------------------------ values
 
@@ -116,7 +122,15 @@ class _Gen:
                 f"if type(q_) is float else {every} if type(q_) is _array and q_[0] + {w} > {now} "
                 f"and q_[-1] <= {now} else {fn}(q_, {w}, {now}))"
             )
-        empty = "0" if kind in ("sum", "distinct") else "None"
+        if kind == "distinct":
+            keys = _keys_slot(state)
+            # inline for None, one entry, and a clean window whose entries are all live
+            return (
+                f"(0 if (q_ := {state}) is None else (1 if q_ <= {now} < q_ + {w} else 0) "
+                f"if type(q_) is float else len(q_) if type(q_) is _array and type({keys}) is tuple "
+                f"and q_[0] + {w} > {now} else _dw_count(q_, {keys}, {w}, {now}))"
+            )
+        empty = "0" if kind == "sum" else "None"
         return f"({empty} if ({state}) is None else ({state}).value({now}))"
 
     def lazy(self, prefix: str, now: str) -> Callable[[str], str]:
@@ -163,7 +177,7 @@ class _Gen:
             if m.groups:
                 o("raw = u.raw")
             o("user = u.user")
-            o("traits = u.traits or ()")
+            o("traits = u.traits")
             read = sorted({self.agg_index[n] for s in m.segs for n in s.compiled.aggregates})
             if read:
                 o(" = ".join(f"v{i}" for i in read) + " = _U")
@@ -177,9 +191,10 @@ class _Gen:
             )
             for s in m.segs:
                 self.gen_segment(s, scope)
-            o("u.members = members")
+            # users share the int objects of their masks (few distinct ones, 28 bytes each)
+            o("u.members = _mask(members, members)")
             if m.groups:
-                o("u.raw = raw")
+                o("u.raw = _mask(raw, raw)")
             o("return ev")
         o("")
 
@@ -250,7 +265,7 @@ class _Gen:
         with o.block():
             plan = nc_plan(parse(s.config.when))
             if plan is not None:
-                o("traits = u.traits or ()")
+                o("traits = u.traits")
                 o("members = u.members")
                 read = sorted({self.agg_index[n] for n in s.compiled.aggregates})
                 o(" = ".join(f"v{i}" for i in read) + " = _U")
@@ -320,6 +335,13 @@ class _Gen:
         as ``_time_next`` finds); the general function otherwise."""
         o, w = self.out, self.w[a.index]
         o(f"s_ = {state}")
+        marks = self.marks.get(a.index)
+        if marks is not None:
+            self.emit_count_deadline(a, marks, now)
+            return
+        if a.kind.kind == "distinct":
+            o(f"nc = _dw_next(s_, {w}, {now})")
+            return
         if a.kind.kind in _TIME_KINDS:
             o("if s_ is None:")
             with o.block():
@@ -344,10 +366,59 @@ class _Gen:
         with o.block():
             o(f"nc = s_.next_change({now})")
 
-    def prune_of(self, a: AggDef, state: str, now: str) -> str:
+    def emit_count_deadline(self, a: AggDef, marks: str, now: str) -> None:
+        """``nc = count_deadline(...)`` of the window in ``s_``, inline when every entry is
+        live and the marks are whole numbers: the expiry of the m-th oldest entry, m the
+        fewest expiries that cross a mark (or empty the window)."""
+        o, w = self.out, self.w[a.index]
+        values = self.e.consts[marks]
+        whole = all(k == int(k) for _, k in values)
+        clean = ""
+        if a.kind.kind == "distinct":
+            keys = _keys_slot(f"u.a{a.index}")
+            general = f"_dw_deadline(s_, {keys}, {w}, {now}, {marks})"
+            clean = f" and type({keys}) is tuple"  # each key once: an expiry is one value less
+        else:
+            general = f"_count_deadline(s_, {w}, {now}, {marks})"
+        o("if s_ is None:")
+        with o.block():
+            o("nc = None")
+        if whole:
+            o(f"elif type(s_) is _array{clean} and s_[-1] <= {now} and s_[0] + {w} > {now}:")
+            times = "s_"
+            with o.block():
+                o(f"n_ = m_ = len({times})")
+                for op, k in values:
+                    kn = self.e.const(int(k))
+                    if op in (">=", "<"):
+                        o(f"if n_ >= {kn} and n_ - {kn} + 1 < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn} + 1")
+                    elif op in (">", "<="):
+                        o(f"if n_ > {kn} and n_ - {kn} < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn}")
+                    else:
+                        o(f"if n_ == {kn}:")
+                        with o.block():
+                            o("m_ = 1")
+                        o(f"elif n_ > {kn} and n_ - {kn} < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn}")
+                o(f"nc = {times}[m_ - 1] + {w}")
+        o("else:")
+        with o.block():
+            o(f"nc = {general}")
+
+    def emit_prune(self, a: AggDef, state: str, now: str) -> None:
+        """``u.aN = `` the window pruned at ``now`` (``state`` holds its current state)."""
+        o, st = self.out, f"u.a{a.index}"
         if a.kind.kind in _TIME_KINDS:
-            return f"_tw_prune({state}, {self.w[a.index]}, {now})"
-        return f"_vw_prune({state}, {now})"
+            o(f"{st} = _tw_prune({state}, {self.w[a.index]}, {now})")
+        elif a.kind.kind == "distinct":
+            o(f"{st}, {_keys_slot(st)} = _dw_prune({state}, {_keys_slot(st)}, {self.w[a.index]}, {now})")
+        else:
+            o(f"{st} = _vw_prune({state}, {now})")
 
     def gen_fire(self) -> None:
         m, o = self.m, self.out
@@ -372,7 +443,7 @@ class _Gen:
                     with o.block():
                         o(f"d |= {a.seg_mask}")
                         o(f"{flag} = True")
-                        o(f"u.a{a.index} = {self.prune_of(a, 's_', 't')}")
+                        self.emit_prune(a, "s_", "t")
                     o("elif best is None or nc < best:")
                     with o.block():
                         o("best = nc")
@@ -380,7 +451,7 @@ class _Gen:
                 o(f"s = u.a{a.index}")
                 o("if s is not None:")
                 with o.block():
-                    o(f"u.a{a.index} = {self.prune_of(a, 's', 't')}")
+                    self.emit_prune(a, "s", "t")
             o("u.now = t")
             o("ev = _evaluate(u, d, t, u.last_seq, 't', out) if d else 0")
             o("u.deadline = best")
@@ -410,7 +481,7 @@ class _Gen:
             o(f"d = {m.all_mask} if u.last_seq is None else 0")
             folded: list[tuple[AggDef, str]] = []
             if aggs:
-                o("traits = u.traits or ()")
+                o("traits = u.traits")
                 read = sorted({self.agg_index[n] for a in aggs for n in _where_aggs(a)})
                 if read:
                     o(" = ".join(f"p{i}" for i in read) + " = _U")
@@ -492,13 +563,24 @@ class _Gen:
                 o(f"{st} = ts if ts + {w} > clock else None")
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
-                o("s.append(ts)")
+                o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
                 o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
             o("else:")
             with o.block():
                 o(f"{st} = _tw_fold(s, ts, {w}, clock)")
+            return
+        if kind == "distinct":
+            keys = _keys_slot(st)
+            o(f"if ts + {w} <= clock or {value} is None:")
+            with o.block():
+                o(f"if {st} is not None:")
+                with o.block():
+                    o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
+            o("else:")
+            with o.block():
+                o(f"{st}, {keys} = _dw_fold({st}, {keys}, ts, _dkey({value}), {w}, clock)")
             return
         accept = "_is_number({v})" if kind in ("sum", "avg", "min", "max") else "{v} is not None"
         o(f"s = {st}")
@@ -512,8 +594,7 @@ class _Gen:
             o("if s is None:")
             with o.block():
                 o(f"s = {st} = _new_vw({self.e.const(kind)}, {w})")
-            key = f"_dkey({value})" if kind == "distinct" else value
-            o(f"s.fold(ts, {key}, clock)")
+            o(f"s.fold(ts, {value}, clock)")
 
     def gen_identify(self) -> None:
         m, o = self.m, self.out
@@ -570,6 +651,8 @@ class _Gen:
                 o(f"u.t{seg.timed_slot} = _INF")
             for a in m.aggs:
                 o(f"u.a{a.index} = None")
+                if a.kind.windowed and a.kind.kind == "distinct":
+                    o(f"u.b{a.index} = None")
             o("return u")
         o("")
 
@@ -581,6 +664,12 @@ class _Gen:
                 o(f"return {self.value_of(a, f'u.a{a.index}', 'now')}")
             o("")
         o("VALUES = (" + "".join(f"_val{a.index}, " for a in self.m.aggs) + ")")
+
+
+def _keys_slot(state: str) -> str:
+    """The keys slot (``u.bN``) of a distinct window whose times are in ``u.aN``."""
+    assert state.startswith("u.a")
+    return "u.b" + state[3:]
 
 
 def _transition(name: str, kind: str) -> str:

@@ -4,7 +4,8 @@
 module (``actors.compiled.codegen``) plus ``Engine.user_class``, a slotted class whose
 instances hold one user's state as flat slots:
 
-- ``user``, ``traits`` (flat ``(key, value, ...)`` tuple or None), ``members``, ``raw`` (when
+- ``user``, ``traits`` (``actors.compiled.traits``: a shared key layout and the values, or
+  None), ``members``, ``raw`` (when
   the model has groups), ``last_seq``, ``deadline``, ``now``: as in ``actors.user.UserActor``;
 - ``t0``... one per time-dependent segment: its next change (inf for none), the reference's
   ``tnext`` tuple spread over slots;
@@ -27,7 +28,6 @@ Windows no segment reads are never asked for a next change.
 from __future__ import annotations
 
 import math
-import sys
 import weakref
 from array import array
 from collections.abc import Mapping
@@ -38,7 +38,6 @@ from typing import Any
 import msgpack
 
 from actors.aggregates.kind import (
-    SHARED_TRAIT_MAX,
     distinct_key,
     int_in,
     int_out,
@@ -48,11 +47,13 @@ from actors.aggregates.kind import (
     unpack_arr,
 )
 from actors.compiled.codegen import Generated, generate
+from actors.compiled.distinct import dw_count, dw_deadline, dw_entries, dw_fold, dw_from, dw_next, dw_prune
 from actors.compiled.sorted import BIG
+from actors.compiled.traits import TraitsView, as_dict, from_dict, merge
+from actors.compiled.values import ValueWin, new_value_win
 from actors.compiled.windows import (
-    ValueWin,
+    count_deadline,
     from_times,
-    new_value_win,
     tw_count,
     tw_first,
     tw_fold,
@@ -61,7 +62,7 @@ from actors.compiled.windows import (
     tw_prune,
     tw_times,
 )
-from actors.model import STATE_FORMAT, Model, _Members, _Traits
+from actors.model import STATE_FORMAT, Model, _Members
 from actors.records import Transition, UserView
 from segd.rules import Context
 
@@ -69,7 +70,6 @@ __all__ = ["CompiledUser", "Engine", "compiled"]
 
 _INF = math.inf
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-_MISSING = object()
 _TIME_KINDS = frozenset({"count", "first_time", "last_time"})
 
 
@@ -99,8 +99,7 @@ class CompiledUser:
 
     def trait_map(self) -> dict[str, Any]:
         """The user's traits as a new dict."""
-        pairs = self.traits
-        return dict(zip(pairs[::2], pairs[1::2], strict=True)) if pairs else {}
+        return as_dict(self.traits)
 
     def segments(self) -> list[str]:
         """Names of the segments the user is a member of, sorted."""
@@ -145,7 +144,10 @@ class Engine:
             slots.append("raw")
         slots += [f"t{s.timed_slot}" for s in m.timed_segs]
         slots += [f"a{a.index}" for a in m.aggs]
+        # a small distinct window's keys (actors.compiled.distinct)
+        slots += [f"b{a.index}" for a in m.aggs if a.kind.windowed and a.kind.kind == "distinct"]
         self.slots = tuple(slots)
+        self._masks: dict[int, int] = {}  # one int object per distinct membership mask
         runtime = self._runtime()
         self.generated: Generated = generate(model, runtime)
         g = self.generated
@@ -177,24 +179,7 @@ class Engine:
 
         def merge_traits(u: Any, data: Mapping[str, Any]) -> int:
             """The reference's ``_identify``: merge key by key (None removes); dirty mask."""
-            pairs = u.traits
-            traits = dict(zip(pairs[::2], pairs[1::2], strict=True)) if pairs else {}
-            dirty = 0
-            changed = False
-            for key, value in data.items():
-                old = traits.get(key, _MISSING)
-                if value is None:
-                    if old is _MISSING:
-                        continue
-                    del traits[key]
-                elif old is _MISSING or old.__class__ is not value.__class__ or old != value:
-                    traits[sys.intern(key)] = shared(value, SHARED_TRAIT_MAX)
-                else:
-                    continue
-                changed = True
-                dirty |= masks.get(key, 0)
-            if changed:
-                u.traits = tuple(x for kv in traits.items() for x in kv) if traits else None
+            u.traits, dirty = merge(u.traits, data, masks)
             return dirty
 
         def stuck(u: Any, t: float) -> None:
@@ -228,12 +213,19 @@ class Engine:
             "_tw_first": tw_first,
             "_tw_last": tw_last,
             "_tw_next": tw_next,
+            "_count_deadline": count_deadline,
             "_vw_prune": vw_prune,
+            "_dw_fold": dw_fold,
+            "_dw_prune": dw_prune,
+            "_dw_count": dw_count,
+            "_dw_next": dw_next,
+            "_dw_deadline": dw_deadline,
             "_vw_next": vw_next,
             "_new_vw": new_value_win,
             "_is_number": is_number,
             "_dkey": distinct_key,
             "_merge_traits": merge_traits,
+            "_mask": self._masks.setdefault,
             "_stuck": stuck,
             "_bad_type": bad_type,
             "_nc_context": None,  # set once the value functions exist
@@ -255,7 +247,7 @@ class Engine:
                 return v
 
         values = Values()
-        traits = _Traits()
+        traits = TraitsView()
         members = _Members(m.segs)
         ctx = Context(now=0.0, aggs=values, traits=traits, segments=members)
 
@@ -263,7 +255,7 @@ class Engine:
             values.clear()
             values.u = u
             values.now = now
-            traits.pairs = u.traits or ()
+            traits.t = u.traits
             members.mask = u.members
             ctx.now = now
             return ctx
@@ -288,6 +280,9 @@ class Engine:
             elif kind in _TIME_KINDS:
                 times = tw_times(st)
                 aggs.append(None if not times else (times[0] if len(times) == 1 else pack_arr(times)))
+            elif kind == "distinct":
+                times, keys = dw_entries(st, getattr(u, f"b{a.index}"))
+                aggs.append([pack_arr(times), keys] if times else None)
             elif st is None or not len(st):
                 aggs.append(None)
             else:
@@ -320,13 +315,10 @@ class Engine:
                 f"user {user!r}: {len(aggs)} aggregates in the snapshot, {len(m.aggs)} in the model"
             )
         u: Any = self.new(user)
-        if traits:
-            u.traits = tuple(
-                x for k, v in traits.items() for x in (sys.intern(k), shared(v, SHARED_TRAIT_MAX))
-            )
-        u.members = members
+        u.traits = from_dict(traits) if traits else None
+        u.members = self._masks.setdefault(members, members)
         if m.groups:
-            u.raw = raw
+            u.raw = self._masks.setdefault(raw, raw)
         u.last_seq = last_seq
         u.deadline = deadline
         u.now = now
@@ -336,6 +328,15 @@ class Engine:
             for s, nc in zip(m.timed_segs, tnext, strict=True):
                 setattr(u, f"t{s.timed_slot}", nc)
         for (a, kind, windowed), st in zip(self._kinds, aggs, strict=True):
+            if windowed and kind == "distinct":
+                t, k = (
+                    dw_from(unpack_arr(st[0]), [shared(v) for v in st[1]], a.kind.within or 0.0, now)
+                    if st
+                    else (None, None)
+                )
+                setattr(u, f"a{a.index}", t)
+                setattr(u, f"b{a.index}", k)
+                continue
             setattr(u, f"a{a.index}", self._agg_from(a, kind, windowed, st, now))
         result: CompiledUser = u
         return result
@@ -353,8 +354,6 @@ class Engine:
         times, vals = unpack_arr(st[0]), list(st[1])
         if kind == "sum":
             vals = [int_in(v) for v in vals]
-        elif kind == "distinct":
-            vals = [shared(v) for v in vals]
         win = new_value_win(kind, a.kind.within)
         win.load(times, vals, now)
         return win if len(win) else None

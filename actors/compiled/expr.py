@@ -19,6 +19,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+from actors.compiled.traits import trait
 from segd.rules import Aggregate, Binary, Call, EventName, ListExpr, Literal, Node, Path, Unary
 from segd.rules.compiler import _eq, _in, _not_in
 
@@ -34,17 +35,6 @@ _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.
 
 
 # ---------------------------------------------------------------------- run-time helpers
-
-
-def _trait(pairs: tuple[Any, ...], key: str) -> Any:
-    """A trait from a user's flat ``(key, value, ...)`` tuple, or None (``_Traits.get``)."""
-    try:
-        i = pairs.index(key)
-        while i & 1:  # matched a value equal to the key: look on among the keys
-            i = pairs.index(key, i + 1)
-    except ValueError:
-        return None
-    return pairs[i + 1]
 
 
 def _dig(v: Any, rest: tuple[str, ...]) -> Any:
@@ -106,7 +96,7 @@ def _ordered(op: str) -> Callable[[Any, Any], bool]:
 
 #: What emitted expressions may call or read, by the names they use.
 HELPERS: dict[str, Any] = {
-    "_trait": _trait,
+    "_trait": trait,
     "_dig": _dig,
     "_since": _since,
     "_neg": _neg,

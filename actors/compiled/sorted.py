@@ -99,15 +99,15 @@ class Chunks:
         return dropped if p is not None else count
 
     def remove(self, t: float, v: Any) -> None:
-        """Remove the first entry at time ``t`` whose payload equals ``v``. Raises KeyError if
-        there is none."""
+        """Remove the first entry at time ``t`` whose payload is or equals ``v``. Raises
+        KeyError if there is none."""
         c, p = self.c, self.p
         assert p is not None
         i = bisect_left(c, t, key=_last)  # the first chunk that can hold t
         while i < len(c) and c[i][0] <= t:
             ch, pc = c[i], p[i]
             for j in range(bisect_left(ch, t), bisect_right(ch, t)):
-                if pc[j] == v:
+                if pc[j] is v or pc[j] == v:  # as a dict matches keys
                     del ch[j]
                     del pc[j]
                     self.n -= 1

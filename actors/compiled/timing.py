@@ -151,3 +151,67 @@ def lin_nc(t: Any, now: float, unit: float, k: float, params: tuple[Any, ...]) -
             if before(w1, k):
                 return guess
     return FALLBACK
+
+
+# ---------------------------------------------------------------------- window deadlines
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+
+
+def _reads(node: Node, name: str) -> list[tuple[str, float]] | None:
+    """Every use of aggregate ``name`` in ``node`` as ``(op, k)`` for ``name op k`` with a
+    constant finite number ``k``; None if some use is anything else."""
+    out: list[tuple[str, float]] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, Binary) and n.op in _CMP:
+            for agg, other, op in ((n.left, n.right, n.op), (n.right, n.left, _FLIP[n.op])):
+                if isinstance(agg, Aggregate) and agg.name == name:
+                    k = _const_number(other)
+                    if k is None or not math.isfinite(k):
+                        return None
+                    out.append((op, float(k)))
+                    break
+            else:
+                stack += [n.left, n.right]
+            continue
+        if isinstance(n, Aggregate):
+            if n.name == name:
+                return None  # read some other way: every change may matter
+            continue
+        match n:
+            case Binary(left=a, right=b):
+                stack += [a, b]
+            case Unary(operand=x):
+                stack.append(x)
+            case Call(args=args) | ListExpr(items=args):
+                stack += list(args)
+    return out
+
+
+def count_marks(model: Any, agg: Any) -> tuple[tuple[str, float], ...] | None:
+    """The thresholds through which segments read a windowed count (or distinct) ``agg``,
+    when that is the only way they read it; else None.
+
+    With marks, the window's deadline may be the first instant its count crosses one of them
+    (``actors.compiled.windows.count_deadline``) instead of its next expiry: an expiry that
+    crosses none changes no reader's value, so the reference's evaluation there is a no-op.
+    That skips evaluations, which is exact only if the segments such a fire would evaluate
+    answer their next change the same from any instant: every time-dependent one among them
+    must have a closed-form plan (``nc_plan``), not the reference's scan-ahead.
+    """
+    from segd.rules import parse
+
+    marks: set[tuple[str, float]] = set()
+    for s in model.segs:
+        if agg.name not in s.compiled.aggregates:
+            continue
+        got = _reads(parse(s.config.when), agg.name)
+        if got is None:
+            return None
+        marks.update(got)
+    for s in model.segs:
+        if agg.seg_mask & s.bit and s.compiled.time_dependent and nc_plan(parse(s.config.when)) is None:
+            return None
+    return tuple(sorted(marks))

@@ -192,21 +192,69 @@ def same(a, b) -> bool:
     return a == b
 
 
-def canonical(model: Model, state: list) -> list:
-    """A user state (``to_state``) with window entries that can never count again dropped
-    and window encodings unified: what the state means from the user's ``now`` on."""
-    _, traits, aggs, members, raw, last_seq, deadline, now, tnext = state
+def canonical(model: Model, state: list, at: float) -> list:
+    """What a user state (``to_state``) means from ``at`` on: traits, membership, the
+    lifetime aggregates and the window entries still live at ``at``. Deadlines and the last
+    evaluation instant are left out: the compiled fold may skip evaluations that change
+    nothing (``actors.compiled.timing.count_marks``)."""
+    _, traits, aggs, members, raw, last_seq, _deadline, _now, _tnext = state
     out = []
     for a, s in zip(model.aggs, aggs, strict=True):
         if not a.kind.windowed or s is None:
-            out.append(s)
+            # a lifetime distinct past a few values is a set: its list order is arbitrary
+            out.append(sorted(s, key=repr) if a.kind.kind == "distinct" and s else s)
             continue
         w = a.kind.within
         if isinstance(s, (bytes, float)):
             times = unpack_arr(s) if isinstance(s, bytes) else array("d", [s])
-            live = [t for t in times if t + w > now]
+            live = [t for t in times if t + w > at]
         else:
             times, vals = unpack_arr(s[0]), s[1]
-            live = [[t, v] for t, v in zip(times, vals, strict=True) if t + w > now]
+            live = [[t, v] for t, v in zip(times, vals, strict=True) if t + w > at]
         out.append(live or None)
-    return [traits, out, members, raw, last_seq, deadline, now, tnext]
+    return [traits, out, members, raw, last_seq]
+
+
+@st.composite
+def threshold_configs(draw):
+    """Models whose windowed counts are read only through thresholds (``count_marks``), so
+    the compiled fold skips the expiries that cross none; time rules in closed form."""
+    aggs = {
+        "c1": {"kind": "count", "event": "view", "within": draw(st.sampled_from(["20m", "1h", "3h"]))},
+        "c2": {
+            "kind": "distinct",
+            "event": "*",
+            "of": "props.s",
+            "within": draw(st.sampled_from(["1h", "1d"])),
+        },
+        "c3": {"kind": "count", "event": "buy", "within": "1d", "where": "props.x > 2"},
+        "seen": {"kind": "last_time"},
+        "n": {"kind": "count", "event": "buy"},
+    }
+    marks = st.sampled_from([">=", ">", "<", "<=", "==", "!="])
+    k = st.sampled_from(["0", "1", "2", "3", "2.5", "-1"])
+    reads = st.sampled_from(["c1", "c2", "c3"])
+    atoms = st.one_of(
+        st.builds(lambda a, op, x: f"{a} {op} {x}", reads, marks, k),
+        st.builds(lambda op, x, a: f"{x} {op} {a}", marks, k, reads),
+        st.builds(lambda op, x: f"days_since(seen) {op} {x}", marks, st.sampled_from(["0.05", "0.3", "1"])),
+        st.builds(lambda op, x: f"hours_since(seen) {op} {x}", marks, st.sampled_from(["1", "5"])),
+        st.sampled_from(["n >= 1", "traits.plan == 'vip'"]),
+    )
+    segs: dict[str, dict] = {}
+    for j in range(draw(st.integers(1, 6))):
+        parts = draw(st.lists(atoms, min_size=1, max_size=3))
+        when = f" {draw(st.sampled_from(['and', 'or']))} ".join(f"({p})" for p in parts)
+        if j and draw(st.booleans()):
+            when = f"({when}) and not segment('sg{draw(st.integers(0, j - 1))}')"
+        s: dict = {"when": when}
+        if draw(st.integers(0, 2)) == 0:
+            s["group"] = "g"
+            s["priority"] = draw(st.integers(0, 2))
+        segs[f"sg{j}"] = s
+    cfg = {"aggregates": aggs, "segments": segs}
+    try:
+        model = Model.compile(parse_config(cfg, label="props.toml"))
+    except ConfigError:
+        assume(False)
+    return cfg, model

@@ -65,7 +65,9 @@ def _rows(event: str, literal: str) -> list[Row]:
             rows.append(Row(i, user, "identify", None, clock, clock, body))
         else:
             tag = literal if i % 3 else f"t{i}"
-            rows.append(Row(i, user, "track", event if i % 4 else "other", clock, clock, msgpack.packb({"tag": tag})))
+            rows.append(
+                Row(i, user, "track", event if i % 4 else "other", clock, clock, msgpack.packb({"tag": tag}))
+            )
     return rows
 
 

@@ -16,11 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.aggregates import make_kind
+from actors.compiled import distinct as dw
 from actors.compiled import sorted as chunked
+from actors.compiled.values import accepts, keyed, new_value_win
 from actors.compiled.windows import (
-    accepts,
-    keyed,
-    new_value_win,
     tw_count,
     tw_first,
     tw_fold,
@@ -64,12 +63,45 @@ def _same(a, b):
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch):
     """Chunked forms from a handful of entries, so that short sequences exercise them."""
+    import actors.compiled.values as v
     import actors.compiled.windows as w
 
     monkeypatch.setattr(chunked, "CHUNK", 2)
-    monkeypatch.setattr(w, "BIG", 6)
-    monkeypatch.setattr(w, "SMALL", 3)
-    monkeypatch.setattr(w.DistinctWin, "_INDEX_AT", 4)
+    for module in (w, v, dw):
+        monkeypatch.setattr(module, "BIG", 6, raising=False)
+        monkeypatch.setattr(module, "SMALL", 3, raising=False)
+    monkeypatch.setattr(dw, "INDEX_AT", 5)
+    monkeypatch.setattr(dw.DistinctWin, "_INDEX_AT", 4)
+
+
+class _Distinct:
+    """The small distinct form (two slots, dw_* functions) behind the ValueWin interface."""
+
+    def __init__(self, within):
+        self.t = self.k = None
+        self.within = within
+
+    def fold(self, ts, key, now):
+        self.t, self.k = dw.dw_fold(self.t, self.k, ts, key, self.within, now)
+
+    def advance(self, now):
+        self.t, self.k = dw.dw_prune(self.t, self.k, self.within, now)
+
+    def value(self, now):
+        return dw.dw_count(self.t, self.k, self.within, now)
+
+    def next_change(self, now):
+        return dw.dw_next(self.t, self.within, now)
+
+    def entries(self):
+        return dw.dw_entries(self.t, self.k)
+
+    def load(self, times, keys, now):
+        self.t, self.k = dw.dw_from(times, keys, self.within, now)
+
+
+def _window(kind):
+    return _Distinct(WITHIN) if kind == "distinct" else new_value_win(kind, WITHIN)
 
 
 @settings(max_examples=300, deadline=None)
@@ -101,7 +133,7 @@ def test_value_windows_answer_as_the_reference(kind, seq):
     ref = make_kind(kind, WITHIN)
     ok = accepts(kind)
     a = None
-    win = new_value_win(kind, WITHIN)
+    win = _window(kind)
     now = 1000.0
     for op, dt, off, v in seq:
         now += dt
@@ -132,7 +164,7 @@ def test_value_windows_answer_as_the_reference(kind, seq):
 @given(kind=st.sampled_from(VALUE_KINDS), seq=ops(), cut=st.integers(0, 60))
 def test_a_value_window_loaded_from_its_entries_goes_on_as_the_original(kind, seq, cut):
     ok = accepts(kind)
-    win = new_value_win(kind, WITHIN)
+    win = _window(kind)
     now = 1000.0
 
     def step(w, op, dt_now, off, v):
@@ -155,7 +187,7 @@ def test_a_value_window_loaded_from_its_entries_goes_on_as_the_original(kind, se
         now += dt
         times.append(now)
         step(win, op, now, off, v)
-    clone = new_value_win(kind, WITHIN)
+    clone = _window(kind)
     clone.load(*win.entries(), now)
     for op, dt, off, v in seq[cut:]:
         now += dt
