@@ -320,13 +320,16 @@ class Engine:
         if m.groups:
             u.raw = self._masks.setdefault(raw, raw)
         u.last_seq = last_seq
-        u.deadline = deadline
-        u.now = now
+        # One float object per distinct time, as a live user shares them between slots
+        # (msgpack would give each slot its own); 0.0 is left alone (it equals -0.0).
+        same: dict[Any, Any] = {_INF: _INF}
+        u.deadline = same.setdefault(deadline, deadline) if type(deadline) is float and deadline else deadline
+        u.now = same.setdefault(now, now) if type(now) is float and now else now
         if tnext is not None:
             if len(tnext) != len(m.timed_segs):
                 raise ValueError(f"user {user!r}: {len(tnext)} timed segments in the snapshot")
             for s, nc in zip(m.timed_segs, tnext, strict=True):
-                setattr(u, f"t{s.timed_slot}", nc)
+                setattr(u, f"t{s.timed_slot}", same.setdefault(nc, nc) if type(nc) is float and nc else nc)
         for (a, kind, windowed), st in zip(self._kinds, aggs, strict=True):
             if windowed and kind == "distinct":
                 t, k = (
@@ -337,7 +340,8 @@ class Engine:
                 setattr(u, f"a{a.index}", t)
                 setattr(u, f"b{a.index}", k)
                 continue
-            setattr(u, f"a{a.index}", self._agg_from(a, kind, windowed, st, now))
+            v = self._agg_from(a, kind, windowed, st, now)
+            setattr(u, f"a{a.index}", same.setdefault(v, v) if type(v) is float and v else v)
         result: CompiledUser = u
         return result
 

@@ -306,13 +306,20 @@ class Router:
         """
         done, total, clock = 0, max(until - self.routed_seq, 0), float("-inf")
         scan = self.eventlog.scan(after=self.routed_seq, until=until, batch=SCAN_BATCH)
-        while chunk := await asyncio.to_thread(next, scan, None):
-            clock = chunk[-1].clock
-            await self._route(chunk, clock)
-            self.routed_seq = chunk[-1].seq
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, scan, None))
+        try:
+            while chunk := await ahead:
+                # read the next chunk while the shards fold this one
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, scan, None))
+                clock = chunk[-1].clock
+                await self._route(chunk, clock)
+                self.routed_seq = chunk[-1].seq
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            if not ahead.done():
+                await asyncio.wait([ahead])  # the read in flight ends before the scan is dropped
         return done, clock
 
     async def _route(self, rows: list[Row], clock: float) -> None:
