@@ -9,11 +9,13 @@ the subset not seen before, which the daemon fans out to subscribers and dispatc
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import structlog
 
 from actors.records import SegmentPage, Transition, decoder, encode
+from store.datadir import fence
 from store.segments import SegmentStore
 
 log = structlog.get_logger("segd.segments")
@@ -28,8 +30,18 @@ class SegmentManager:
     ``rebuild``) are emptied at start-up, to be rebuilt by replaying the log.
     """
 
-    def __init__(self, data_dir: Path, segments: dict[str, tuple[str, str]], rebuild: bool = False) -> None:
-        self.store = SegmentStore(data_dir)
+    def __init__(
+        self,
+        data_dir: Path,
+        segments: dict[str, tuple[str, str]],
+        rebuild: bool = False,
+        holder: str | None = None,
+    ) -> None:
+        """``holder``: the data-dir lock token of the process this manager writes for; its
+        commits are refused (``store.datadir.Fenced``) once the lock has another holder."""
+        self.store = SegmentStore(
+            data_dir, fence=None if holder is None else partial(fence, data_dir, holder)
+        )
         self.segments = segments
         old = self.store.versions()
         now = {name: fp for name, (_, fp) in segments.items()}

@@ -7,7 +7,7 @@ after a shard recovery or a restart changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from actors.records import Transition
@@ -20,10 +20,19 @@ _INSERT = (
 _COLUMNS = "id, segment, user, kind, at, seq"
 
 
+def _open() -> None:
+    """No fence: every commit goes through."""
+
+
 class SegmentStore:
     """Membership (``members``) and history (``transitions``) of every segment."""
 
-    def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
+    def __init__(
+        self, data_dir: Path, *, synchronous: str = "full", fence: Callable[[], None] | None = None
+    ) -> None:
+        """``fence``, if given, runs inside every write transaction before its COMMIT and
+        raises to refuse it (``store.datadir.fence``)."""
+        self.fence = fence or _open
         self.path = Path(data_dir) / schema.SEGMENTS_FILE
         self.db = schema.open_store(self.path, schema.create_segments, synchronous=synchronous)
         self.conn = self.db.conn
@@ -43,6 +52,7 @@ class SegmentStore:
                 else:
                     conn.execute("DELETE FROM members WHERE segment = ? AND user = ?", (t.segment, t.user))
                 new.append(t)
+            self.fence()
         return new
 
     def sizes(self) -> dict[str, int]:
@@ -72,6 +82,7 @@ class SegmentStore:
             left = [r[0] for r in conn.execute("SELECT segment FROM members WHERE user = ?", (user,))]
             conn.execute("DELETE FROM members WHERE user = ?", (user,))
             conn.execute("DELETE FROM transitions WHERE user = ?", (user,))
+            self.fence()
         schema.checkpoint(self.conn)
         return left
 
@@ -89,6 +100,7 @@ class SegmentStore:
             conn.executemany(
                 "INSERT INTO segment_versions (segment, fingerprint) VALUES (?, ?)", list(versions.items())
             )
+            self.fence()
 
     def close(self) -> None:
         self.conn.close()

@@ -59,7 +59,7 @@ async def _replay(
     model = Model.compile(config)
     phases.mark("compile")
     cfg = config.daemon
-    with DataDirLock(cfg.data_dir):
+    with DataDirLock(cfg.data_dir) as lock:
         eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         snapshots = SnapshotStore(cfg.data_dir)
         snapshots.clear()
@@ -73,6 +73,7 @@ async def _replay(
             dispatch=dispatch,
             deliver=False,
             start_clock=clock.value,
+            holder=lock.token,  # a replay killed -9 leaves workers behind: fence their writes
         )
         try:
             router = Router(

@@ -155,18 +155,23 @@ class Runtime:
         dispatch: bool = True,
         deliver: bool = True,
         start_clock: float = float("-inf"),
+        holder: str | None = None,
     ) -> None:
         """``fingerprints``: segment -> (description, fingerprint). ``dispatch`` False: no
         dispatcher (``segd replay --no-dispatch``); ``deliver`` False: decide and record
         messages but send none (``segd replay``). ``start_clock`` is the engine clock now:
-        campaigns new in this config fire from it on."""
+        campaigns new in this config fire from it on. ``holder``: the data-dir lock token the
+        segment managers fence their commits with (``store.datadir.fence``)."""
         self.config = config
         self.n = config.ray.shards
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
         self.managers: list[Any] = [
             _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
-                config.daemon.data_dir, {s: v for s, v in fingerprints.items() if manager_of(s) == i}, rebuild
+                config.daemon.data_dir,
+                {s: v for s, v in fingerprints.items() if manager_of(s) == i},
+                rebuild,
+                holder,
             )
             for i in range(MANAGERS)
         ]
