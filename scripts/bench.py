@@ -7,6 +7,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   pipelined ``batch`` requests of ``--batch`` events, flat out), against a plain sqlite3
   append of the same rows into a fresh log file with the same schema and durability (WAL,
   synchronous=FULL), ``--batch`` rows per transaction. Also ingest+apply: until ``sync``.
+- HTTP ingest (scripts/bench_http.py): the same daemon's Segment-compatible ingest, by the
+  Python SDK with its default batching and by raw clients posting 500-message batches,
+  beside the socket figure, with the daemon's CPU-seconds per 1,000 events for each.
 - freshness: event -> transition latency at ``--rate`` events/s (default 10,000), and again
   unloaded at ``--low-rate`` (default 1,000): from just before the batch holding the event
   is written to the socket (the load generator flushes what is due every 10 ms) to the
@@ -54,6 +57,7 @@ for _p in (HERE.parent, HERE):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+import bench_http  # noqa: E402
 import benchlib  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
@@ -215,13 +219,22 @@ def main_daemon(
     }
 
     config, sock = benchlib.write_config(tmp / "main", shards=args.shards, address=address)
+    http_url = bench_http.enable(config)
     fresh = list(workload(12, plan["users"], int(args.rate * plan["fresh_seconds"]), None, user_prefix="f"))
     calm = list(workload(14, plan["users"], int(args.low_rate * plan["calm_seconds"]), None, user_prefix="c"))
     with benchlib.DaemonProcess(config, sock, tmp / "main" / "daemon.log") as daemon:
         say(f"ingest: {len(items)} events, {args.connections} connections, batches of {args.batch}")
+        pid, cpu = (
+            daemon.proc.pid if daemon.proc else None,
+            bench_http.cpu_seconds(daemon.proc.pid if daemon.proc else None),
+        )
         ingest = asyncio.run(_send_and_sync(sock, items, args))
+        ingest["daemon_cpu_ms_per_1000"] = 1e6 * (bench_http.cpu_seconds(pid) - cpu) / ingest["events"]
         out["ingest_eps"], out["ingest_applied_eps"] = ingest["ack_eps"], ingest["applied_eps"]
         out["ingest"] = ingest
+        http_items = list(workload(13, plan["users"], plan["events"], None, user_prefix="h"))
+        say(f"http ingest: {len(http_items) // 2} events by the Python SDK, the rest in 500-message batches")
+        out["http"] = bench_http.run(pid, http_url, sock, http_items, args.connections)
         say(f"freshness: {len(calm)} events at {args.low_rate:,.0f} events/s (unloaded)")
         out["freshness_low"] = asyncio.run(_freshness(sock, calm, args.low_rate, args))
         say(f"freshness: {len(fresh)} events at {args.rate:,.0f} events/s")
@@ -381,6 +394,15 @@ def print_table(r: dict) -> None:
         f"{r['ingest_applied_eps'] / r['ingest_limit_eps']:.2f}",
         "",
     )
+    for key, label in (("sdk", "Python SDK defaults"), ("batch500", "500-message batches")):
+        h = r["http"][key]
+        t.add_row(
+            f"HTTP ingest, {label}",
+            _eps(h["eps"]),
+            f"{_eps(r['ingest_eps'])} socket",
+            f"{h['eps'] / r['ingest_eps']:.2f}",
+            f"daemon CPU {h['daemon_cpu_ms_per_1000']:.0f} ms/1k ev (socket {ing['daemon_cpu_ms_per_1000']:.0f})",
+        )
     t.add_row(
         f"freshness p50/95/99 @ {fr['achieved_eps']:,.0f} ev/s",
         _ms(fr),

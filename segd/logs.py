@@ -2,6 +2,11 @@
 
 Call ``configure()`` once per process: the daemon at start-up, every Ray worker through
 ``worker_process_setup_hook`` (see ``segd.daemon.runtime``).
+
+Libraries that log through the standard ``logging`` module (Ray's Python side) are bridged
+with ``route_stdlib``: their records become structlog events (``library_log`` with
+``logger`` and ``message``), so the terminal shows one format. Messages known to need no
+action from an operator (``QUIET``) go to debug level instead of being shown.
 """
 
 from __future__ import annotations
@@ -13,6 +18,15 @@ import sys
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+#: Library messages that ask nothing of a segd operator, by the text they start with, and why.
+QUIET = (
+    # Ray wants to install its own SIGTERM handler in the driver; segd installs its own
+    # (drain, then stop) on the event loop, so Ray's is not wanted.
+    "SIGTERM handler is not set because current thread is not the main thread",
+    # A local Ray started by segd generates its own token and segd passes it along itself.
+    "Token authentication is enabled for this Ray cluster",
+)
 
 
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
@@ -40,6 +54,32 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
     )
 
 
+class StructlogHandler(logging.Handler):
+    """A ``logging`` handler that re-emits each record as a structlog ``library_log`` event,
+    at the record's level, or at debug for a message in ``QUIET``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            level = logging.DEBUG if message.startswith(QUIET) else record.levelno
+            fields: dict[str, object] = {"logger": record.name, "message": message}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(level, "library_log", **fields)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
+def route_stdlib(name: str) -> None:
+    """Send logger ``name``'s records (and its children's) through structlog instead of the
+    handlers it had; its level is left as it is."""
+    lib = logging.getLogger(name)
+    lib.handlers[:] = [StructlogHandler()]
+    lib.propagate = False
+
+
 def worker_setup() -> None:
-    """Ray ``worker_process_setup_hook``: the same logging in every worker process."""
+    """Ray ``worker_process_setup_hook``: the same logging in every worker process, Ray's
+    own Python logging included."""
     configure()
+    route_stdlib("ray")

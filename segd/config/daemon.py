@@ -1,4 +1,4 @@
-"""Config sections for the process itself: ``[daemon]`` and ``[ray]``.
+"""Config sections for the process itself: ``[daemon]``, ``[http]`` and ``[ray]``.
 
 Each ``read_*`` function takes the section's raw table, records every problem on the reader,
 and returns the section's dataclass with defaults standing in for bad values. The order in
@@ -7,9 +7,10 @@ which keys are checked is the order their problems are reported.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
-from segd.config.model import DaemonConfig, RayConfig
+from segd.config.model import DaemonConfig, HttpConfig, RayConfig
 from segd.config.values import parse_address, parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def read_daemon(reader: Reader, raw: Raw) -> DaemonConfig:
         synchronous=synchronous,
         max_pending=reader.positive_int(t, raw, "max_pending", d.max_pending),
         max_connections=reader.positive_int(t, raw, "max_connections", d.max_connections),
+        backlog=reader.positive_int(t, raw, "backlog", d.backlog),
         snapshot_every=reader.positive_int(t, raw, "snapshot_every", d.snapshot_every),
         metrics=metrics,
     )
@@ -68,6 +70,52 @@ def check_address(
         # The parser's own wording is for runtime callers; this problem's wording is
         # what `segd check` has always printed.
         reader.error(table, f"'{key}' must be 'host:port' such as '{example}', got {value!r}")
+
+
+def read_http(reader: Reader, raw: Raw) -> HttpConfig:
+    """``[http]``: ``listen`` empty turns HTTP off; a ``listen`` that is not a loopback address
+    needs a ``token`` (the JSON API would otherwise be open to the network). ``write_keys``
+    are non-empty strings; with none, ingest over HTTP answers 401 (never open)."""
+    t, d = "http", HttpConfig()
+    reader.unknown(t, raw, set(HttpConfig.__dataclass_fields__))
+    listen = reader.take(t, raw, "listen", str, d.listen, "'host:port' or empty")
+    token = reader.take(t, raw, "token", str, d.token, "a string")
+    if listen:
+        # Port 0 asks the OS for a free port (`segd demo` and the tests use it).
+        check_address(reader, t, "listen", listen, "127.0.0.1:8080", allow_port_zero=True)
+        if not token and not _is_loopback(listen):
+            reader.error(
+                t,
+                f"'token' is required when 'listen' is not a loopback address (got {listen!r}): "
+                "the JSON API would be open to the network",
+            )
+    keys = reader.take(t, raw, "write_keys", list, [], "a list of strings")
+    write_keys: list[str] = []
+    for i, key in enumerate(keys):
+        if not isinstance(key, str) or not key:
+            reader.error(t, f"'write_keys[{i}]' must be a non-empty string, got {key!r}")
+        else:
+            write_keys.append(key)
+    return HttpConfig(
+        listen=listen,
+        write_keys=tuple(write_keys),
+        token=token,
+        client_timeout=reader.convert(t, raw, "client_timeout", parse_duration, d.client_timeout),
+    )
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether ``host:port`` binds only the loopback interface (``localhost`` counts)."""
+    try:
+        host = parse_address(address, allow_port_zero=True).host
+    except ValueError:
+        return True  # already reported as a bad address; no second problem for it
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
 
 
 def read_ray(reader: Reader, raw: Raw) -> RayConfig:

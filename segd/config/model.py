@@ -63,8 +63,19 @@ class DaemonConfig:
     synchronous: str = "full"  # SQLite synchronous for the log: "full" | "normal"
     max_pending: int = 200_000  # events waiting for a commit before `overloaded`
     max_connections: int = 1024
+    backlog: int = 1024  # listen backlog of each socket: connects queued before accept()
     snapshot_every: int = 100_000  # events a shard applies between snapshots
     metrics: str = ""  # "host:port" of the Prometheus endpoint; empty = off
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """``[http]``: the HTTP face (SPEC section 8): Segment-compatible ingest, JSON API, console."""
+
+    listen: str = ""  # "host:port"; empty = HTTP off
+    write_keys: tuple[str, ...] = ()  # keys accepted by the ingest endpoints; none = ingest refused
+    token: str = ""  # Bearer token for /api/; required when listen is not a loopback address
+    client_timeout: float = 10.0  # seconds a client may take to send a request's headers, or its body
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,7 @@ class Config:
 
     path: Path | None = None
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     aggregates: tuple[AggregateConfig, ...] = ()
     segments: tuple[SegmentConfig, ...] = ()

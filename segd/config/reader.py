@@ -21,14 +21,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, overload
 
-from segd.config.daemon import read_daemon, read_ray
+from segd.config.daemon import read_daemon, read_http, read_ray
 from segd.config.dispatch import check_dispatch, read_campaigns, read_channels, read_throttle
 from segd.config.model import Config
 from segd.config.segments import check_names_differ, read_aggregates, read_segments
 from segd.config.values import closest, show
 from segd.errors import ConfigError
 
-_TABLES = {"daemon", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
+_TABLES = {"daemon", "http", "ray", "aggregates", "segments", "channels", "campaigns", "throttle"}
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -58,12 +58,13 @@ def parse_config(
 
     ``label`` names the file in problems, ``base`` resolves relative paths, ``path`` is
     recorded as ``Config.path``. Raises ConfigError listing every problem, in the order the
-    tables appear below (daemon, ray, aggregates, segments, channels, campaigns, throttle),
+    tables appear below (daemon, http, ray, aggregates, segments, channels, campaigns, throttle),
     then the cross-table checks.
     """
     reader = Reader(label, base)
     reader.unknown("-", raw, _TABLES)
     daemon = read_daemon(reader, reader.section(raw, "daemon"))
+    http = read_http(reader, reader.section(raw, "http"))
     ray = read_ray(reader, reader.section(raw, "ray"))
     aggregates = read_aggregates(reader, raw)
     segments = read_segments(reader, raw)
@@ -78,6 +79,7 @@ def parse_config(
     return Config(
         path=path,
         daemon=daemon,
+        http=http,
         ray=ray,
         aggregates=aggregates,
         segments=segments,

@@ -6,6 +6,12 @@ recovers every shard, starts group commit and the router, then listens; it build
 exit stack, so ``stop`` (and a start that fails half way) undoes exactly what was done, in
 reverse order: stop accepting, drain what was submitted, route it, snapshot, answer, close.
 ``run_daemon`` is the foreground ``segd run`` with SIGINT/SIGTERM draining.
+
+Stopping never fails half way: a router that failed, or that cannot finish routing within
+``ROUTER_DRAIN_TIMEOUT``, is logged and left behind (every acknowledged event is in the log,
+and the next start replays what it did not route). Shutdown snapshots are taken only by a
+daemon that started completely: a start that fails takes none, so it cannot replace good
+snapshots with the state of a half-done recovery.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import threading
 import time
 
 import structlog
@@ -30,11 +37,14 @@ from segd.daemon.router import Router
 from segd.daemon.server import Server
 from segd.daemon.subscriptions import Hub
 from segd.errors import ConfigError
+from segd.http.app import HttpFace
 from store.datadir import DataDirLock
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
 
 log = structlog.get_logger("segd.daemon")
+
+ROUTER_DRAIN_TIMEOUT = 60.0  # seconds the router may take to route what is queued at stop
 
 
 class Daemon:
@@ -53,6 +63,7 @@ class Daemon:
     server: Server
     ops: Ops
     metrics: MetricsServer | None
+    http: HttpFace | None = None  # [http] listen set: the HTTP face (SPEC section 8)
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -60,6 +71,7 @@ class Daemon:
         self.hub = Hub()
         self._stack = contextlib.AsyncExitStack()
         self._stopping = False
+        self._serving = False  # start() completed: stopping takes the shutdown snapshots
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -88,6 +100,7 @@ class Daemon:
         stack.callback(self.snapshots.close)
         self.clock = Clock(cfg.clock, start=self.eventlog.last_clock)
         ray_started = await asyncio.to_thread(runtime.init_ray, self.config)
+        _reclaim_signals()
         stack.callback(runtime.shutdown_ray, ray_started)
         descriptions = {
             s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments
@@ -127,13 +140,15 @@ class Daemon:
             token=cfg.token,
             max_frame=cfg.max_frame,
             max_connections=cfg.max_connections,
+            backlog=cfg.backlog,
         )
         await self.router.recover()
         # Stopping runs these in reverse: stop accepting, drain the log, route it, then
-        # flush the answers owed to clients.
+        # flush the answers owed to clients. HTTP stops last: it answers 503 meanwhile.
+        stack.push_async_callback(self._stop_http)
         stack.push_async_callback(self.server.close_connections)
         self.router.start()
-        stack.push_async_callback(self.router.close)
+        stack.push_async_callback(self._close_router)
         self.committer.start()
         stack.push_async_callback(self.committer.close)
         if cfg.clock == "wall":
@@ -141,11 +156,15 @@ class Daemon:
             stack.callback(ticker.cancel)
         await self.server.start()
         stack.push_async_callback(self.server.stop_accepting)
+        if self.config.http.listen:
+            self.http = HttpFace(self.config.http, self.ops, self.committer)
+            await self.http.start()
         self.metrics = None
         if cfg.metrics:
             self.metrics = MetricsServer(cfg.metrics, self.ops.stats)
             self.metrics.start()
             stack.callback(self.metrics.close)
+        self._serving = True
         log.info(
             "daemon_started",
             version=__version__,
@@ -156,6 +175,33 @@ class Daemon:
             shards=self.runtime.n,
             segments=len(self.config.segments),
         )
+
+    async def _close_router(self) -> None:
+        """Route what is queued, then snapshot (only if the start completed). Never raises:
+        what the router could not do is logged, and the log still holds every event."""
+        try:
+            await asyncio.wait_for(self.router.close(snapshot=self._serving), ROUTER_DRAIN_TIMEOUT)
+        except TimeoutError:
+            log.error(
+                "drain_timed_out",
+                seconds=ROUTER_DRAIN_TIMEOUT,
+                routed_seq=self.router.routed_seq,
+                last_seq=self.eventlog.last_seq,
+                action="stopping anyway; the next start replays the rest of the log",
+            )
+        except Exception as exc:
+            log.error(
+                "router_stop_failed",
+                error=repr(self.router.failed or exc),
+                routed_seq=self.router.routed_seq,
+                last_seq=self.eventlog.last_seq,
+                action="stopping anyway; the next start replays the rest of the log",
+                exc_info=self.router.failed is None,  # a failed router logged its traceback already
+            )
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file and apply ``[campaigns]``, ``[channels]`` and
@@ -209,6 +255,27 @@ class Daemon:
             self.ops.draining = True
         await self._stack.aclose()
         log.info("daemon_stopped", last_seq=self.eventlog.last_seq if hasattr(self, "eventlog") else 0)
+
+
+def _reclaim_signals() -> None:
+    """Put the Python handlers of the stop signals back in place after ``ray.init``.
+
+    Ray's core worker installs absl's failure-signal handler for SIGTERM in the driver. On a
+    SIGTERM it prints a stack trace, passes the signal on to the handler it replaced (ours),
+    and arms a 3-second SIGALRM that aborts the process: a drain longer than that ended in
+    exit -6. Re-installing our handlers takes SIGTERM back from it. Signal handlers can only
+    be set from the main thread; elsewhere (a daemon embedded in a thread) there is nothing
+    to reclaim, as ``run_daemon`` set none.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        handler = signal.getsignal(sig)
+        if callable(handler):  # ours, set by run_daemon through the event loop
+            signal.signal(sig, handler)
+    # A SIGTERM that came while ray.init ran went through absl's handler, which armed its
+    # abort alarm; segd sets no alarm of its own, so cancelling it loses nothing.
+    signal.alarm(0)
 
 
 def run_daemon(config: Config) -> int:

@@ -2,8 +2,9 @@
 
 Metrics are read at scrape time from the same numbers as the ``stats`` op (one collector,
 no counters kept twice): the scrape runs on prometheus_client's HTTP thread and asks the
-daemon's event loop for a fresh ``stats``, with a timeout so a stuck daemon shows as a
-failed scrape rather than a hung one.
+daemon's event loop for a fresh ``stats``, which itself never waits on an actor for more
+than ``segd.daemon.ops.STATS_BOUND`` (a frozen shard shows in ``segd_shard_state``), and
+with a timeout so a stuck event loop shows as a failed scrape rather than a hung one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from prometheus_client.core import (
 )
 
 from segd.config.values import parse_address
+from segd.daemon.health import STATES
+from segd.errors import SegdError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -94,10 +97,47 @@ def metrics_of(s: dict[str, Any]) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "segd_catch_ups", "Times the router read rows back from the log", value=s["catch_ups"]
     )
+    yield from shard_metrics(s["shards"])
+    stale = GaugeMetricFamily(
+        "segd_stats_stale", "1 for a part of stats answered from its last known value", labels=["part"]
+    )
+    for part in s["stale"]:
+        stale.add_metric([part], 1)
+    yield stale
     yield GaugeMetricFamily("segd_connections", "Open client connections", value=s["connections"])
     yield GaugeMetricFamily("segd_subscribers", "Transition subscribers", value=s["subscribers"])
     yield GaugeMetricFamily("segd_clock_seconds", "The engine clock", value=s["clock"])
     yield GaugeMetricFamily("segd_uptime_seconds", "Seconds since the daemon started", value=s["uptime"])
+
+
+def shard_metrics(shards: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per shard: its state (one series per state, 1 for the current one), the age of its
+    last reply, how long its oldest call has waited, its users and applied seq."""
+    state = GaugeMetricFamily(
+        "segd_shard_state", "1 for the shard's current state", labels=["shard", "state"]
+    )
+    last = GaugeMetricFamily(
+        "segd_shard_last_reply_seconds", "Seconds since the shard last answered a call", labels=["shard"]
+    )
+    waiting = GaugeMetricFamily(
+        "segd_shard_waiting_seconds",
+        "Seconds the shard's oldest outstanding call has waited",
+        labels=["shard"],
+    )
+    users = GaugeMetricFamily("segd_shard_users", "Users hosted by the shard (last known)", labels=["shard"])
+    applied = GaugeMetricFamily(
+        "segd_shard_applied_seq", "Log position the shard has applied", labels=["shard"]
+    )
+    for sh in shards:
+        label = str(sh["shard"])
+        for name in STATES:
+            state.add_metric([label, name], 1 if sh["state"] == name else 0)
+        if sh["last_reply_s"] is not None:
+            last.add_metric([label], sh["last_reply_s"])
+        waiting.add_metric([label], sh["waiting_s"])
+        users.add_metric([label], sh["users"])
+        applied.add_metric([label], sh["applied_seq"])
+    yield from (state, last, waiting, users, applied)
 
 
 class MetricsServer:
@@ -111,10 +151,15 @@ class MetricsServer:
     def start(self) -> None:
         """Serve the endpoint from a prometheus_client thread; call it on the daemon's running
         loop, which scrapes then ask for ``stats``. ``port`` becomes the port actually bound;
-        OSError if the address cannot be bound."""
+        SegdError naming ``[daemon] metrics`` if the address cannot be bound."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StatsCollector(self.stats, asyncio.get_running_loop()))
-        self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.host, registry=registry)
+        except OSError as exc:
+            raise SegdError(
+                f"[daemon] metrics = '{self.host}:{self.port}': cannot listen there: {exc.strerror or exc}"
+            ) from exc
         self.port = self._server.server_port
         log.info("metrics_listening", address=f"{self.host}:{self.port}")
 

@@ -10,6 +10,7 @@ become the error frame) or Unavailable (an actor restarting: ``unavailable``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,10 +19,12 @@ import msgpack
 import msgspec
 import structlog
 
-from actors.records import NewEvent
+from actors.dispatch.report import summarize
+from actors.records import NewEvent, ShardStats
 from segd import __version__
 from segd.clock import Clock
 from segd.config import Config
+from segd.daemon.health import Probe
 from segd.daemon.ingest import Committer
 from segd.daemon.router import Router, RouterFailed
 from segd.daemon.runtime import Runtime
@@ -32,6 +35,8 @@ from segd.wire.protocol import EventIn, Request
 from store.eventlog import EventLog
 
 log = structlog.get_logger("segd.daemon")
+
+STATS_BOUND = 2.0  # seconds ``stats`` waits for any actor before using its last known value
 
 
 class Ops:
@@ -60,6 +65,7 @@ class Ops:
         self.connections = connections  # open client connections, for stats
         self.started = started
         self.draining = False  # set when the daemon starts stopping: every op is `unavailable`
+        self._probes = _Probes(runtime)  # stats' remote parts with their last known values
 
     def handle(
         self, req: Request, conn: Connection
@@ -72,6 +78,21 @@ class Ops:
             raise ProtocolError("unknown_op", f"op {req.op!r} is not available in this segd yet")
         result: dict[str, Any] | Awaitable[dict[str, Any]] | Streaming = op(req, conn)
         return result
+
+    def readiness(self) -> dict[str, Any]:
+        """What ``/readyz`` answers: ``ready`` and a ``status``. Ops exists only once the
+        daemon has recovered, so it is ready while not draining and the router applies
+        events. (The place for further states, e.g. a failing derived store.)"""
+        if self.draining:
+            return {"ready": False, "status": "draining"}
+        if self.router.failed is not None:
+            return {"ready": False, "status": "failed", "reason": repr(self.router.failed)}
+        return {
+            "ready": True,
+            "status": "ready",
+            "applied_seq": self.router.routed_seq,
+            "lag": self.router.lag,
+        }
 
     # ---------------------------------------------------------------- writes
 
@@ -172,19 +193,43 @@ class Ops:
         return await self.stats()
 
     async def stats(self) -> dict[str, Any]:
-        """The ``stats`` op's answer; also what the Prometheus endpoint exports."""
-        el, cm, rt = self.eventlog, self.committer, self.router
-        shards = await asyncio.gather(*(self.runtime.shard_stats(i) for i in range(self.runtime.n)))
+        """The ``stats`` op's answer; also what the Prometheus endpoint exports.
+
+        Answers within about ``STATS_BOUND`` seconds whatever the actors do: the counters are
+        the daemon's own, and each remote part (a shard's user count, the segment sizes, the
+        message counts) is its last known value when the actor does not answer in time; those
+        parts are listed in ``stale``. Each shard reports its ``state`` (``ok``, ``stalled``,
+        ``unreachable``, ``recovering``), ``last_reply_s`` and ``waiting_s`` (see
+        ``segd.daemon.health``).
+        """
+        el, cm, rt, runtime = self.eventlog, self.committer, self.router, self.runtime
+        p = self._probes
+        parts: list[Probe[Any]] = [*p.shards, p.sizes, p.messages]
+        fresh = await asyncio.gather(*(part.read(STATS_BOUND) for part in parts))
+        shards = []
+        for i, probe in enumerate(p.shards):
+            health = runtime.watch.health(i)
+            shards.append(
+                {
+                    "shard": i,
+                    "state": health.state,
+                    "users": probe.value.users,
+                    "applied_seq": rt.applied[i],
+                    "last_reply_s": health.last_reply_s,
+                    "waiting_s": health.waiting_s,
+                }
+            )
         return {
             "events": el.count,
             "last_seq": el.last_seq,
-            "users": sum(s.users for s in shards),
+            "users": sum(s.value.users for s in p.shards),
             "applied_seq": rt.routed_seq,
             "lag": rt.lag,
-            "segments": await self.runtime.sizes(),
-            "messages": await self.runtime.message_stats(),
+            "segments": p.sizes.value,
+            "messages": p.messages.value,
             "transitions": rt.transitions,
-            "shards": [{"users": s.users, "applied_seq": s.applied_seq} for s in shards],
+            "shards": shards,
+            "stale": [part.what for part, ok in zip(parts, fresh, strict=True) if not ok],
             "recoveries": rt.recoveries,
             "catch_ups": rt.catch_ups,
             "subscribers": len(self.hub.subscribers),
@@ -197,6 +242,18 @@ class Ops:
             "clock": self.clock.value,
             "uptime": round(time.time() - self.started, 3),
         }
+
+
+class _Probes:
+    """The remote parts of ``stats``, each with its last known value (see ``Probe``)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.shards = [
+            Probe(f"shards.{i}", functools.partial(runtime.shard_stats, i), ShardStats(0, 0, float("-inf")))
+            for i in range(runtime.n)
+        ]
+        self.sizes: Probe[dict[str, int]] = Probe("segments", runtime.sizes, {})
+        self.messages: Probe[dict[str, Any]] = Probe("messages", runtime.message_stats, summarize({}))
 
 
 def _new_event(ev: EventIn, wall: float) -> NewEvent:

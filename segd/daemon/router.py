@@ -232,12 +232,12 @@ class Router:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="segd-router")
 
-    async def close(self) -> None:
-        """Route everything queued, snapshot every shard, stop."""
+    async def close(self, *, snapshot: bool = True) -> None:
+        """Route everything queued, snapshot every shard (unless ``snapshot`` is False), stop."""
         if self._task is not None:
             self._put(Stop())
             await self._task
-        if self.failed is None:
+        if snapshot and self.failed is None:
             await asyncio.gather(*(self._snapshot(i) for i in range(self.n)))
 
     # ------------------------------------------------------------------ the loop

@@ -18,8 +18,11 @@ no caller needs to know Ray's exceptions. Actor options:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import ray
@@ -45,7 +48,9 @@ from actors.records import (
     encode,
 )
 from actors.shard.shell import UserShard
+from segd import logs
 from segd.config import Config
+from segd.daemon.health import ShardWatch
 from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
@@ -97,26 +102,56 @@ async def retrying(what: str, call: Callable[..., Awaitable[T]], *args: Any) -> 
             await asyncio.sleep(0.2)
 
 
+#: Signals that Ray's local processes (GCS, raylet, their agents and workers) must not act on.
+#: ``kill -TERM -PGID`` and systemd's ``KillMode=control-group`` signal every process of the
+#: daemon, and Ray's die at once (the raylet takes the shard workers with it) while the daemon
+#: still needs them to drain and snapshot. Ray already starts its processes with SIGINT
+#: blocked, so that Ctrl-C reaches only the driver; segd extends that to SIGTERM and SIGHUP.
+#: A blocked signal stays pending and is never acted on; ``ray.shutdown`` falls back to
+#: SIGKILL after its one-second grace per process, and the kernel's parent-death signal
+#: (Ray's fate sharing) still ends them all if the daemon is killed with SIGKILL.
+SHIELDED_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP})
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Block ``SHIELDED_SIGNALS`` in this thread while Ray forks its processes from it: a
+    child inherits its parent thread's signal mask through fork and exec."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SHIELDED_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def init_ray(config: Config) -> bool:
     """Start a local Ray or join a cluster per ``[ray] address``; reuse one already running.
 
     Returns True if this call started or joined Ray (so ``shutdown_ray`` should leave it).
+    A local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``): the daemon
+    stops them itself once it has drained. The thread that calls this must outlive Ray (Ray
+    ties its processes' lives to it); the daemon calls it on its default executor. Ray's
+    Python logging goes through structlog (``segd.logs.route_stdlib``).
     """
     if ray.is_initialized():
         return False
-    address = config.ray.address or None
+    logs.route_stdlib("ray")
+    # "local", not None: ray.init(address=None) joins the cluster named in
+    # /tmp/ray/ray_current_cluster (the last `ray start` on the machine) when there is one.
+    address = config.ray.address or "local"
     kwargs: dict[str, Any] = {
         "namespace": "segd",
         "runtime_env": {"worker_process_setup_hook": "segd.logs.worker_setup"},
         "logging_level": "WARNING",
         "log_to_driver": True,
     }
-    if address is None:
+    if address == "local":
         kwargs["include_dashboard"] = False
         if config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
-    ray.init(address=address, **kwargs)
-    log.info("ray_ready", address=address or "local", nodes=len(_alive_nodes()))
+    with _shielded():
+        ray.init(address=address, **kwargs)
+    log.info("ray_ready", address=address, nodes=len(_alive_nodes()))
     return True
 
 
@@ -133,13 +168,24 @@ def shutdown_ray(started: bool) -> None:
 
 class ShardTraits:
     """The dispatcher's consent lookup (``actors.dispatch.shell.TraitsLookup``): a user's
-    current traits, read from their shard. Pickled into the dispatcher's process."""
+    current traits, read from their shard. Pickled into the dispatcher's process.
 
-    def __init__(self, shards: list[Any]) -> None:
-        self.shards = shards
+    It names the shards instead of holding their handles: Ray keeps actor handles passed to
+    a restartable actor's constructor as object-store arguments and warns that the restart
+    fails if those are lost (ray-project/ray#53727). Names stay valid across restarts."""
+
+    def __init__(self, names: list[str], namespace: str) -> None:
+        self.names = names
+        self.namespace = namespace
+        self._shards: list[Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"names": self.names, "namespace": self.namespace, "_shards": None}
 
     async def __call__(self, user: str) -> Mapping[str, Any] | None:
-        view: UserView | None = await _get(self.shards[shard_of(user, len(self.shards))].user.remote(user))
+        if self._shards is None:
+            self._shards = [ray.get_actor(n, namespace=self.namespace) for n in self.names]
+        view: UserView | None = await _get(self._shards[shard_of(user, len(self._shards))].user.remote(user))
         return None if view is None else view.traits
 
 
@@ -164,6 +210,7 @@ class Runtime:
         segment managers fence their commits with (``store.datadir.fence``)."""
         self.config = config
         self.n = config.ray.shards
+        self.watch = ShardWatch(self.n)  # the shards' health as seen from the daemon's calls
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
         self.managers: list[Any] = [
@@ -182,13 +229,16 @@ class Runtime:
         self.dispatcher: Any = None
         others = sorted(n for n in _alive_nodes() if n != here)
         nodes = [here, *others]
+        self.shard_names = [f"segd-{uuid.uuid4().hex[:12]}-shard-{i}" for i in range(self.n)]
         self.shards: list[Any] = [
             _RemoteShard.options(
+                name=self.shard_names[i],
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True),
                 **SHARD_OPTIONS,
             ).remote(config, i, self.n)
             for i in range(self.n)
         ]
+        self._traits = ShardTraits(self.shard_names, ray.get_runtime_context().namespace)
         # No campaigns and no outbox yet (no message was ever decided here): no dispatcher.
         # An outbox left by earlier campaigns still needs one, for `forget` and the stats.
         if dispatch and (config.campaigns or (config.daemon.data_dir / OUTBOX_FILE).exists()):
@@ -200,11 +250,15 @@ class Runtime:
     # ok=False like a shard that refused the expected seq: either way the router recovers it.
 
     async def _reply(self, i: int, ref: Any) -> ShardReply:
+        token = self.watch.sent(i)
         try:
-            return _REPLY.decode(await _get(ref))
+            reply = _REPLY.decode(await _get(ref))
         except ActorDown as exc:
+            self.watch.settled(i, token, answered=False)
             log.warning("shard_unreachable", shard=i, error=exc.__cause__.__class__.__name__)
             return _REFUSED
+        self.watch.settled(i, token, answered=True)
+        return reply
 
     async def apply(self, i: int, rows: list[Row], clock: float, expect: int) -> ShardReply:
         return await self._reply(i, self.shards[i].apply.remote(encode(rows), clock, expect))
@@ -276,7 +330,7 @@ class Runtime:
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         self.dispatcher = _RemoteDispatcher.options(
             scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, ShardTraits(self.shards))
+        ).remote(config, fingerprints, clock, self._deliver, self._traits)
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:

@@ -90,8 +90,12 @@ class Server:
         token: str = "",
         max_frame: int,
         max_connections: int,
+        backlog: int = 1024,
     ) -> None:
         self.handler = handler
+        # asyncio calls listen() again when serving starts, with its own default of 100
+        # unless told: each listener gets this one (the kernel caps it at net.core.somaxconn).
+        self.backlog = backlog
         self.socket_path = Path(socket_path)
         self.tcp = tcp
         self.token = token
@@ -105,14 +109,16 @@ class Server:
         """Bind the listeners. Raises SegdError if the socket is in use by a live daemon."""
         self._servers.append(
             await asyncio.start_unix_server(
-                lambda r, w: self._accept(r, w, authed=True), sock=self._bind_unix()
+                lambda r, w: self._accept(r, w, authed=True), sock=self._bind_unix(), backlog=self.backlog
             )
         )
         log.info("listening", socket=str(self.socket_path))
         if self.tcp:
             host, port = parse_address(self.tcp)
             self._servers.append(
-                await asyncio.start_server(lambda r, w: self._accept(r, w, authed=False), host, port)
+                await asyncio.start_server(
+                    lambda r, w: self._accept(r, w, authed=False), host, port, backlog=self.backlog
+                )
             )
             log.info("listening", tcp=self.tcp)
 
@@ -133,7 +139,7 @@ class Server:
         sock.bind(str(path))
         # Nobody can connect before listen(), so the mode is right before the first client.
         os.chmod(path, 0o600)
-        sock.listen(512)
+        sock.listen(self.backlog)
         sock.setblocking(False)
         return sock
 

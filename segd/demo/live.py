@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import shutil
 import tempfile
 import time
@@ -32,10 +33,12 @@ from segd.wire.client import AsyncClient
 
 def demo_config(path: Path, data: Path, ray_address: str | None = None) -> Config:
     """``path``'s config moved onto ``data``: the data dir, the socket and every file
-    channel's path live there, so the demo touches nothing else."""
+    channel's path live there, so the demo touches nothing else. HTTP is on at a free
+    loopback port with a fresh write key (SPEC section 8: ``segd demo`` turns it on)."""
     raw = tomllib.loads(path.read_text())
     daemon = raw.setdefault("daemon", {})
     daemon.update({"data_dir": str(data), "socket": str(data / "segd.sock"), "tcp": "", "metrics": ""})
+    raw["http"] = {"listen": "127.0.0.1:0", "write_keys": [f"demo-{secrets.token_hex(8)}"], "token": ""}
     for name, ch in raw.get("channels", {}).items():
         if isinstance(ch, dict) and ch.get("kind") == "file":
             ch["path"] = str(data / f"{name}.jsonl")
@@ -134,7 +137,13 @@ async def run_demo(
     config = demo_config(config_path, data, ray_address)
     view = View(config)
     try:
-        async with Daemon(config):
+        async with Daemon(config) as daemon:
+            if daemon.http is not None:
+                console.print(
+                    f"segd HTTP: [bold]{daemon.http.url}/[/] (JSON API under /api/, Segment-compatible "
+                    f"ingest at /v1/batch with write key [bold]{config.http.write_keys[0]}[/])",
+                    soft_wrap=True,
+                )
             client = await AsyncClient.connect(config.daemon.socket)
             sub = await AsyncClient.connect(config.daemon.socket)
             total = int(rate * seconds) if seconds else 10**9

@@ -15,6 +15,7 @@ from tests.helpers import DaemonThread, make_config
 def ray_session():
     """A local Ray for the whole session; subprocess daemons join it by its address."""
     ray.init(
+        address="local",  # a new Ray, never one found in /tmp/ray/ray_current_cluster
         num_cpus=2,
         include_dashboard=False,
         namespace="segd-tests",

@@ -141,6 +141,49 @@ def test_tcp_needs_a_token():
     assert "'token' is required" in msg
 
 
+def test_http_is_off_by_default():
+    http = parse_config({}).http
+    assert (http.listen, http.write_keys, http.token) == ("", (), "")
+
+
+def test_http_table_is_read():
+    http = parse_config(
+        {"http": {"listen": "127.0.0.1:8080", "write_keys": ["k1", "k2"], "client_timeout": "3s"}}
+    ).http
+    assert (http.listen, http.write_keys, http.client_timeout) == ("127.0.0.1:8080", ("k1", "k2"), 3.0)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8080", "10.1.2.3:8080", "example.com:8080", "[::]:8080"])
+def test_http_listen_beyond_loopback_needs_a_token(listen):
+    [(_, table, msg)] = problems({"http": {"listen": listen}})
+    assert table == "http" and "'token' is required" in msg and repr(listen) in msg
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8080", "127.9.9.9:0", "localhost:8080", "[::1]:8080"])
+def test_http_on_loopback_needs_no_token(listen):
+    assert parse_config({"http": {"listen": listen}}).http.listen == listen
+
+
+def test_http_listen_beyond_loopback_with_a_token_is_accepted():
+    http = parse_config({"http": {"listen": "0.0.0.0:8080", "token": "s3cret"}}).http
+    assert http.token == "s3cret"
+
+
+def test_http_listen_must_be_an_address():
+    [(_, table, msg)] = problems({"http": {"listen": "8080"}})
+    assert table == "http" and "'listen' must be 'host:port'" in msg
+
+
+def test_http_write_keys_must_be_non_empty_strings():
+    [(_, table, msg)] = problems({"http": {"write_keys": ["ok", "", 3]}})[:1]
+    assert table == "http" and "'write_keys[1]' must be a non-empty string" in msg
+
+
+def test_http_unknown_key_is_named():
+    [(_, table, msg)] = problems({"http": {"writekeys": ["k"]}})
+    assert table == "http" and "unknown key 'writekeys'" in msg and "write_keys" in msg
+
+
 def test_an_aggregate_name_must_be_an_identifier():
     found = problems({"aggregates": {"7days": {"kind": "count"}}})
     assert any(t == "aggregates.7days" for _, t, _ in found)
