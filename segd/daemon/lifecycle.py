@@ -93,7 +93,7 @@ class Daemon:
         cfg = self.config.daemon
         started = time.time()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(DataDirLock(cfg.data_dir))
+        lock = stack.enter_context(DataDirLock(cfg.data_dir))
         self.eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         stack.callback(self.eventlog.close)
         self.snapshots = SnapshotStore(cfg.data_dir)
@@ -105,7 +105,9 @@ class Daemon:
         descriptions = {
             s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments
         }
-        self.runtime = runtime.Runtime(self.config, descriptions, start_clock=self.clock.now(time.time()))
+        self.runtime = runtime.Runtime(
+            self.config, descriptions, start_clock=self.clock.now(time.time()), holder=lock.token
+        )
         stack.callback(self.runtime.close)
         stack.push_async_callback(self.runtime.close_dispatcher)
         if rebuilt := await self.runtime.reset_segments():
