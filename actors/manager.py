@@ -9,13 +9,12 @@ the subset not seen before, which the daemon fans out to subscribers and dispatc
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import structlog
 
 from actors.records import SegmentPage, Transition, decoder, encode
-from store.datadir import fence
+from segd.errors import Fenced
 from store.segments import SegmentStore
 
 log = structlog.get_logger("segd.segments")
@@ -35,13 +34,11 @@ class SegmentManager:
         data_dir: Path,
         segments: dict[str, tuple[str, str]],
         rebuild: bool = False,
-        holder: str | None = None,
+        owner: str | None = None,
     ) -> None:
-        """``holder``: the data-dir lock token of the process this manager writes for; its
-        commits are refused (``store.datadir.Fenced``) once the lock has another holder."""
-        self.store = SegmentStore(
-            data_dir, fence=None if holder is None else partial(fence, data_dir, holder)
-        )
+        """``owner``: the data dir lock's token of the daemon or replay this manager works
+        for; its writes are refused (Fenced) once another segd holds the lock."""
+        self.store = SegmentStore(data_dir, owner=owner)
         self.segments = segments
         old = self.store.versions()
         now = {name: fp for name, (_, fp) in segments.items()}
@@ -60,7 +57,11 @@ class SegmentManager:
     def apply(self, transitions: bytes) -> bytes:
         """Record transitions (encoded ``list[Transition]``); return the ones not seen before,
         in order, encoded the same way."""
-        new = self.store.apply(t for t in _TRANSITIONS.decode(transitions) if t.segment in self.segments)
+        try:
+            new = self.store.apply(t for t in _TRANSITIONS.decode(transitions) if t.segment in self.segments)
+        except Fenced as exc:  # this manager outlived its daemon or replay (kill -9)
+            log.error("store_fenced", store=str(self.store.path), reason=str(exc))
+            raise
         sizes = self._sizes
         for t in new:
             sizes[t.segment] += 1 if t.kind == "enter" else -1
@@ -77,15 +78,35 @@ class SegmentManager:
     def sizes(self) -> dict[str, int]:
         return dict(self._sizes)
 
-    def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
-        """One page of members, or None for a segment this manager does not host."""
+    def page(
+        self, segment: str, after: str | None, limit: int, at: float | None = None
+    ) -> SegmentPage | None:
+        """One page of members, now or (``at``) as they were at that logical time; None for a
+        segment this manager does not host."""
         if segment not in self.segments:
             return None
-        members = self.store.page(segment, after, limit)
-        more = len(members) == limit and bool(self.store.page(segment, members[-1], 1))
+        if at is not None:
+            return self.store.members_at(segment, at, after, limit)
+        members = self.store.page(segment, after, limit + 1)
+        more = len(members) > limit
+        del members[limit:]
         return SegmentPage(size=self._sizes[segment], members=members, next=members[-1] if more else None)
 
-    def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
+    def history(
+        self, segment: str | None, user: str | None, since: float | None, until: float | None, limit: int
+    ) -> list[Transition] | None:
+        """Transitions of ``segment`` (or, without one, of every hosted segment) and/or of
+        ``user``, with ``since <= at <= until``, in history order, at most ``limit``; None
+        for a segment this manager does not host."""
+        if segment is not None and segment not in self.segments:
+            return None
+        segments = [segment] if segment is not None else sorted(self.segments)
+        return self.store.history(segments, user, since, until, limit)
+
+    def size_points(
+        self, segment: str, since: float, step: float, count: int
+    ) -> list[tuple[float, int]] | None:
+        """The segment's size at ``since + k*step`` for k < ``count``; None if not hosted."""
         if segment not in self.segments:
             return None
-        return self.store.history(segment, since, until)
+        return self.store.size_points(segment, since, step, count)

@@ -30,6 +30,7 @@ __all__ = [
     "Exposure",
     "GoalEvent",
     "NewEvent",
+    "PreviewPart",
     "Row",
     "ShardReply",
     "ShardSnapshot",
@@ -167,6 +168,17 @@ class SegmentPage(msgspec.Struct, frozen=True):
     size: int
     members: list[str]
     next: str | None
+
+
+class PreviewPart(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """One shard's answer to ``preview``: its users for whom an expression holds now.
+
+    ``size`` counts them, ``sample`` holds the smallest of their ids (sorted, at most the
+    number asked for), ``overlap`` maps each segment to how many of them are members."""
+
+    size: int
+    sample: list[str]
+    overlap: dict[str, int]
 
 
 class Decision(msgspec.Struct, array_like=True, frozen=True, gc=False):

@@ -29,6 +29,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   cloned from its snapshot states and restored; snapshot bytes per user beside them.
 - scale-out: ingest+apply events/s (first send to ``sync``) with 1, 2, 4 shards, and with
   shards on a 2-node ``ray.cluster_utils.Cluster``.
+- queries (scripts/bench_queries.py): ``segment at=`` and ``sizes`` latency over a history of
+  10^6 transitions per segment (10^5 with ``--quick``), beside a ``segments`` call; the
+  segment store's recording rate; ``preview`` over 10^6 users (10^5) in 2 shards.
 
 All daemons run as ``python -m segd run`` subprocesses joined to one private Ray cluster
 started by the bench (so Ray starts once), and everything is stopped at the end.
@@ -58,6 +61,7 @@ for _p in (HERE.parent, HERE):
         sys.path.insert(0, str(_p))
 
 import bench_http  # noqa: E402
+import bench_queries  # noqa: E402
 import benchlib  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
@@ -76,6 +80,8 @@ PLANS = {
         "scale_shards": (1, 2),
         "cluster_shards": (2,),
         "cluster_events": 20_000,
+        "history_users": 10_000,
+        "preview_users": 100_000,
     },
     "full": {
         "events": 300_000,
@@ -87,6 +93,8 @@ PLANS = {
         "scale_shards": (1, 2, 4),
         "cluster_shards": (2, 4),
         "cluster_events": 300_000,
+        "history_users": 100_000,
+        "preview_users": 1_000_000,
     },
 }
 
@@ -315,6 +323,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         out["snapshot_bytes_per_user"] = largest["snapshot_bytes_per_user"]
 
         main_daemon(tmp, cluster.address, items, plan, args, out)
+        bench_queries.phase(tmp, cluster.address, plan, out, say)
         # Every scale-out run sends the ingest phase's workload: the main daemon is one point.
         out["scale_out"] = {}
         for shards in plan["scale_shards"]:
@@ -454,6 +463,8 @@ def print_table(r: dict) -> None:
             "",
             "<= 1,024 B",
         )
+    for row in bench_queries.rows(r):
+        t.add_row(*row)
     one = r["scale_out"].get("1")
     for shards, eps in r["scale_out"].items():
         t.add_row(
@@ -474,7 +485,9 @@ def print_table(r: dict) -> None:
         "schema, WAL, synchronous=FULL, --batch rows per transaction), the durable commit of "
         f"{lim['rows_per_commit']} rows (one connection's 10 ms at the offered rate), a raw scan + "
         "msgpack decode of the log. Freshness: batch written to the socket -> transition frame read "
-        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard."
+        "by a subscriber. Scale-out: events/s until sync, ratio against 1 shard. segment at=: a page of "
+        "1,000 members with T at 10/50/90% of a year of history and after it (dense: about half the users are "
+        "members; sparse: a few dozen), beside a segments call (socket + one segment manager call)."
     )
 
 

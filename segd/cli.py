@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from segd import __version__, logs
+from segd.cli_text import caret, history_text, members_text, parse_step, parse_time, preview_text, sizes_text
 from segd.config import Config, load_config
 from segd.errors import ConfigError, ConnectError, RemoteError, SegdError
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # the client is imported lazily, by the commands that talk to
 
 EXIT_OK, EXIT_USER, EXIT_CONNECT, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_CONFIG = Path("config.toml")
+_TIME = "seconds since the epoch, or ISO 8601 such as 2024-05-01T12:00:00Z (UTC unless an offset is given)"
 _USER_CODES = {"bad_request", "not_found", "unknown_op", "bad_frame", "unauthorized", "frame_too_large"}
 
 
@@ -95,10 +97,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", parents=[common, client], help="a user's traits, aggregates and segments")
     p.add_argument("user")
     sub.add_parser("segments", parents=[common, client], help="every segment with its size")
-    p = sub.add_parser("segment", parents=[common, client], help="members of a segment")
+    p = sub.add_parser(
+        "segment", parents=[common, client], help="members of a segment, now or at a past time"
+    )
     p.add_argument("name")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--after", default=None, help="user id cursor (from the previous page's 'next')")
+    p.add_argument("--at", type=parse_time, default=None, metavar="T", help=f"members at this time ({_TIME})")
+    p = sub.add_parser("history", parents=[common, client], help="transitions of a segment and/or a user")
+    p.add_argument("--segment", default=None)
+    p.add_argument("--user", default=None)
+    p.add_argument("--since", type=parse_time, default=None, metavar="T", help=_TIME)
+    p.add_argument("--until", type=parse_time, default=None, metavar="T", help=_TIME)
+    p.add_argument("--limit", type=int, default=None, help="at most this many (default 10,000)")
+    p = sub.add_parser("sizes", parents=[common, client], help="a segment's size at regular points in time")
+    p.add_argument("segment")
+    p.add_argument("--since", type=parse_time, required=True, metavar="T", help=_TIME)
+    p.add_argument("--until", type=parse_time, required=True, metavar="T", help=_TIME)
+    p.add_argument(
+        "--step", type=parse_step, required=True, help="30s, 1h, 1d or seconds (at most 10,000 points)"
+    )
+    p = sub.add_parser(
+        "preview",
+        parents=[common, client],
+        help="how many users an expression holds for now, changing nothing",
+    )
+    p.add_argument("expression", metavar="EXPR", help="an expression as in a segment's 'when'")
     p = sub.add_parser("subscribe", parents=[common, client], help="print transitions as JSON lines")
     p.add_argument("segments", nargs="*", metavar="NAME", help="segments to follow (default: all)")
 
@@ -355,11 +379,44 @@ def cmd_segments(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_segment(args: argparse.Namespace, config: Config) -> int:
-    """``segd segment``: one page of a segment's members, with the cursor for the next."""
+    """``segd segment``: one page of a segment's members (now, or ``--at`` a past time), with
+    the cursor for the next."""
     with _client(args, config) as c:
-        r = c.segment(args.name, limit=args.limit, after=args.after)
-    more = f"\n(more: --after {r['next']})" if r["next"] else ""
-    _show(args, r, f"{args.name}: {r['size']} members\n" + "\n".join(r["members"]) + more)
+        r = c.segment(args.name, limit=args.limit, after=args.after, at=args.at)
+    _show(args, r, members_text(args.name, r, args.at))
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    """``segd history``: transitions of ``--segment`` and/or ``--user``, one per line."""
+    if args.segment is None and args.user is None:
+        print("segd history: give --segment, --user or both", file=sys.stderr)
+        return EXIT_USER
+    with _client(args, config) as c:
+        r = c.history(args.segment, args.since, args.until, user=args.user, limit=args.limit)
+    _show(args, r, history_text(r["transitions"]))
+    return EXIT_OK
+
+
+def cmd_sizes(args: argparse.Namespace, config: Config) -> int:
+    """``segd sizes``: a segment's size at each step from ``--since`` to ``--until``."""
+    with _client(args, config) as c:
+        r = c.sizes(args.segment, args.since, args.until, args.step)
+    _show(args, r, sizes_text(r["points"]))
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace, config: Config) -> int:
+    """``segd preview``: how many users an expression holds for, a sample, the overlap with
+    each segment; an invalid expression is shown with a caret under the column at fault."""
+    with _client(args, config) as c:
+        try:
+            r = c.preview(args.expression)
+        except RemoteError as exc:
+            if exc.code == "bad_request" and (mark := caret(args.expression, exc.message)) and not args.json:
+                print(mark, file=sys.stderr)
+            raise
+    _show(args, r, preview_text(r))
     return EXIT_OK
 
 
@@ -417,6 +474,9 @@ _COMMANDS = {
     "user": cmd_user,
     "segments": cmd_segments,
     "segment": cmd_segment,
+    "history": cmd_history,
+    "sizes": cmd_sizes,
+    "preview": cmd_preview,
     "subscribe": cmd_subscribe,
     "replay": cmd_replay,
 }

@@ -41,6 +41,11 @@ class StoreError(SegdError):
     """A durable store (SQLite file under data_dir) failed or holds unexpected data."""
 
 
+class Fenced(SegdError):
+    """A store refused a write because another segd now holds the data dir's lock: the
+    writer belongs to a daemon or replay that is gone (``kill -9``) and must stop."""
+
+
 class RemoteError(CodedError):
     """A daemon answered a client request with an error frame (``code``, ``message``)."""
 

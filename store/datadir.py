@@ -1,36 +1,15 @@
-"""The data directory's lock: one daemon (or ``segd replay``) per ``data_dir`` at a time.
-
-The lock file holds its holder's pid (its ``token``). Workers that write derived stores for a
-holder (the segment managers) call ``fence(data_dir, token)`` inside each write transaction,
-before its COMMIT: once a new process holds the lock (the old one was killed, its workers
-still running), their commits are refused with ``Fenced``. A new holder writes its pid before
-it opens any store, and a refused or earlier commit holds SQLite's write lock until it ends,
-so every write of an old holder's worker lands before the new holder's first one, or never.
-"""
+"""The data directory's lock: one daemon (or ``segd replay``) per ``data_dir`` at a time."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 from pathlib import Path
 
 from segd.errors import SegdError
 
 LOCK_FILE = "segd.lock"
-
-
-class Fenced(SegdError):
-    """The data-dir lock has a new holder: this worker's holder is gone; it must not write."""
-
-
-def fence(data_dir: Path, token: str) -> None:
-    """Raise Fenced unless the holder of ``data_dir``'s lock is still ``token``."""
-    try:
-        holder = (Path(data_dir) / LOCK_FILE).read_text().strip()
-    except OSError:
-        holder = ""
-    if holder != token:
-        raise Fenced(f"{data_dir} is now held by {holder or 'nobody'}, not {token}: write refused")
 
 
 class DataDirLock:
@@ -39,7 +18,10 @@ class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / LOCK_FILE
         self._fd: int | None = None
-        self.token = ""  # the holder's pid once acquired (see ``fence``)
+        #: This holder's fencing token (pid and 64 random bits), new at every acquire: the
+        #: workers of this daemon or replay write the derived stores with it, and a store
+        #: claimed by a later holder refuses their writes (store.schema.transaction).
+        self.token = ""
 
     def acquire(self) -> DataDirLock:
         """Take the lock or raise SegdError naming the holder's lock file."""
@@ -52,10 +34,10 @@ class DataDirLock:
             raise SegdError(
                 f"{self.path.parent} is in use by another segd (lock {self.path} is held)"
             ) from exc
+        self.token = f"{os.getpid()}-{secrets.token_hex(8)}"
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()}\n{self.token}\n".encode())
         self._fd = fd
-        self.token = str(os.getpid())
         return self
 
     def release(self) -> None:
@@ -68,3 +50,13 @@ class DataDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def holder_token(data_dir: Path) -> str | None:
+    """The fencing token of the lock's current (or last) holder: the second line of
+    ``segd.lock``, which holds the holder's pid, then its token; None if there is none."""
+    try:
+        lines = (Path(data_dir) / LOCK_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    return lines[1] if len(lines) > 1 else None

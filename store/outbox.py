@@ -43,9 +43,12 @@ _CONVERSION = Conversion.__struct_fields__
 class OutboxStore:
     """The outbox of one daemon. Thread-safe: one lock serializes the connection."""
 
-    def __init__(self, data_dir: Path, *, synchronous: str = "full") -> None:
+    def __init__(self, data_dir: Path, *, synchronous: str = "full", owner: str | None = None) -> None:
+        """``owner``: the data dir lock's token of the daemon or replay this store writes for;
+        it claims the file, and every write is fenced by it (``schema.transaction``)."""
         self.path = Path(data_dir) / schema.OUTBOX_FILE
-        self.db = schema.open_store(self.path, schema.create_outbox, synchronous=synchronous)
+        self.owner = owner
+        self.db = schema.open_store(self.path, schema.create_outbox, synchronous=synchronous, owner=owner)
         self.conn = self.db.conn
         self._lock = threading.Lock()
 
@@ -53,7 +56,7 @@ class OutboxStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One committed transaction under the lock (rolled back on error); SQLite errors
         become StoreError."""
-        with self._lock, schema.transaction(self.conn, "outbox write") as conn:
+        with self._lock, schema.transaction(self.conn, "outbox write", self.owner) as conn:
             yield conn
 
     def _write(self, sql: str, params: Iterable[Any] = (), many: bool = False) -> int:

@@ -7,6 +7,7 @@ opening a file written by a newer segd is refused rather than misread.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -15,7 +16,8 @@ from typing import Any
 
 import sqlite_utils
 
-from segd.errors import StoreError
+from segd.errors import Fenced, StoreError
+from store.datadir import holder_token
 
 #: 2: the event log has a ``context`` column (version 1 files gain it when opened).
 SCHEMA_VERSION = 2
@@ -44,15 +46,31 @@ def open_db(path: Path, *, synchronous: str = "full") -> sqlite_utils.Database:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+def transaction(
+    conn: sqlite3.Connection, what: str, owner: str | None = None
+) -> Iterator[sqlite3.Connection]:
     """One explicit transaction: BEGIN, then COMMIT, or ROLLBACK if the body raises.
 
     The connection must have ``isolation_level=None`` (``open_db``). SQLite errors, the
     COMMIT's included (a full disk shows there), become StoreError naming ``what``; nothing
     of the transaction is then in the file.
+
+    With ``owner`` (the data dir lock's token of the process this writer works for), the
+    transaction takes the write lock first and raises Fenced, writing nothing, unless the
+    file's recorded owner is still ``owner``: once a new lock holder has claimed the file
+    (``claim``), no write of an earlier holder's workers can land after it.
     """
     try:
-        conn.execute("BEGIN")
+        if owner is None:
+            conn.execute("BEGIN")
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'owner'").fetchone()
+            if row is None or row[0] != owner:
+                raise Fenced(
+                    f"{what} refused: the data dir now belongs to another segd (owner "
+                    f"{row[0] if row else None!r}, this writer works for {owner!r}); stopping"
+                )
         yield conn
         conn.execute("COMMIT")
     except BaseException as exc:
@@ -78,14 +96,31 @@ def select_in(conn: sqlite3.Connection, sql: str, values: Sequence[Any]) -> list
 
 
 def open_store(
-    path: Path, create: Callable[[sqlite_utils.Database], None], *, synchronous: str = "full"
+    path: Path,
+    create: Callable[[sqlite_utils.Database], None],
+    *,
+    synchronous: str = "full",
+    owner: str | None = None,
 ) -> sqlite_utils.Database:
     """``open_db``, then (in one transaction) check the schema version and ``create`` the
-    store's tables if they are missing. Every store under ``data_dir`` opens this way."""
+    store's tables if they are missing. Every store under ``data_dir`` opens this way.
+
+    ``owner`` (the lock token of the daemon or replay opening it) must be the token of the
+    data dir lock's holder (else Fenced: a worker of a gone holder, restarted late); it is
+    recorded as the file's owner in the same transaction, so from then on only writes made
+    with that token land (``transaction(..., owner=)``) and a writer working for an earlier
+    holder is fenced off."""
+    if owner is not None and (holder := holder_token(path.parent)) != owner:
+        raise Fenced(
+            f"opening {path} refused: the data dir's lock is held by {holder!r}, not by {owner!r} "
+            "whom this writer works for"
+        )
     db = open_db(path, synchronous=synchronous)
     with transaction(db.conn, f"opening {path}"):
         ensure_meta(db, path)
         create(db)
+        if owner is not None:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('owner', ?)", [owner])
     return db
 
 
@@ -144,23 +179,104 @@ OUTBOX_FILE = "outbox.db"
 
 
 def create_segments(db: sqlite_utils.Database) -> None:
-    """Segment membership and the transition history (derived from the log, rebuildable)."""
-    if "transitions" not in db.table_names():
-        db.table("transitions").create(
-            {"id": str, "segment": str, "user": str, "kind": str, "at": float, "seq": int},
-            pk="id",
-            not_null={"segment", "user", "kind", "at", "seq"},
-        )
-        db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user)")
-        db.execute("CREATE INDEX transitions_user ON transitions (user)")
-    if "members" not in db.table_names():
-        # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
-        db.execute(
-            "CREATE TABLE members (segment TEXT NOT NULL, user TEXT NOT NULL, "
-            "PRIMARY KEY (segment, user)) WITHOUT ROWID"
-        )
-    if "segment_versions" not in db.table_names():
+    """Segment membership and the transition history (derived from the log, rebuildable).
+
+    Besides SPEC's fields, the history carries the index that answers ``segment at=T`` and
+    ``sizes`` (see store/segments.py): each transition's ``size``, the segment's size right
+    after it in history order (at, seq, user, id); each member's ``since``, the time its
+    current stay began; and ``stays``, one row per finished stay (at <= T < until) with the
+    power-of-two class of its length, ``span``. A file written before the index existed is
+    migrated in place, from the rows it holds.
+    """
+    tables = db.table_names()
+    if "transitions" in tables and "size" not in db.table("transitions").columns_dict:
+        _migrate_history(db)
+        tables = db.table_names()
+    if "transitions" not in tables:
+        _create_transitions(db)
+        _index_transitions(db)
+    if "members" not in tables:
+        _create_members(db, "members")
+    if "stays" not in tables:
+        _create_stays(db)
+    if "segment_versions" not in tables:
         db.table("segment_versions").create({"segment": str, "fingerprint": str}, pk="segment")
+
+
+def _create_transitions(db: sqlite_utils.Database, name: str = "transitions") -> None:
+    db.execute(
+        f"CREATE TABLE {name} (id TEXT PRIMARY KEY, segment TEXT NOT NULL, user TEXT NOT NULL, "
+        "kind TEXT NOT NULL, at FLOAT NOT NULL, seq INTEGER NOT NULL, size INTEGER NOT NULL)"
+    )
+
+
+def _index_transitions(db: sqlite_utils.Database) -> None:
+    # History order of one segment; also the size-at-T seek and the forget/out-of-order fix-ups.
+    db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user, id)")
+    db.execute("CREATE INDEX transitions_user ON transitions (user)")  # a user's history; forget
+
+
+def _create_members(db: sqlite_utils.Database, name: str) -> None:
+    # WITHOUT ROWID: the (segment, user) key is the row, so paging a segment is a range scan.
+    db.execute(
+        f"CREATE TABLE {name} (segment TEXT NOT NULL, user TEXT NOT NULL, since FLOAT NOT NULL, "
+        "PRIMARY KEY (segment, user)) WITHOUT ROWID"
+    )
+
+
+def _create_stays(db: sqlite_utils.Database) -> None:
+    # Keyed by (segment, user, at): the walk in user order reads the table itself.
+    db.execute(
+        "CREATE TABLE stays (segment TEXT NOT NULL, user TEXT NOT NULL, at FLOAT NOT NULL, "
+        "until FLOAT NOT NULL, span INTEGER NOT NULL, PRIMARY KEY (segment, user, at)) WITHOUT ROWID"
+    )
+    # members at T by stabbing: a stay of span s that contains T began within 2**s before T
+    db.execute("CREATE INDEX stays_stab ON stays (segment, span, at, until)")
+
+
+def stay_span(duration: float) -> int:
+    """The class of a stay of ``duration`` > 0 seconds: the smallest ``s >= 0`` with
+    ``duration <= 2**s`` (at most 1024, for the longest finite durations)."""
+    if duration <= 1:
+        return 0
+    mantissa, exponent = math.frexp(duration)  # duration = mantissa * 2**exponent, 0.5 <= mantissa < 1
+    return exponent - 1 if mantissa == 0.5 else exponent
+
+
+def _migrate_history(db: sqlite_utils.Database) -> None:
+    """Build the history index of a segments.db of an older segd from its own rows (window
+    functions: no replay of the log is needed)."""
+    db.conn.create_function("segd_stay_span", 1, stay_span, deterministic=True)
+    db.execute("ALTER TABLE transitions RENAME TO transitions_old")
+    for index in ("transitions_segment_at", "transitions_user"):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+    _create_transitions(db)
+    db.execute(
+        "INSERT INTO transitions (id, segment, user, kind, at, seq, size) "
+        "SELECT id, segment, user, kind, at, seq, sum(CASE kind WHEN 'enter' THEN 1 ELSE -1 END) "
+        "OVER (PARTITION BY segment ORDER BY at, seq, user, id ROWS UNBOUNDED PRECEDING) "
+        "FROM transitions_old ORDER BY segment, at, seq, user, id"
+    )
+    db.execute("DROP TABLE transitions_old")
+    _index_transitions(db)
+    _create_stays(db)
+    db.execute(
+        "INSERT INTO stays (segment, user, at, until, span) "
+        "SELECT segment, user, at, next_at, segd_stay_span(next_at - at) FROM ("
+        "SELECT segment, user, kind, at, "
+        "lead(kind) OVER (PARTITION BY segment, user ORDER BY at, seq, id) AS next_kind, "
+        "lead(at) OVER (PARTITION BY segment, user ORDER BY at, seq, id) AS next_at FROM transitions) "
+        "WHERE kind = 'enter' AND next_kind = 'exit' AND next_at > at"
+    )
+    if "members" in db.table_names():
+        _create_members(db, "members_new")
+        db.execute(
+            "INSERT INTO members_new (segment, user, since) SELECT m.segment, m.user, coalesce(("
+            "SELECT max(t.at) FROM transitions t WHERE t.segment = m.segment AND t.user = m.user "
+            "AND t.kind = 'enter'), -9e999) FROM members m"
+        )
+        db.execute("DROP TABLE members")
+        db.execute("ALTER TABLE members_new RENAME TO members")
 
 
 def create_snapshots(db: sqlite_utils.Database) -> None:

@@ -12,29 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 import requests
 
-from segd.wire import protocol
 from segd.wire.client import AsyncClient
 from tests.helpers import DaemonThread, make_config, start_subprocess_daemon, wait_until, write_config
 
 WRITE_KEY = "test-write-key"
-
-#: Issue 14 part A (another branch) adds these ops to the socket; until it is merged their
-#: HTTP tests fail as the socket itself refuses them.
-QUERY_OPS_MERGED = {"sizes", "preview"} <= protocol.OPS
-
-
-def needs_query_ops(test):
-    """Mark a test of part A's ops over HTTP (``segment`` with ``at``, ``history`` by ``user``,
-    ``sizes``, ``preview``): marker ``needs_query_ops`` and, until part A is merged, a strict
-    xfail; once the socket knows those ops it is an ordinary test that must pass."""
-    test = pytest.mark.xfail(
-        not QUERY_OPS_MERGED, reason="needs issue 14 part A's query ops on the socket", strict=True
-    )(test)
-    return pytest.mark.needs_query_ops(test)
-
 
 #: A model that shows each Segment call type in a user's aggregates.
 MODEL = """

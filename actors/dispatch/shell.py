@@ -70,10 +70,15 @@ class Dispatcher:
         start_clock: float,
         deliver: bool = True,
         traits_of: TraitsLookup | None = None,
+        owner: str | None = None,
     ) -> None:
+        """``owner``: the data dir lock's token of the daemon or replay this dispatcher works
+        for; its outbox writes (so its sends) stop (Fenced) once another segd holds the lock."""
         self.config = config
         self.traits_of = traits_of  # consent is read again before a deferred or retried send
-        self.store = OutboxStore(Path(config.daemon.data_dir), synchronous=config.daemon.synchronous)
+        self.store = OutboxStore(
+            Path(config.daemon.data_dir), synchronous=config.daemon.synchronous, owner=owner
+        )
         self.clock = start_clock
         self.core = self._load_core(config, segment_fingerprints)
         self.deliver = deliver

@@ -17,7 +17,17 @@ from typing import Any
 import structlog
 
 from actors.model import Model
-from actors.records import Row, ShardReply, ShardSnapshot, ShardStats, Transition, UserView, decoder, encode
+from actors.records import (
+    PreviewPart,
+    Row,
+    ShardReply,
+    ShardSnapshot,
+    ShardStats,
+    Transition,
+    UserView,
+    decoder,
+    encode,
+)
 from actors.shard.core import ShardCore
 
 _ROWS = decoder(list[Row])
@@ -82,6 +92,11 @@ class UserShard:
 
     def user(self, user: str) -> UserView | None:
         return self.core.user(user)
+
+    def preview(self, when: str) -> PreviewPart:
+        """``ShardCore.preview``: who of this shard's users ``when`` holds for now; changes
+        nothing, so it needs no ``expect``."""
+        return self.core.preview(when)
 
     def forget(self, user: str, expect: int) -> bytes:
         """Drop ``user``; an encoded ``ShardReply`` whose transitions are the user's exits

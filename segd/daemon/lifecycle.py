@@ -106,12 +106,13 @@ class Daemon:
             s.name: (s.description, self.model.segment_fingerprints[s.name]) for s in self.config.segments
         }
         self.runtime = runtime.Runtime(
-            self.config, descriptions, start_clock=self.clock.now(time.time()), holder=lock.token
+            self.config, descriptions, start_clock=self.clock.now(time.time()), owner=lock.token
         )
         stack.callback(self.runtime.close)
         stack.push_async_callback(self.runtime.close_dispatcher)
         if rebuilt := await self.runtime.reset_segments():
             log.info("segments_rebuilding", segments=rebuilt, reason="new or changed since the last run")
+            self.snapshots.clear()  # the shards replay the whole log, or a deleted segments.db stays empty
         self.router = Router(
             self.runtime,
             self.eventlog,

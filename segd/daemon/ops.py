@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ import structlog
 
 from actors.dispatch.report import summarize
 from actors.records import NewEvent, ShardStats
+from actors.shard.core import PREVIEW_SAMPLE
 from segd import __version__
 from segd.clock import Clock
 from segd.config import Config
@@ -31,6 +33,7 @@ from segd.daemon.runtime import Runtime
 from segd.daemon.server import Connection, Streaming
 from segd.daemon.subscriptions import Hub
 from segd.errors import ProtocolError
+from segd.rules import WHEN, Names, RuleError, compile_expr
 from segd.wire.protocol import EventIn, Request
 from store.eventlog import EventLog
 
@@ -66,6 +69,7 @@ class Ops:
         self.started = started
         self.draining = False  # set when the daemon starts stopping: every op is `unavailable`
         self._probes = _Probes(runtime)  # stats' remote parts with their last known values
+        self.previewing = False  # a preview reads every user of every shard: one at a time
 
     def handle(
         self, req: Request, conn: Connection
@@ -156,24 +160,67 @@ class Ops:
         sizes = await self.runtime.sizes()
         return {
             "segments": [
-                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description}
+                {"name": s.name, "size": sizes.get(s.name, 0), "description": s.description, "when": s.when}
                 for s in sorted(self.config.segments, key=lambda s: s.name)
             ]
         }
 
     async def op_segment(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """A page of members, now or (``at``) at a past logical time: every transition with
+        ``at <= T`` applied (``store.segments``)."""
         a = req.args
-        page = await self.runtime.page(a["name"], a["after"], a["limit"])
+        page = await self.runtime.page(a["name"], a["after"], a["limit"], a["at"])
         if page is None:
             raise ProtocolError("not_found", f"unknown segment {a['name']!r}")
         return msgspec.structs.asdict(page)
 
     async def op_history(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """Transitions of a segment and/or a user, in history order, at most ``limit``."""
         a = req.args
-        rows = await self.runtime.history(a["segment"], a["since"], a["until"])
+        rows = await self.runtime.history(a["segment"], a["user"], a["since"], a["until"], a["limit"])
         if rows is None:
             raise ProtocolError("not_found", f"unknown segment {a['segment']!r}")
         return {"transitions": [t.to_map() for t in rows]}
+
+    async def op_sizes(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """A segment's size at ``since + k*step`` up to ``until`` (the protocol counted them)."""
+        a = req.args
+        points = await self.runtime.size_points(a["segment"], a["since"], a["step"], a["count"])
+        if points is None:
+            raise ProtocolError("not_found", f"unknown segment {a['segment']!r}")
+        return {"points": [[t, size] for t, size in points]}
+
+    async def op_preview(self, req: Request, conn: Connection) -> dict[str, Any]:
+        """How many users an expression holds for now, a sample, and the overlap with each
+        segment. The expression is checked here, so a bad one never reaches the shards."""
+        when = req.args["when"]
+        c = self.config
+        names = Names(
+            aggregates=frozenset(x.name for x in c.aggregates), segments=frozenset(x.name for x in c.segments)
+        )
+        try:
+            compile_expr(when, scope=WHEN, names=names, table="preview", key="when")
+        except RuleError as exc:
+            raise ProtocolError("bad_request", f"'when' at column {exc.column}: {exc.message}") from exc
+        if self.previewing:
+            raise ProtocolError(
+                "overloaded",
+                "a preview is already running (previews run one at a time: each reads every user); retry",
+            )
+        self.previewing = True
+        try:
+            parts = await self.runtime.preview(when)
+        finally:
+            self.previewing = False
+        overlap = dict.fromkeys(sorted(names.segments), 0)
+        for part in parts:
+            for name, n in part.overlap.items():
+                overlap[name] += n
+        return {
+            "size": sum(p.size for p in parts),
+            "sample": heapq.nsmallest(PREVIEW_SAMPLE, (u for p in parts for u in p.sample)),
+            "overlap": overlap,
+        }
 
     def op_subscribe(self, req: Request, conn: Connection) -> Streaming:
         names = req.args["segments"]

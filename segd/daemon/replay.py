@@ -73,7 +73,7 @@ async def _replay(
             dispatch=dispatch,
             deliver=False,
             start_clock=clock.value,
-            holder=lock.token,  # a replay killed -9 leaves workers behind: fence their writes
+            owner=lock.token,
         )
         try:
             router = Router(

@@ -36,6 +36,7 @@ from actors.manager import SegmentManager
 from actors.placement import MANAGERS, manager_of, shard_of
 from actors.records import (
     GoalEvent,
+    PreviewPart,
     Row,
     SegmentPage,
     ShardReply,
@@ -201,14 +202,15 @@ class Runtime:
         dispatch: bool = True,
         deliver: bool = True,
         start_clock: float = float("-inf"),
-        holder: str | None = None,
+        owner: str | None = None,
     ) -> None:
         """``fingerprints``: segment -> (description, fingerprint). ``dispatch`` False: no
         dispatcher (``segd replay --no-dispatch``); ``deliver`` False: decide and record
         messages but send none (``segd replay``). ``start_clock`` is the engine clock now:
-        campaigns new in this config fire from it on. ``holder``: the data-dir lock token the
-        segment managers fence their commits with (``store.datadir.fence``)."""
+        campaigns new in this config fire from it on. ``owner``: the data dir lock's token,
+        which fences the managers' and the dispatcher's writes (store.schema.transaction)."""
         self.config = config
+        self.owner = owner
         self.n = config.ray.shards
         self.watch = ShardWatch(self.n)  # the shards' health as seen from the daemon's calls
         here = ray.get_runtime_context().get_node_id()
@@ -218,7 +220,7 @@ class Runtime:
                 config.daemon.data_dir,
                 {s: v for s, v in fingerprints.items() if manager_of(s) == i},
                 rebuild,
-                holder,
+                owner,
             )
             for i in range(MANAGERS)
         ]
@@ -287,6 +289,11 @@ class Runtime:
         view: UserView | None = await _get(self.shards[shard_of(user, self.n)].user.remote(user))
         return view
 
+    async def preview(self, when: str) -> list[PreviewPart]:
+        """Every shard's ``preview`` of the (already checked) expression ``when``."""
+        parts: list[PreviewPart] = await asyncio.gather(*(_get(s.preview.remote(when)) for s in self.shards))
+        return parts
+
     async def shard_stats(self, i: int) -> ShardStats:
         stats: ShardStats = await _get(self.shards[i].stats.remote())
         return stats
@@ -308,17 +315,39 @@ class Runtime:
             sizes.update(part)
         return sizes
 
-    async def page(self, segment: str, after: str | None, limit: int) -> SegmentPage | None:
+    async def page(
+        self, segment: str, after: str | None, limit: int, at: float | None = None
+    ) -> SegmentPage | None:
+        """One page of ``segment``'s members, now or at logical time ``at``; None if unknown."""
         page: SegmentPage | None = await _get(
-            self.managers[manager_of(segment)].page.remote(segment, after, limit)
+            self.managers[manager_of(segment)].page.remote(segment, after, limit, at)
         )
         return page
 
-    async def history(self, segment: str, since: float, until: float | None) -> list[Transition] | None:
-        rows: list[Transition] | None = await _get(
-            self.managers[manager_of(segment)].history.remote(segment, since, until)
+    async def history(
+        self, segment: str | None, user: str | None, since: float | None, until: float | None, limit: int
+    ) -> list[Transition] | None:
+        """Transitions of ``segment`` and/or ``user`` with ``since <= at <= until``, in history
+        order (at, seq, user, id), at most ``limit``; None for an unknown segment."""
+        if segment is not None:
+            rows: list[Transition] | None = await _get(
+                self.managers[manager_of(segment)].history.remote(segment, user, since, until, limit)
+            )
+            return rows
+        parts = await asyncio.gather(
+            *(_get(m.history.remote(None, user, since, until, limit)) for m in self.managers)
         )
-        return rows
+        merged = sorted((t for part in parts for t in part), key=lambda t: (t.at, t.seq, t.user, t.id))
+        return merged[:limit]
+
+    async def size_points(
+        self, segment: str, since: float, step: float, count: int
+    ) -> list[tuple[float, int]] | None:
+        """``segment``'s size at ``since + k*step`` for k < ``count``; None if unknown."""
+        points: list[tuple[float, int]] | None = await _get(
+            self.managers[manager_of(segment)].size_points.remote(segment, since, step, count)
+        )
+        return points
 
     async def reset_segments(self) -> list[str]:
         """Segments whose stored rows were dropped at start-up, to be rebuilt from the log."""
@@ -330,7 +359,7 @@ class Runtime:
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         self.dispatcher = _RemoteDispatcher.options(
             scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, self._traits)
+        ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
         self.dispatcher.start.remote()
 
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:

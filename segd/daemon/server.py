@@ -106,7 +106,8 @@ class Server:
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
-        """Bind the listeners. Raises SegdError if the socket is in use by a live daemon."""
+        """Bind the listeners. Raises SegdError if the socket is in use by a live daemon or the
+        ``[daemon] tcp`` address cannot be bound."""
         self._servers.append(
             await asyncio.start_unix_server(
                 lambda r, w: self._accept(r, w, authed=True), sock=self._bind_unix(), backlog=self.backlog
@@ -115,11 +116,15 @@ class Server:
         log.info("listening", socket=str(self.socket_path))
         if self.tcp:
             host, port = parse_address(self.tcp)
-            self._servers.append(
-                await asyncio.start_server(
+            try:
+                tcp = await asyncio.start_server(
                     lambda r, w: self._accept(r, w, authed=False), host, port, backlog=self.backlog
                 )
-            )
+            except OSError as exc:
+                raise SegdError(
+                    f"[daemon] tcp = '{self.tcp}': cannot listen there: {exc.strerror or exc}"
+                ) from exc
+            self._servers.append(tcp)
             log.info("listening", tcp=self.tcp)
 
     def _bind_unix(self) -> socket.socket:

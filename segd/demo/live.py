@@ -140,7 +140,7 @@ async def run_demo(
         async with Daemon(config) as daemon:
             if daemon.http is not None:
                 console.print(
-                    f"segd HTTP: [bold]{daemon.http.url}/[/] (JSON API under /api/, Segment-compatible "
+                    f"segd console: [bold]{daemon.http.url}/[/] (JSON API under /api/, Segment-compatible "
                     f"ingest at /v1/batch with write key [bold]{config.http.write_keys[0]}[/])",
                     soft_wrap=True,
                 )

@@ -25,7 +25,8 @@ from aiohttp import web
 from actors.records import Ack, NewEvent
 from segd.config import HttpConfig
 from segd.config.values import parse_address
-from segd.errors import ProtocolError, Unavailable
+from segd.console.routes import add_routes as add_console_routes
+from segd.errors import ProtocolError, SegdError, Unavailable
 from segd.http import api, auth, ingest
 from segd.http.body import MAX_BODY
 from segd.http.errors import HttpError
@@ -93,11 +94,12 @@ class HttpFace:
         r.add_get("/healthz", self._healthz)
         r.add_get("/readyz", self._readyz)
         r.add_get("/api/openapi.json", self._openapi, allow_head=False)
-        r.add_get("/", _console, allow_head=False)
+        add_console_routes(app)  # GET / and the console's static files (segd.console)
         return app
 
     async def start(self) -> None:
-        """Bind and serve. Raises OSError if the address cannot be bound."""
+        """Bind and serve. Raises SegdError naming ``[http] listen`` if the address cannot be
+        bound (in use, not this machine's)."""
         runner = web.AppRunner(
             self.app,
             access_log=None,
@@ -110,6 +112,11 @@ class HttpFace:
         site = web.TCPSite(runner, self.host, self.port, backlog=512)
         try:
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise SegdError(
+                f"[http] listen = '{self.host}:{self.port}': cannot listen there: {exc.strerror or exc}"
+            ) from exc
         except BaseException:
             await runner.cleanup()
             raise
@@ -260,23 +267,3 @@ async def _errors(
     except Exception:
         log.exception("http_internal_error", path=request.path)
         return error_response(500, "internal", "internal error; see the daemon log")
-
-
-_CONSOLE = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>segd</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>segd</h1>
-<p><strong>Placeholder:</strong> the web console is not built yet (SPEC section 8 "Console").
-This page only says that segd's HTTP face is up.</p>
-<ul>
-<li><a href="/api/openapi.json">/api/openapi.json</a>: the JSON API and the ingest endpoints</li>
-<li><a href="/api/segments">/api/segments</a>, <a href="/api/stats">/api/stats</a></li>
-<li><a href="/readyz">/readyz</a>, <a href="/healthz">/healthz</a></li>
-</ul>
-</body></html>
-"""
-
-
-async def _console(request: web.Request) -> web.Response:
-    """The console's placeholder page (the console itself is another piece of work)."""
-    return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")

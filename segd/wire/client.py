@@ -92,13 +92,37 @@ class _Ops(Generic[R]):
         """Every segment with its size and description."""
         return self.call("segments")
 
-    def segment(self, name: str, *, limit: int = 1000, after: str | None = None) -> R:
-        """One page of at most ``limit`` members of ``name``, after the user id ``after``."""
-        return self.call("segment", **_drop_none(name=name, limit=limit, after=after))
+    def segment(
+        self, name: str, *, limit: int = 1000, after: str | None = None, at: float | None = None
+    ) -> R:
+        """One page of at most ``limit`` members of ``name``, after the user id ``after``; with
+        ``at``, the members as they were at that logical time (seconds since the epoch)."""
+        return self.call("segment", **_drop_none(name=name, limit=limit, after=after, at=at))
 
-    def history(self, segment: str, since: float, until: float | None = None) -> R:
-        """``segment``'s transitions from ``since`` to ``until`` (seconds since the epoch)."""
-        return self.call("history", **_drop_none(segment=segment, since=since, until=until))
+    def history(
+        self,
+        segment: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        user: str | None = None,
+        limit: int | None = None,
+    ) -> R:
+        """Transitions of ``segment`` and/or ``user`` (at least one) from ``since`` to ``until``
+        (seconds since the epoch, each optional), in order, at most ``limit`` (default 10,000)."""
+        return self.call(
+            "history", **_drop_none(segment=segment, user=user, since=since, until=until, limit=limit)
+        )
+
+    def sizes(self, segment: str, since: float, until: float, step: float) -> R:
+        """``segment``'s size at ``since + k*step`` up to ``until``: ``points``, ``[t, size]`` pairs."""
+        return self.call("sizes", segment=segment, since=since, until=until, step=step)
+
+    def preview(self, when: str) -> R:
+        """Evaluate the expression ``when`` over every user now, changing nothing: ``size``,
+        ``sample`` (up to 20 user ids) and ``overlap`` (segment -> how many of them);
+        RemoteError ``bad_request`` naming the column for an invalid expression."""
+        return self.call("preview", when=when)
 
     def forget(self, user: str) -> R:
         """Erase ``user``: events, state, history and messages (no message is sent).

@@ -27,6 +27,9 @@ MAX_DEPTH = 8  # nesting of maps/lists inside props, traits and context
 MAX_KEY = 256  # characters in a prop or trait name
 MAX_STRING = 65_536  # characters in a prop or trait string value
 MAX_SEGMENT_PAGE = 100_000
+MAX_HISTORY = 100_000  # transitions per ``history`` answer (default 10,000)
+MAX_POINTS = 10_000  # points per ``sizes`` answer
+MAX_EXPRESSION = 65_536  # characters in a ``preview`` expression
 
 ERROR_CODES = frozenset(
     {
@@ -53,6 +56,8 @@ OPS = frozenset(
         "segments",
         "segment",
         "history",
+        "sizes",
+        "preview",
         "subscribe",
         "forget",
         "stats",
@@ -262,32 +267,60 @@ def _user(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _segment(f: dict[str, Any]) -> dict[str, Any]:
-    _only(f, frozenset({"name", "limit", "after"}))
-    limit = f.get("limit", 1000)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_SEGMENT_PAGE:
-        raise ProtocolError(
-            "bad_request", f"'limit' must be an integer from 1 to {MAX_SEGMENT_PAGE}, got {limit!r}"
-        )
+    _only(f, frozenset({"name", "limit", "after", "at"}))
     return {
         "name": _string(f, "name", "", 1, 256, required=True),
-        "limit": limit,
+        "limit": _count(f, "limit", 1000, MAX_SEGMENT_PAGE),
         "after": _string(f, "after", "", 0, MAX_USER),
+        "at": _time(f, "at"),
     }
 
 
 def _history(f: dict[str, Any]) -> dict[str, Any]:
-    _only(f, frozenset({"segment", "since", "until"}))
-    out: dict[str, str | float | None] = {"segment": _string(f, "segment", "", 1, 256, required=True)}
-    for key in ("since", "until"):
-        v = f.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise ProtocolError(
-                "bad_request", f"'{key}' must be a time in seconds since the epoch, got {_kind(v)}"
-            )
-        out[key] = None if v is None else float(v)
-    if out["since"] is None:
-        raise ProtocolError("bad_request", "missing field 'since' (seconds since the epoch)")
+    _only(f, frozenset({"segment", "user", "since", "until", "limit"}))
+    out = {
+        "segment": _string(f, "segment", "", 1, 256),
+        "user": _string(f, "user", "", 1, MAX_USER),
+        "since": _time(f, "since"),
+        "until": _time(f, "until"),
+        "limit": _count(f, "limit", 10_000, MAX_HISTORY),
+    }
+    if out["segment"] is None and out["user"] is None:
+        raise ProtocolError("bad_request", "missing field 'segment' or 'user' (at least one of them)")
     return out
+
+
+def _sizes(f: dict[str, Any]) -> dict[str, Any]:
+    _only(f, frozenset({"segment", "since", "until", "step"}))
+    segment = _string(f, "segment", "", 1, 256, required=True)
+    since = _time(f, "since", required=True)
+    until = _time(f, "until", required=True)
+    step = _time(f, "step", required=True, what="a number of seconds, at least 1")
+    if step < 1:
+        raise ProtocolError("bad_request", f"'step' must be at least 1 second, got {step!r}")
+    if until < since:
+        raise ProtocolError("bad_request", f"'until' ({until!r}) must not be before 'since' ({since!r})")
+    # the points are since + k*step <= until, computed as the store computes them. The
+    # estimate is refined by a step or two at most; bounded, since at magnitudes where adding
+    # step no longer changes the float (since = 1e300) the sum stays <= until for every k.
+    count = int((until - since) // step) + 1
+    if count <= MAX_POINTS + 1:  # past that it is refused whatever the refinement gives
+        while count <= MAX_POINTS and since + count * step <= until:
+            count += 1
+        while count > 1 and since + (count - 1) * step > until:
+            count -= 1
+    if count > MAX_POINTS:
+        raise ProtocolError(
+            "bad_request",
+            f"'step' of {step:g} s from 'since' to 'until' gives {count:,} points; at most {MAX_POINTS:,} "
+            f"(use a step of at least {math.ceil((until - since) / (MAX_POINTS - 1))} s)",
+        )
+    return {"segment": segment, "since": since, "until": until, "step": step, "count": count}
+
+
+def _preview(f: dict[str, Any]) -> dict[str, Any]:
+    _only(f, frozenset({"when"}))
+    return {"when": _string(f, "when", "", 1, MAX_EXPRESSION, required=True)}
 
 
 def _subscribe(f: dict[str, Any]) -> dict[str, Any]:
@@ -312,6 +345,8 @@ _SCHEMAS: dict[str, _Schema] = {
     "segments": _none,
     "segment": _segment,
     "history": _history,
+    "sizes": _sizes,
+    "preview": _preview,
     "subscribe": _subscribe,
     "forget": _user,
     "stats": _none,
@@ -363,6 +398,32 @@ def _map(fields: dict[str, Any], key: str, where: str, required: bool) -> dict[s
     if not isinstance(value, dict):
         raise ProtocolError("bad_request", f"'{where}{key}' must be a map, got {_kind(value)}")
     _check_value(value, f"{where}{key}", 0)
+    return value
+
+
+@overload
+def _time(fields: dict[str, Any], key: str, required: Literal[True], what: str = ...) -> float: ...
+@overload
+def _time(fields: dict[str, Any], key: str, required: bool = False, what: str = ...) -> float | None: ...
+def _time(
+    fields: dict[str, Any], key: str, required: bool = False, what: str = "a time in seconds since the epoch"
+) -> float | None:
+    """A finite number (int or float, not boolean) as a float, or None when absent."""
+    value = fields.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError("bad_request", f"missing field '{key}' ({what})")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        got = repr(value) if isinstance(value, float) else _kind(value)
+        raise ProtocolError("bad_request", f"'{key}' must be {what}, got {got}")
+    return float(value)
+
+
+def _count(fields: dict[str, Any], key: str, default: int, hi: int) -> int:
+    value = fields.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+        raise ProtocolError("bad_request", f"'{key}' must be an integer from 1 to {hi}, got {value!r}")
     return value
 
 

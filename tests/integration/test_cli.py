@@ -88,7 +88,7 @@ def test_send_identify_and_stats(running):
 
 def test_sighup_reloads_and_keeps_serving(running):
     proc_log = running.parent / "daemon.log"
-    pid = int((load_config(running).daemon.data_dir / "segd.lock").read_text())
+    pid = int((load_config(running).daemon.data_dir / "segd.lock").read_text().split()[0])
     os.kill(pid, signal.SIGHUP)  # the default action would kill a process without a handler
     r = segd("stats", "--config", str(running), "--json")
     assert r.returncode == 0, r.stderr

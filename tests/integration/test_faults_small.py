@@ -75,3 +75,42 @@ def test_segd_run_prints_only_its_own_lines_at_start_up(tmp_path):
     assert foreign == [], "lines not from segd's structlog:\n" + "\n".join(foreign)
     for quiet in ("SIGTERM handler is not set", "Token authentication is enabled", "constructor arguments"):
         assert quiet not in text
+
+
+def _taken_port() -> tuple[socket.socket, int]:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    return busy, busy.getsockname()[1]
+
+
+def _start_on_a_taken_port(tmp_path, section: str, key: str) -> tuple[int, str]:
+    busy, port = _taken_port()
+    cfg = fault_config(tmp_path, own_ray=False)
+    text = cfg.read_text()
+    if section == "daemon":
+        text = text.replace("[daemon]\n", f'[daemon]\n{key} = "127.0.0.1:{port}"\ntoken = "t"\n', 1)
+    else:
+        text += f'\n[http]\n{key} = "127.0.0.1:{port}"\n'
+    cfg.write_text(text)
+    d = Daemon(cfg)
+    try:
+        code = d.proc.wait(120)
+    finally:
+        d.stop_now()
+        busy.close()
+    return code, d.tail()
+
+
+def test_an_http_listen_address_in_use_exits_3_naming_the_key(tmp_path):
+    code, tail = _start_on_a_taken_port(tmp_path, "http", "listen")
+    assert code == 3, tail
+    assert "[http] listen = '127.0.0.1:" in tail and "cannot listen there" in tail
+    assert "Traceback" not in tail
+
+
+def test_a_tcp_address_in_use_exits_3_naming_the_key(tmp_path):
+    code, tail = _start_on_a_taken_port(tmp_path, "daemon", "tcp")
+    assert code == 3, tail
+    assert "[daemon] tcp = '127.0.0.1:" in tail and "cannot listen there" in tail
+    assert "Traceback" not in tail

@@ -25,14 +25,16 @@ def test_demo_prints_a_url_that_serves_the_json_api(tmp_path):
         lines = []
         for line in proc.stdout:  # the URL is printed before the live view starts
             lines.append(line)
-            found = re.search(r"segd HTTP: (http://127\.0\.0\.1:\d+)/", line)
+            found = re.search(r"segd console: (http://127\.0\.0\.1:\d+)/", line)
             if found:
                 break
         assert found, "".join(lines)[-2000:]
         resp = requests.get(f"{found.group(1)}/api/segments", timeout=30)
+        page = requests.get(f"{found.group(1)}/", timeout=30)  # the console, live during the demo
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-2000:]
         assert resp.status_code == 200 and resp.json()["segments"]
+        assert page.status_code == 200 and '<script type="module" src="/js/app.js">' in page.text
     finally:
         if proc.poll() is None:
             proc.kill()

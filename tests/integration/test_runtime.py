@@ -110,6 +110,7 @@ def test_segments_lists_size_and_description_sorted_by_name(spec_example):
             "name": "electronics_fans",
             "size": 1,
             "description": "Viewed electronics three or more times this week",
+            "when": "views_electronics_7d >= 3",
         }
         assert [s["name"] for s in c.segments()["segments"]] == sorted(segs)
 

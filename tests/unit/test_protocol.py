@@ -124,7 +124,7 @@ def test_track_is_parsed_into_an_event():
         ({"op": "auth"}, "token"),
         ({"op": "segment", "name": "s", "limit": 0}, "limit"),
         ({"op": "segment", "name": "s", "limit": 100_001}, "limit"),
-        ({"op": "history", "segment": "s"}, "since"),
+        ({"op": "history", "since": 0}, "segment"),  # since is optional now (SPEC); segment or user is not
         ({"op": "subscribe", "segments": "all"}, "segments"),
         ({"op": 3}, "op"),
         ({}, "op"),
