@@ -399,6 +399,7 @@ def main_daemon(
         "command_seconds": summary["seconds"],
         "process_seconds": summary["process_seconds"],
         "command_eps": summary["replayed"] / summary["seconds"],
+        "phases": summary.get("phases", {}),
         "segments_match_live": summary["segments"] == live_sizes,
     }
 
@@ -604,6 +605,14 @@ def print_table(r: dict) -> None:
         f"{rp['command_eps'] / r['replay_limit_eps']:.2f}",
         "",
     )
+    if ph := rp.get("phases"):
+        t.add_row(
+            "  where its time went",
+            f"ray {ph.get('ray', 0):.1f} + workers {ph.get('actors', 0):.1f} s",
+            f"route {ph.get('route', 0):.1f} + end {ph.get('snapshot', 0) + ph.get('shutdown', 0):.1f} s",
+            "",
+            "",
+        )
     t.add_row(
         f"memory, live shard, {mem['base_users']:,} users",
         f"{mem['live_bytes_per_user']:,} B/user",

@@ -8,9 +8,15 @@ up to 20 segments, and reports:
   shard; building the rows is not);
 - bytes per user: Python heap allocated by the shard after all users exist, minus before,
   divided by users (tracemalloc, in a second, untimed pass);
-- snapshot bytes per user.
+- snapshot bytes per user, and bytes per user of a shard restored from that snapshot
+  (tracemalloc; restored must not be bigger than live);
+- the heavy case: ``--heavy-users`` users holding ``--heavy-events`` events each inside the
+  30-day windows (the same generator, late and out-of-order times included), in events per
+  CPU-second beside the light run's: a user with 10^5 events must cost per event what a
+  light user does (``heavy_ratio`` near 1 or above).
 
-Usage: python scripts/bench_core.py [--events N] [--users U] [--batch B] [--json]
+Usage: python scripts/bench_core.py [--events N] [--users U] [--batch B] [--heavy-users H]
+       [--heavy-events E] [--json]
 """
 
 from __future__ import annotations
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2_000, help="rows per apply_batch call")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--config", type=Path, default=ROOT / "config.toml")
+    p.add_argument("--heavy-users", type=int, default=3, help="users of the heavy case (0: skip it)")
+    p.add_argument("--heavy-events", type=int, default=100_000, help="events per heavy user")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     start, cpu_start = time.perf_counter(), time.process_time()
     shard, transitions = feed(model, prepared)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    snapshot = len(shard.snapshot())
+    blob = shard.snapshot()
+    snapshot = len(blob)
     users = shard.users
     del shard, prepared
 
@@ -146,8 +155,32 @@ def main(argv: list[str] | None = None) -> int:
     mem_shard, _ = feed(model, batches(make_rows(args.events, args.users, args.days, args.seed), args.batch))
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
+    del mem_shard
+    gc.collect()
+    before_restore = tracemalloc.get_traced_memory()[0]
+    restored = ShardCore.restore(model, blob)
+    gc.collect()
+    after_restore = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert mem_shard.users == users
+    assert restored.users == users
+    del restored, blob
+
+    heavy: dict[str, int | float] = {}
+    if args.heavy_users:
+        n = args.heavy_users * args.heavy_events
+        prepared = list(batches(make_rows(n, args.heavy_users, args.days, args.seed), args.batch))
+        gc.collect()
+        cpu_start = time.process_time()
+        _, heavy_transitions = feed(model, prepared)
+        heavy_cpu = time.process_time() - cpu_start
+        del prepared
+        heavy = {
+            "heavy_users": args.heavy_users,
+            "heavy_events_per_user": args.heavy_events,
+            "heavy_events_per_cpu_s": round(n / heavy_cpu),
+            "heavy_transitions": heavy_transitions,
+            "heavy_ratio": round((n / heavy_cpu) / (args.events / cpu), 2),
+        }
 
     result = {
         "events": args.events,
@@ -161,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         "transitions": transitions,
         "bytes_per_user": round((after - before) / users),
         "snapshot_bytes_per_user": round(snapshot / users),
+        "restored_bytes_per_user": round((after_restore - before_restore) / users),
+        **heavy,
     }
     if args.json:
         print(json.dumps(result))

@@ -98,10 +98,19 @@ def pack_arr(a: array[float]) -> bytes:
     return a.tobytes()
 
 
+_ZERO = array("d", (0.0,))
+
+
 def unpack_arr(b: bytes) -> array[float]:
-    """Inverse of ``pack_arr``."""
-    a = array("d")
-    a.frombytes(b)
+    """Inverse of ``pack_arr``: an array of exactly that many items (``frombytes`` would
+    over-allocate by a sixteenth, and a restored shard must not be bigger than a live one).
+    Raises ValueError if ``b`` is not a whole number of doubles."""
+    if len(b) % 8:
+        raise ValueError(f"{len(b)} bytes are not a whole number of doubles")
+    a = _ZERO * (len(b) // 8)
+    if b:
+        with memoryview(a) as view, view.cast("B") as raw:
+            raw[:] = b
     if not _LITTLE:  # pragma: no cover
         a.byteswap()
     return a

@@ -1,18 +1,25 @@
 """A shard's pure core: the user actors of one hash range and their deadlines (DESIGN "Shape").
 
 ``ShardCore`` is plain Python: no Ray, no I/O, no clock of its own. Its Ray actor shell is
-``actors.shard.shell.UserShard``.
+``actors.shard.shell.UserShard``. Its users are the model's compiled fold
+(``actors.compiled``) unless ``reference=True`` asks for the reference actors
+(``actors.user.UserActor``): the two give the same transitions, views and snapshots, and
+each restores the other's snapshots.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgpack
+import msgspec
 
+from actors.compiled.engine import compiled
 from actors.model import Model
 from actors.records import PreviewPart, Row, Transition, UserContext, UserView
+from actors.shard.timers import Timers
 from actors.user import UserActor, transition_id
 from segd.errors import SegdError
 from segd.rules import WHEN, Context, Names, compile_expr
@@ -20,6 +27,8 @@ from segd.rules import WHEN, Context, Names, compile_expr
 __all__ = ["ShardCore", "SnapshotMismatch"]
 
 _SNAPSHOT_FORMAT = 1
+# Event bodies as Python values: msgspec decodes a props map in about half msgpack's time.
+_decode = msgspec.msgpack.Decoder().decode
 PREVIEW_SAMPLE = 20  # user ids in a preview's sample
 
 
@@ -34,17 +43,29 @@ class ShardCore:
     - ``applied_seq``: the largest seq applied (0 before any).
     - ``clock``: the largest clock seen (rows or ``advance``); never goes backwards. Rows must
       not carry a clock below one already passed to ``advance`` (the log guarantees it).
-    - Deadline heap entries are ``(deadline, user)``; an entry whose deadline is no longer the
-      user's current one is stale and skipped when popped (and the heap is compacted when
-      stale entries pile up).
+    - Deadlines are filed in ``actors.shard.timers.Timers`` and fire in (deadline, user)
+      order; an entry whose deadline is no longer the user's current one is stale and
+      skipped (and the timers are compacted when stale entries pile up).
     """
 
-    def __init__(self, model: Model, notify: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, model: Model, notify: frozenset[str] = frozenset(), *, reference: bool = False
+    ) -> None:
         self.model = model
+        self.reference = reference
+        self._new: Callable[[str], Any]
+        self._load: Callable[[str, Any], Any]
+        if reference:
+            self._new = lambda user: UserActor(model, user)
+            self._load = lambda user, state: UserActor.from_state(model, user, state)
+        else:
+            engine = compiled(model)
+            self._new, self._load = engine.new, engine.from_state
         self.applied_seq = 0
         self.clock = float("-inf")
-        self._users: dict[str, UserActor] = {}
-        self._heap: list[tuple[float, str]] = []
+        # user id -> its actor: a UserActor, or the compiled model's user (same interface)
+        self._users: dict[str, Any] = {}
+        self._timers = Timers()
         # Segments with campaigns: their transitions carry the user's context (traits and
         # aggregates at that moment) for the dispatcher, collected here until taken.
         self.notify = notify
@@ -58,15 +79,15 @@ class ShardCore:
         Users are created on first sight. Returns every transition, each user's in order.
         """
         out: list[Transition] = []
-        users, heap, model = self._users, self._heap, self.model
+        users, timers, model, new = self._users, self._timers, self.model, self._new
         applied, top = self.applied_seq, self.clock
-        unpack = msgpack.unpackb
+        unpack = _decode
         contexts = model.uses_context  # decode an event's context only if a rule reads it
         for row in rows:
             seq, clock, body = row.seq, row.clock, row.body
             actor = users.get(row.user)
             if actor is None:
-                actor = users[row.user] = UserActor(model, row.user)
+                actor = users[row.user] = new(row.user)
             before = actor.deadline
             got = actor.apply(
                 seq,
@@ -74,8 +95,8 @@ class ShardCore:
                 row.event,
                 row.ts,
                 clock,
-                unpack(body, raw=False) if body else None,
-                unpack(row.context, raw=False) if contexts and row.context else None,
+                unpack(body) if body else None,
+                unpack(row.context) if contexts and row.context else None,
             )
             if got:
                 out += got
@@ -83,13 +104,13 @@ class ShardCore:
                     self._note(actor, got, clock)
             after = actor.deadline
             if after is not None and after != before:
-                heapq.heappush(heap, (after, actor.user))  # the actor's id str: one per user
+                timers.push(after, actor.user)  # the actor's id str: one per user
             if seq > applied:
                 applied = seq
             if clock > top:
                 top = clock
         self.applied_seq = applied
-        if len(heap) > 2 * len(users) + 1024:
+        if timers.entries > 2 * len(users) + 1024:
             self._compact()
         out += self.advance(top)
         return out
@@ -99,22 +120,22 @@ class ShardCore:
         if clock > self.clock:
             self.clock = float(clock)
         out: list[Transition] = []
-        heap, users = self._heap, self._users
-        while heap and heap[0][0] <= clock:
-            deadline, user = heapq.heappop(heap)
-            actor = users.get(user)
-            if actor is None or actor.deadline != deadline:
-                continue  # stale: the user moved its deadline or was forgotten
+        users = self._users
+
+        def fire(user: str, deadline: float) -> float | None:
+            actor = users[user]
             got = actor.advance(deadline)
             if got:
-                out += got
+                out.extend(got)
                 if self.notify:
                     self._note(actor, got, deadline)
-            if actor.deadline is not None:
-                heapq.heappush(heap, (actor.deadline, user))
+            d: float | None = actor.deadline
+            return d
+
+        self._timers.due(clock, users, fire)
         return out
 
-    def _note(self, actor: UserActor, transitions: list[Transition], now: float) -> None:
+    def _note(self, actor: Any, transitions: list[Transition], now: float) -> None:
         ctx = None
         for t in transitions:
             if t.segment in self.notify:
@@ -129,8 +150,7 @@ class ShardCore:
         return out
 
     def _compact(self) -> None:
-        self._heap = [(a.deadline, u) for u, a in self._users.items() if a.deadline is not None]
-        heapq.heapify(self._heap)
+        self._timers.compact((a.deadline, u) for u, a in self._users.items() if a.deadline is not None)
 
     # ------------------------------------------------------------------ queries
 
@@ -212,7 +232,9 @@ class ShardCore:
         return blob
 
     @classmethod
-    def restore(cls, model: Model, blob: bytes, notify: frozenset[str] = frozenset()) -> ShardCore:
+    def restore(
+        cls, model: Model, blob: bytes, notify: frozenset[str] = frozenset(), *, reference: bool = False
+    ) -> ShardCore:
         """Rebuild a shard from ``snapshot()`` bytes; then replay the log after ``applied_seq``.
 
         Raises SnapshotMismatch if the snapshot was taken with another model fingerprint or
@@ -229,12 +251,13 @@ class ShardCore:
                 f"snapshot model fingerprint {doc.get('fingerprint')!r} differs from the config's "
                 f"{model.fingerprint!r} (aggregates or segments changed): rebuild from the log"
             )
-        shard = cls(model, notify)
+        shard = cls(model, notify, reference=reference)
         shard.applied_seq = doc["applied_seq"]
         shard.clock = doc["clock"]
+        load = shard._load
         try:
             for user, state in doc["users"]:
-                shard._users[user] = UserActor.from_state(model, user, state)
+                shard._users[user] = load(user, state)
         except (ValueError, TypeError, KeyError) as exc:
             raise SnapshotMismatch(f"corrupt shard snapshot: {exc}") from exc
         shard._compact()

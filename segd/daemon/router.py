@@ -341,14 +341,21 @@ class Router:
         """
         done, total, clock = 0, max(until - self.sent_seq, 0), float("-inf")
         scan = self.eventlog.scan(after=self.sent_seq, until=until, batch=SCAN_BATCH)
-        while chunk := await asyncio.to_thread(next, scan, None):
-            clock = chunk[-1].clock
-            read = time.monotonic()
-            await self._route(chunk, clock, Trace(chunk[0].seq, chunk[-1].seq, read, read))
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-        await self._settle_all()
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, scan, None))
+        try:
+            while chunk := await ahead:
+                # read the next chunk while the shards fold this one
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, scan, None))
+                clock = chunk[-1].clock
+                read = time.monotonic()
+                await self._route(chunk, clock, Trace(chunk[0].seq, chunk[-1].seq, read, read))
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+            await self._settle_all()
+        finally:
+            if not ahead.done():
+                await asyncio.wait([ahead])  # the read in flight ends before the scan is dropped
         return done, clock
 
     async def _route(self, rows: list[Row], clock: float, trace: Trace) -> None:

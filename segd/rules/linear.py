@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segd.rules.forms import MAX_WALK, NUMS, UNKNOWN, NextChange, combine
 from segd.rules.timing import Part
@@ -80,6 +80,26 @@ _BIG = math.nextafter(_INF, 0.0)
 _WALK = range(MAX_WALK)
 
 
+def line_params(
+    op: str, slope: float, flip: int
+) -> tuple[float, tuple[bool, bool, bool], int, bool, Any, Any]:
+    """What :func:`compare_nc` derives from a comparison ``op`` whose moving side has
+    ``slope`` and is on the left (``flip`` 1) or the right (-1): ``d1`` (the slope of
+    ``x - y`` exactly as pair_nc's combine computes it), ``by_sign`` (the value by the sign of
+    moving - fixed), ``last`` (the sign it ends at), ``v_first`` (the value before that),
+    ``before`` (the test for the sign at -last) and ``value`` (``moving op' fixed``).
+    ``actors.compiled`` replays the same steps in generated code from these."""
+    d1 = combine("-", (0.0, slope), (0.0,))[1] if flip == 1 else combine("-", (0.0,), (0.0, slope))[1]
+    # the value by the sign of (moving - fixed), which is flip * the sign of (x - y)
+    by_sign = _BY_SIGN[op] if flip == 1 else _BY_SIGN[op][::-1]
+    # that sign moves monotonically from -last through 0 to last, and stays there
+    last = 1 if slope > 0 else -1
+    # with the sign at -last: the value then, the test for it, and the value at any time
+    v_first, before = by_sign[1 - last], operator.lt if last == 1 else operator.gt
+    value = _OPS[op if flip == 1 else _MIRROR[op]]
+    return d1, by_sign, last, v_first, before, value
+
+
 def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:
     """``generic``'s answer for ``x op y`` without forms or contexts, when one side has a slope.
 
@@ -95,25 +115,16 @@ def compare_nc(op: str, x: Part, y: Part, generic: NextChange) -> NextChange:
     """
     if op not in _BY_SIGN or x.td and y.td:
         return generic
-    # d1: the slope of x - y exactly as pair_nc's combine computes it
     if x.slope is not None and y.slope is None:
         moving, fixed, flip, slope = x, y, 1, x.slope
-        d1 = combine("-", (0.0, slope), (0.0,))[1]
     elif y.slope is not None and x.slope is None:
         moving, fixed, flip, slope = y, x, -1, y.slope
-        d1 = combine("-", (0.0,), (0.0, slope))[1]
     else:
         return generic
     fm, ff, k_const, kc = moving.fn, fixed.fn, fixed.const, fixed.value
     if k_const and (type(kc) not in NUMS or abs(kc) > _BIG):
         return generic  # constantly null, or an overflow
-    # the value by the sign of (moving - fixed), which is flip * the sign of (x - y)
-    by_sign = _BY_SIGN[op] if flip == 1 else _BY_SIGN[op][::-1]
-    # that sign moves monotonically from -last through 0 to last, and stays there
-    last = 1 if slope > 0 else -1
-    # with the sign at -last: the value then, the test for it, and the value at any time
-    v_first, before = by_sign[1 - last], operator.lt if last == 1 else operator.gt
-    value = _OPS[op if flip == 1 else _MIRROR[op]]
+    d1, by_sign, last, v_first, before, value = line_params(op, slope, flip)
     nextafter, ulp = math.nextafter, math.ulp
 
     def nc(c: Context) -> float | None:

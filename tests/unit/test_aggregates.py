@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 
 import msgpack
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.aggregates import distinct_key, make_kind
+from actors.aggregates.kind import pack_arr, unpack_arr
 
 DAY = 86400.0
 KINDS = ("count", "sum", "min", "max", "avg", "first", "last", "first_time", "last_time", "distinct")
@@ -274,3 +277,16 @@ def test_value_does_not_depend_on_arrival_order(kind, within, events, data):
         assert k1.next_change(s1, t) == k2.next_change(s2, t)
     s3 = roundtrip(k1, s1)
     assert k1.value(s3, now) == k1.value(s1, now)
+
+
+@given(st.lists(st.floats(allow_nan=False), max_size=200))
+def test_window_times_restore_to_an_array_of_exactly_their_size(times):
+    packed = array("d", times)
+    restored = unpack_arr(pack_arr(packed))
+    assert restored == packed
+    assert sys.getsizeof(restored) == sys.getsizeof(array("d", [0.0]) * len(times))
+
+
+def test_window_times_that_are_not_whole_doubles_are_refused():
+    with pytest.raises(ValueError, match="12 bytes are not a whole number of doubles"):
+        unpack_arr(b"\x00" * 12)
