@@ -15,7 +15,7 @@ The generated functions do exactly what the reference (``actors.user.UserActor``
 closures of ``segd.rules``) does, step by step: the same deadlines, the same evaluations at
 the same instants, so the same transitions with the same ids; ``tests/unit/test_compiled_*``
 hold them to it. The time analysis of a rule (``Compiled.next_change``) is not generated: the
-reference closure is called on a context over the compiled state (``actors.compiled.state``).
+reference closure is called on a context over the compiled state (``actors.compiled.engine``).
 
 This module is the one place that hands text to Python's ``compile`` (and ``exec``s its code
 object), and the text is segd's own: every name, string and number of the config is bound by
@@ -81,7 +81,7 @@ class _Gen:
         self.m = model
         self.e = Emitter()
         self.out = _Lines()
-        self.runtime = runtime  # names the generated code uses, provided by actors.compiled.state
+        self.runtime = runtime  # names the generated code uses, provided by actors.compiled.engine
         self.agg_index = {a.name: a.index for a in model.aggs}
         self.seg_bit = {s.name: s.bit for s in model.segs}
         self.w: dict[int, str] = {}  # aggregate index -> const name of its window length
@@ -704,7 +704,7 @@ def _names_in(node: Node) -> list[str]:
 
 def generate(model: Model, runtime: dict[str, Any]) -> Generated:
     """Generate, compile and run the module of ``model``; ``runtime`` are the state helpers
-    it calls (``_tw_fold``, ``_tr``, ``_nc_context``...: see ``actors.compiled.state``)."""
+    it calls (``_tw_fold``, ``_tr``, ``_nc_context``...: see ``actors.compiled.engine``)."""
     g = _Gen(model, runtime)
     source = g.module()
     names: dict[str, Any] = {"__name__": "segd_compiled_model", "__builtins__": __builtins__}

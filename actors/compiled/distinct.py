@@ -35,7 +35,7 @@ __all__ = [
 # A distinct window below INDEX_AT entries is the reference's own state, in two user slots:
 # times None | float | array('d') (sorted, as a time window) and keys None | key | tuple
 # (the distinct keys, in the same order). Its operations are the reference's, O(entries):
-# bounded, since it grows into ``actors.compiled.values.DistinctWin`` (indexed) at INDEX_AT.
+# bounded, since it grows into ``DistinctWin (below)`` (indexed) at INDEX_AT.
 # A key is a str, int, float or bytes (``distinct_key``), never a tuple.
 
 #: Entries at which a distinct window becomes a ``DistinctWin``.

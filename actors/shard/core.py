@@ -38,7 +38,7 @@ class SnapshotMismatch(SegdError):
 
 
 class ShardCore:
-    """Many ``UserActor``s plus one heap of their deadlines.
+    """Many users (compiled by ``actors.compiled``, or ``UserActor``s with ``reference=True``) and their deadlines.
 
     - ``applied_seq``: the largest seq applied (0 before any).
     - ``clock``: the largest clock seen (rows or ``advance``); never goes backwards. Rows must
