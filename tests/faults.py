@@ -74,6 +74,18 @@ def fault_config(
     return path
 
 
+def session_processes(sid: int) -> list[psutil.Process]:
+    """Every live (not zombie) process of the session ``sid``, its leader included."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return found
+
+
 class Daemon:
     """One ``segd run`` child, in a new session and process group of its own (as a shell's
     job control or systemd would start it); its stderr goes to ``log``."""
@@ -135,14 +147,7 @@ class Daemon:
     def session_processes(self) -> list[psutil.Process]:
         """Every live process of the daemon's session but the daemon: Ray's, whatever their
         process group (Ray's workers make groups of their own)."""
-        found = []
-        for p in psutil.process_iter():
-            try:
-                if p.pid != self.pid and os.getsid(p.pid) == self.pid and p.status() != psutil.STATUS_ZOMBIE:
-                    found.append(p)
-            except (psutil.Error, ProcessLookupError):
-                continue
-        return found
+        return [p for p in session_processes(self.pid) if p.pid != self.pid]
 
     def stop_now(self) -> None:
         """Teardown: whatever state it is in, end it and its session (SIGKILL)."""

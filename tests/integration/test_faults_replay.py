@@ -5,7 +5,6 @@ alone builds. Real ``segd replay`` processes, each with its own local Ray."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -19,7 +18,7 @@ import psutil
 from actors.records import NewEvent
 from segd.clock import Clock
 from store.eventlog import EventLog
-from tests.faults import fault_config
+from tests.faults import fault_config, session_processes
 from tests.helpers import wait_until
 
 EVENTS = 40_000
@@ -59,21 +58,19 @@ class Replay:
     def workers(self) -> list[psutil.Process]:
         """The live processes of its session that hold segd's state (shards, managers)."""
         found = []
-        for p in psutil.process_iter():
+        for p in session_processes(self.proc.pid):
             try:
-                mine = os.getsid(p.pid) == self.proc.pid and p.status() != psutil.STATUS_ZOMBIE
-                if mine and any(w in " ".join(p.cmdline()) for w in WORKERS):
+                if any(w in " ".join(p.cmdline()) for w in WORKERS):
                     found.append(p)
-            except (psutil.Error, ProcessLookupError):
+            except psutil.Error:
                 continue
         return found
 
     def kill_session(self) -> None:
-        for p in psutil.process_iter():
+        for p in session_processes(self.proc.pid):
             try:
-                if os.getsid(p.pid) == self.proc.pid:
-                    p.kill()
-            except (psutil.Error, ProcessLookupError):
+                p.kill()
+            except psutil.Error:
                 continue
 
 
