@@ -596,14 +596,14 @@ def print_table(r: dict) -> None:
         _eps(r["replay_eps"]),
         f"{_eps(r['replay_limit_eps'])} scan",
         f"{r['replay_ratio']:.2f}",
-        ">= 0.70",
+        "",
     )
     t.add_row(
         f"  whole segd replay, {rp['command_seconds']:.1f} s",
         _eps(rp["command_eps"]),
         "",
         f"{rp['command_eps'] / r['replay_limit_eps']:.2f}",
-        "",
+        ">= 0.50",  # DESIGN: the whole command, Ray start included, at half the raw scan
     )
     if ph := rp.get("phases"):
         t.add_row(
