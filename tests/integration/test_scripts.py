@@ -1,6 +1,6 @@
 """Smoke tests of the workload (segd.demo.workload) and scripts/loadgen.py: its CLI against a real daemon, its files.
 
-No timings here: ``scripts/bench.py --quick --json`` runs as its own CI step.
+No timings here; ``scripts/bench.py --quick`` is run by hand (it ran clean at this stop), not in CI.
 """
 
 from __future__ import annotations
