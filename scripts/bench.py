@@ -507,7 +507,6 @@ _HOPS = ("to_commit", "commit", "router_wait", "shard_to_frame", "shards_answere
 def print_table(r: dict) -> None:
     """The human report: each measure, its physical limit measured in this run, the ratio."""
     from rich.console import Console
-    from rich.table import Table
 
     m = r["machine"]
     console = Console(width=None if sys.stdout.isatty() else 132)
@@ -515,15 +514,7 @@ def print_table(r: dict) -> None:
         f"[bold]segd bench ({r['mode']}, {r['seconds']:.0f} s)[/bold]: {m['cores']} cores ({m['cpu']}), "
         f"{m['ram_gib']} GiB RAM, Python {m['python']}, Ray {m['ray']}, SQLite {m['sqlite']}, {m['os']}"
     )
-    t = Table()
-    for col, just in (
-        ("measure", "left"),
-        ("result", "right"),
-        ("physical limit", "right"),
-        ("ratio", "right"),
-        ("goal", "left"),
-    ):
-        t.add_column(col, justify=just, no_wrap=col != "goal")
+    t = benchlib.results_table()
     ing, fr, low, lim = r["ingest"], r["freshness"], r["freshness_low"], r["freshness_limit"]
     rp, mem = r["replay"], r["memory"]
     t.add_row(
