@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from segd.errors import ProtocolError
 from segd.wire import protocol
 from segd.wire.decode import IdentifyItem, Refused, TrackItem, parse_frame
+from tests.unit.wire_helpers import MIXED_EVENTS
 
 
 def reference(body: bytes):
@@ -157,11 +158,7 @@ INVALID = [
     {
         "op": "batch",
         "events": [
-            {"type": "track", "user": "a", "event": "view"},
-            {"type": "track", "user": "a"},
-            {"type": "shout", "user": "a"},
-            "not a map",
-            {"type": "identify", "user": "b", "traits": {"x": None}},
+            *MIXED_EVENTS,
             {"type": "track", "user": "a", "event": "v", "context": [1]},
             {"type": "track", "user": "a", "event": "v", "props": {"b": b""}},
             {"user": "a", "event": "v"},

@@ -8,52 +8,44 @@ from segd.daemon.health import STALLED_AFTER, Probe, ShardWatch
 from segd.errors import Unavailable
 
 
+class Gated:
+    """A probe's target that answers only once ``gate`` is set: its n-th call returns n."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def fetch(self) -> int:
+        self.calls += 1
+        await self.gate.wait()
+        return self.calls
+
+
 async def test_a_probe_answers_with_the_last_value_when_the_target_is_slow():
-    gate = asyncio.Event()
-    calls = 0
-
-    async def fetch() -> int:
-        nonlocal calls
-        calls += 1
-        await gate.wait()
-        return calls
-
-    probe = Probe("part", fetch, 0)
+    target = Gated()
+    probe = Probe("part", target.fetch, 0)
     assert await probe.read(0.01) is False
     assert probe.value == 0
-    gate.set()
+    target.gate.set()
 
 
 async def test_a_probe_sends_no_second_call_while_one_is_unanswered():
-    gate = asyncio.Event()
-    calls = 0
-
-    async def fetch() -> int:
-        nonlocal calls
-        calls += 1
-        await gate.wait()
-        return calls
-
-    probe = Probe("part", fetch, 0)
+    target = Gated()
+    probe = Probe("part", target.fetch, 0)
     await probe.read(0.01)
     await probe.read(0.01)
-    assert calls == 1
-    gate.set()
+    assert target.calls == 1
+    target.gate.set()
 
 
 async def test_a_late_answer_becomes_the_last_known_value():
-    gate = asyncio.Event()
-
-    async def fetch() -> int:
-        await gate.wait()
-        return 7
-
-    probe = Probe("part", fetch, 0)
+    target = Gated()
+    probe = Probe("part", target.fetch, 0)
     await probe.read(0.01)
-    gate.set()
+    target.gate.set()
     await asyncio.sleep(0)  # one loop turn for the answer's callback, not a wait
     await asyncio.sleep(0)
-    assert probe.value == 7
+    assert probe.value == 1
     assert await probe.read(1.0) is True
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from segd.errors import ProtocolError
 from segd.wire import protocol
 from segd.wire.protocol import EventIn, FrameDecoder, encode, parse_request
+from tests.unit.wire_helpers import MIXED_EVENTS
 
 
 def frames(*messages):
@@ -156,13 +157,7 @@ def test_batch_keeps_valid_items_and_reports_bad_ones_by_index():
     req = parse_request(
         {
             "op": "batch",
-            "events": [
-                {"type": "track", "user": "a", "event": "view"},
-                {"type": "track", "user": "a"},
-                {"type": "shout", "user": "a"},
-                "not a map",
-                {"type": "identify", "user": "b", "traits": {"x": None}},
-            ],
+            "events": MIXED_EVENTS,
         }
     )
     items = req.args["events"]

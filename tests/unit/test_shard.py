@@ -10,19 +10,18 @@ from actors.shard.core import ShardCore, SnapshotMismatch
 from actors.user import Model
 from segd.config import parse_config
 from segd.errors import SegdError
+from tests.unit.shard_helpers import CONFIG as BASE
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
 
+#: shard_helpers.CONFIG with a ``dormant`` segment (14 days unseen) between the two.
 CONFIG = {
-    "aggregates": {
-        "views_7d": {"kind": "count", "event": "view", "within": "7d"},
-        "last_seen": {"kind": "last_time"},
-    },
+    **BASE,
     "segments": {
-        "active": {"when": "views_7d >= 1"},
+        "active": BASE["segments"]["active"],
         "dormant": {"when": "exists(last_seen) and days_since(last_seen) >= 14"},
-        "vip": {"when": "traits.plan == 'vip'"},
+        "vip": BASE["segments"]["vip"],
     },
 }
 

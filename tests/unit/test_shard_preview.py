@@ -10,20 +10,10 @@ from actors.shard.core import PREVIEW_SAMPLE, ShardCore
 from actors.user import Model
 from segd.config import parse_config
 from segd.rules import RuleError
+from tests.unit.shard_helpers import CONFIG
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
-
-CONFIG = {
-    "aggregates": {
-        "views_7d": {"kind": "count", "event": "view", "within": "7d"},
-        "last_seen": {"kind": "last_time"},
-    },
-    "segments": {
-        "active": {"when": "views_7d >= 1"},
-        "vip": {"when": "traits.plan == 'vip'"},
-    },
-}
 
 
 def track(seq: int, user: str, clock: float) -> Row:
