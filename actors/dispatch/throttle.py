@@ -66,11 +66,13 @@ class Caps:
                 del ts[: bisect.bisect_right(ts, cut)]
 
     def __len__(self) -> int:
+        """How many users hold send times: what ``prune`` keeps bounded (a user whose last
+        send no cap can see any more is dropped whole)."""
         return len(self._times)
 
 
 @lru_cache(maxsize=1024)
-def zone(name: Any) -> ZoneInfo:
+def _zone(name: Any) -> ZoneInfo:
     """The IANA zone ``name``; UTC for a missing or unknown one."""
     if not isinstance(name, str) or not name:
         return _UTC
@@ -89,7 +91,7 @@ def quiet_until(now: float, timezone: Any, start: int | None, end: int | None) -
     """
     if start is None or end is None:
         return None
-    tz = zone(timezone)
+    tz = _zone(timezone)
     local = datetime.fromtimestamp(now, tz)
     minute = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60
     if start < end:
