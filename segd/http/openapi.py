@@ -102,32 +102,31 @@ def _ingest(kind: str) -> dict[str, Any]:
     }
 
 
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a JSON object whose ``properties`` are all required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 def _schemas() -> dict[str, Any]:
     string = {"type": "string"}
     strings = {"type": "array", "items": string}
     nullable_string = {"type": ["string", "null"]}
     obj = {"type": "object"}
-    transition = {
-        "type": "object",
-        "required": ["id", "segment", "user", "kind", "at", "seq"],
-        "properties": {
+    transition = _object(
+        {
             "id": string,
             "segment": string,
             "user": string,
             "kind": {"enum": ["enter", "exit"]},
             "at": _NUMBER,
             "seq": {"type": "integer"},
-        },
-    }
+        }
+    )
     identifier = {"type": ["string", "integer", "null"]}
     time = {"type": ["string", "null"], "description": "ISO 8601 date-time"}
     return {
-        "Error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"enum": sorted(STATUS)}, "message": string},
-        },
-        "Success": {"type": "object", "required": ["success"], "properties": {"success": {"const": True}}},
+        "Error": _object({"code": {"enum": sorted(STATUS)}, "message": string}),
+        "Success": _object({"success": {"const": True}}),
         "Message": {
             "type": "object",
             "description": f"A Segment Tracking API message, at most {MAX_MESSAGE} bytes of JSON",
@@ -162,86 +161,56 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "Transition": transition,
-        "Segments": {
-            "type": "object",
-            "required": ["segments"],
-            "properties": {
+        "Segments": _object(
+            {
                 "segments": {
                     "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "size", "description", "when"],
-                        "properties": {
+                    "items": _object(
+                        {
                             "name": string,
                             "size": {"type": "integer"},
                             "description": string,
                             "when": string,
-                        },
-                    },
+                        }
+                    ),
                 }
-            },
-        },
-        "SegmentPage": {
-            "type": "object",
-            "required": ["size", "members", "next"],
-            "properties": {"size": {"type": "integer"}, "members": strings, "next": nullable_string},
-        },
-        "History": {
-            "type": "object",
-            "required": ["transitions"],
-            "properties": {"transitions": {"type": "array", "items": _ref("Transition")}},
-        },
-        "Sizes": {
-            "type": "object",
-            "required": ["points"],
-            "properties": {
+            }
+        ),
+        "SegmentPage": _object({"size": {"type": "integer"}, "members": strings, "next": nullable_string}),
+        "History": _object({"transitions": {"type": "array", "items": _ref("Transition")}}),
+        "Sizes": _object(
+            {
                 "points": {
                     "type": "array",
                     # [t, size]: both numbers (schemathesis rewrites 3.1's prefixItems into a list-valued
                     # items that its own validator then refuses, so the pair is two numbers here)
                     "items": {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2},
                 }
-            },
-        },
-        "User": {
-            "type": "object",
-            "required": ["user", "traits", "aggregates", "segments", "last_seq"],
-            "properties": {
+            }
+        ),
+        "User": _object(
+            {
                 "user": string,
                 "traits": obj,
                 "aggregates": obj,
                 "segments": strings,
                 "last_seq": {"type": "integer"},
-            },
-        },
-        "Campaigns": {
-            "type": "object",
-            "required": ["campaigns"],
-            "properties": {"campaigns": {"type": "array"}},
-        },
-        "Stats": {
-            "type": "object",
-            "required": ["events", "users", "applied_seq", "lag", "segments", "messages"],
-            "properties": {
+            }
+        ),
+        "Campaigns": _object({"campaigns": {"type": "array"}}),
+        "Stats": _object(
+            {
                 "events": {"type": "integer"},
                 "users": {"type": "integer"},
                 "applied_seq": {"type": "integer"},
                 "lag": {"type": "integer"},
                 "segments": obj,
                 "messages": obj,
-            },
-        },
-        "Preview": {
-            "type": "object",
-            "required": ["size", "sample", "overlap"],
-            "properties": {"size": {"type": "integer"}, "sample": strings, "overlap": obj},
-        },
-        "Health": {"type": "object", "required": ["status"], "properties": {"status": string}},
-        "Ready": {
-            "type": "object",
-            "required": ["ready", "status"],
-            "properties": {"ready": {"type": "boolean"}, "status": string},
-        },
+            }
+        ),
+        "Preview": _object({"size": {"type": "integer"}, "sample": strings, "overlap": obj}),
+        "Health": _object({"status": string}),
+        "Ready": _object({"ready": {"type": "boolean"}, "status": string}),
     }
 
 
