@@ -224,17 +224,16 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _logged(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords ``send`` and ``identify`` share: ``ts``, ``msg_id`` and the
+    ``--context`` pairs (None when there are none)."""
+    return {"ts": args.ts, "msg_id": args.msg_id, "context": _kv(args.context, "--context") or None}
+
+
 def cmd_send(args: argparse.Namespace, config: Config) -> int:
     """``segd send``: log one track event; prints its seq."""
     with _client(args, config) as c:
-        r = c.track(
-            args.user,
-            args.event,
-            _kv(args.prop, "--prop"),
-            ts=args.ts,
-            msg_id=args.msg_id,
-            context=_kv(args.context, "--context") or None,
-        )
+        r = c.track(args.user, args.event, _kv(args.prop, "--prop"), **_logged(args))
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
     return EXIT_OK
 
@@ -242,13 +241,7 @@ def cmd_send(args: argparse.Namespace, config: Config) -> int:
 def cmd_identify(args: argparse.Namespace, config: Config) -> int:
     """``segd identify``: set traits of a user; prints the event's seq."""
     with _client(args, config) as c:
-        r = c.identify(
-            args.user,
-            _kv(args.traits, "trait"),
-            ts=args.ts,
-            msg_id=args.msg_id,
-            context=_kv(args.context, "--context") or None,
-        )
+        r = c.identify(args.user, _kv(args.traits, "trait"), **_logged(args))
     _show(args, r, f"seq {r['seq']}" + (" (duplicate)" if r.get("duplicate") else ""))
     return EXIT_OK
 

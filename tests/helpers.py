@@ -18,6 +18,42 @@ from segd.config import Config, load_config
 T = TypeVar("T")
 
 
+#: An event-clock daemon with three aggregates (a 7-day count of electronics views, a sum of
+#: purchase prices, the last time seen): the query and runtime tests add their segments to it.
+WINDOWED_AGGREGATES = """
+[daemon]
+clock = "event"
+
+[aggregates.views_electronics_7d]
+kind = "count"
+event = "view"
+where = "props.category == 'electronics'"
+within = "7d"
+
+[aggregates.spend]
+kind = "sum"
+event = "purchase"
+of = "props.price"
+
+[aggregates.last_seen]
+kind = "last_time"
+event = "*"
+"""
+
+
+#: An event-clock daemon with one aggregate, views in the last three days: the CLI tests add
+#: a segment over it.
+VIEWS_3D = """
+[daemon]
+clock = "event"
+
+[aggregates.views_3d]
+kind = "count"
+event = "view"
+within = "3d"
+"""
+
+
 def wait_until(
     predicate: Callable[[], T],
     timeout: float,
@@ -44,6 +80,12 @@ def wait_until(
                 f"timed out after {timeout} s waiting for {what() if callable(what) else what}"
             )
         time.sleep(interval)
+
+
+def one_shard() -> str:
+    """A ``[ray]`` table joining the test session's Ray with one shard: protocol tests need
+    no more, and each Ray actor costs a worker process start."""
+    return f'[ray]\naddress = "{os.environ["SEGD_TEST_RAY_ADDRESS"]}"\nshards = 1\n'
 
 
 def write_config(tmp_path: Path, body: str = "", *, daemon: str = "") -> Path:

@@ -8,7 +8,8 @@ import os
 import pytest
 import ray
 
-from tests.helpers import DaemonThread, make_config
+from tests.faults import SmallFs
+from tests.helpers import DaemonThread, make_config, one_shard
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +45,14 @@ def daemon_factory(tmp_path):
 
 @pytest.fixture
 def daemon(daemon_factory):
-    """A daemon with the embedded defaults (no segments) and one shard: protocol tests need
-    no more, and each Ray actor costs a worker process start."""
-    return daemon_factory(f'[ray]\naddress = "{os.environ["SEGD_TEST_RAY_ADDRESS"]}"\nshards = 1\n')
+    """A daemon with the embedded defaults (no segments) and one shard (``one_shard``)."""
+    return daemon_factory(one_shard())
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 16 MiB tmpfs under ``tmp_path`` that the fault tests fill and free (skips, or
+    fails under SEGD_REQUIRE_FAULTS=1, where it cannot be mounted); unmounted at teardown."""
+    fs = SmallFs(tmp_path / "small", 16 << 20)
+    yield fs
+    fs.close()

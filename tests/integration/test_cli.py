@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from segd.config import load_config
-from tests.helpers import split_daemon, start_subprocess_daemon, wait_until, write_config
+from tests.helpers import VIEWS_3D, split_daemon, start_subprocess_daemon, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,9 +48,12 @@ def test_client_commands_exit_2_without_a_daemon(tmp_path):
     assert r.returncode == 2 and "cannot connect" in r.stderr
 
 
-@pytest.fixture
-def running(tmp_path):
-    cfg = write_config(tmp_path)
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    """One ``segd run`` for the module: of the tests on it only test_send_identify_and_stats
+    logs events (the bad input is refused, a reload logs none), so its seq and counts hold
+    in any order."""
+    cfg = write_config(tmp_path_factory.mktemp("running"))
     sock = load_config(cfg).daemon.socket
     proc = start_subprocess_daemon(cfg, sock)
     yield cfg
@@ -115,19 +118,14 @@ def test_sigterm_drains_and_exits_0(tmp_path):
     assert "daemon_stopped" in log
 
 
-COUNTING = """
-[daemon]
-clock = "event"
-
-[aggregates.views_3d]
-kind = "count"
-event = "view"
-within = "3d"
-
+COUNTING = (
+    VIEWS_3D
+    + """
 [segments.regulars]
 description = "Two or more views in three days"
 when = "views_3d >= 2"
 """
+)
 
 
 T0 = 1_700_000_000.0

@@ -13,24 +13,19 @@ import pytest
 
 from segd.config import load_config
 from segd.wire.client import Client
-from tests.helpers import split_daemon, start_subprocess_daemon, write_config
+from tests.helpers import VIEWS_3D, split_daemon, start_subprocess_daemon, write_config
 
 DAY = 86400.0
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
-CONFIG = """
-[daemon]
-clock = "event"
-
-[aggregates.views_3d]
-kind = "count"
-event = "view"
-within = "3d"
-
+CONFIG = (
+    VIEWS_3D
+    + """
 [segments.viewers]
 description = "Viewed in the last three days"
 when = "views_3d >= 1"
 """
+)
 # a views at T0, b at T0 + 1 d, c at T0 + 2 d; zz at T0 + 10 d moves the clock past every window
 EVENTS = [
     {"type": "track", "user": u, "event": "view", "ts": T0 + i * DAY} for i, u in enumerate(["a", "b", "c"])
@@ -39,6 +34,23 @@ EVENTS = [
 
 def segd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "segd", *args], capture_output=True, text=True, timeout=120)
+
+
+def sizes(cfg: str, days: int, step: str, *more: str) -> subprocess.CompletedProcess:
+    """``segd sizes viewers`` from T0 to ``days`` days later by ``step``."""
+    return segd(
+        "sizes",
+        "viewers",
+        "--since",
+        str(T0),
+        "--until",
+        str(T0 + days * DAY),
+        "--step",
+        step,
+        "--config",
+        cfg,
+        *more,
+    )
 
 
 def start(tmp_path):
@@ -114,43 +126,18 @@ def test_history_without_segment_or_user_exits_1(cfg):
 
 
 def test_sizes_prints_the_size_at_each_step(cfg):
-    r = segd(
-        "sizes",
-        "viewers",
-        "--since",
-        str(T0),
-        "--until",
-        str(T0 + 4 * DAY),
-        "--step",
-        "1d",
-        "--config",
-        cfg,
-        "--json",
-    )
+    r = sizes(cfg, 4, "1d", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["points"] == [[T0 + k * DAY, n] for k, n in enumerate([1, 2, 3, 2, 1])]
 
 
 def test_sizes_shows_bars_for_a_person(cfg):
-    r = segd(
-        "sizes",
-        "viewers",
-        "--since",
-        str(T0),
-        "--until",
-        str(T0 + 2 * DAY),
-        "--step",
-        "86400",
-        "--config",
-        cfg,
-    )
+    r = sizes(cfg, 2, "86400")
     assert r.stdout.splitlines()[2] == "2023-11-16T22:13:20Z  3  " + "█" * 40
 
 
 def test_sizes_with_too_many_points_exits_1_naming_the_step(cfg):
-    r = segd(
-        "sizes", "viewers", "--since", str(T0), "--until", str(T0 + DAY), "--step", "1s", "--config", cfg
-    )
+    r = sizes(cfg, 1, "1s")
     assert r.returncode == 1 and "'step'" in r.stderr
 
 

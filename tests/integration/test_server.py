@@ -15,6 +15,7 @@ import pytest
 from segd.errors import ConnectError, RemoteError
 from segd.wire import protocol
 from segd.wire.client import AsyncClient, Client
+from tests.helpers import DaemonThread, make_config, one_shard
 
 
 def raw_socket(d) -> socket.socket:
@@ -43,14 +44,24 @@ def logged(d) -> list[tuple]:
         conn.close()
 
 
-def test_ping_reports_version_and_clock(daemon):
-    with Client(daemon.socket) as c:
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory, ray_session):
+    """One daemon for the module's tests that log nothing (a ping, the socket's mode, errors
+    that keep the connection): each daemon costs Ray actor starts, and these cannot disturb
+    one another. Tests that count seqs or events get a fresh ``daemon`` each."""
+    d = DaemonThread(make_config(tmp_path_factory.mktemp("idle"), one_shard())).start()
+    yield d
+    d.stop()
+
+
+def test_ping_reports_version_and_clock(idle):
+    with Client(idle.socket) as c:
         r = c.ping()
     assert r["version"] and r["time"] > 1e9 and r["clock"] >= r["time"] - 1
 
 
-def test_socket_file_is_private(daemon):
-    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+def test_socket_file_is_private(idle):
+    assert stat.S_IMODE(idle.socket.stat().st_mode) == 0o600
 
 
 def test_track_and_identify_are_logged_with_seq(daemon):
@@ -94,16 +105,16 @@ def test_bad_request_names_the_field_and_keeps_the_connection(daemon):
         assert c.track("a", "view") == {"seq": 1}
 
 
-def test_unknown_op_keeps_the_connection(daemon):
-    with Client(daemon.socket) as c:
+def test_unknown_op_keeps_the_connection(idle):
+    with Client(idle.socket) as c:
         with pytest.raises(RemoteError) as exc:
             c.call("fly")
         assert exc.value.code == "unknown_op"
         assert c.ping()["version"]
 
 
-def test_bad_frame_keeps_the_connection_usable(daemon):
-    s = raw_socket(daemon)
+def test_bad_frame_keeps_the_connection_usable(idle):
+    s = raw_socket(idle)
     garbage = b"\xc1"
     s.sendall(
         protocol.HEADER.pack(1)
