@@ -149,6 +149,19 @@ class Daemon:
         process group (Ray's workers make groups of their own)."""
         return [p for p in session_processes(self.pid) if p.pid != self.pid]
 
+    def terminate(self, timeout: float = 120) -> None:
+        """SIGTERM, as systemd stops it: asserts it drains and exits 0 within ``timeout``."""
+        os.kill(self.pid, signal.SIGTERM)
+        assert self.proc.wait(timeout) == 0, self.tail()
+
+    def exit_code(self, timeout: float = 120) -> int:
+        """For a start that must fail: the code it exits with by itself within ``timeout``;
+        whatever happens, its session is ended (``stop_now``)."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.stop_now()
+
     def stop_now(self) -> None:
         """Teardown: whatever state it is in, end it and its session (SIGKILL)."""
         for p in self.session_processes():
@@ -188,6 +201,47 @@ def views(prefix: str, n: int, users: int = 200) -> list[dict[str, Any]]:
         {"type": "track", "user": f"u{i % users}", "event": "view", "msg_id": f"{prefix}-{i}"}
         for i in range(n)
     ]
+
+
+def new_users(k: int) -> list[dict[str, Any]]:
+    """Views by 20 users never seen before (batch ``k``): each enters a segment, so the
+    segment store must grow."""
+    return [
+        {"type": "track", "user": f"n{k}-{i}", "event": "view", "msg_id": f"new{k}-{i}"} for i in range(20)
+    ]
+
+
+def segments_on(tmp_path: Path, fs: SmallFs) -> Path:
+    """A data dir under ``tmp_path`` whose ``segments.db`` (and the WAL SQLite keeps beside
+    the link's target) lives on ``fs``: the log keeps working while the derived store fills."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "segments.db").symlink_to(fs.path / "segments.db")
+    return data
+
+
+def warm(d: Daemon, acked: Acked) -> None:
+    """200 views by 50 users, applied: every later view of theirs changes no membership."""
+    with d.client() as c:
+        acked.send(c, views("warm", 200, users=50))
+        c.sync()
+
+
+def fill_until_the_store_fails(d: Daemon, c: Client, acked: Acked, fs: SmallFs) -> None:
+    """Fill ``fs`` (where segments.db lives, see ``segments_on``), send 20 batches of new
+    users, who enter segments so segments.db must grow and cannot, and wait until the daemon
+    logs the commit refused for a full disk (``cannot_create`` if it never does)."""
+    fs.fill()
+    for k in range(20):
+        acked.send(c, new_users(k))
+
+    def store_full() -> bool:
+        return any("database or disk is full" in str(e) for e in d.events())
+
+    try:
+        wait_until(store_full, 60, what="segments.db to fail to commit")
+    except AssertionError:
+        cannot_create("a segment store that cannot commit", "no commit failed:\n" + d.tail(1500))
 
 
 def last_seq_per_shard(data_dir: Path, shards: int) -> dict[int, int]:

@@ -8,36 +8,16 @@ and members a fresh replay of the log gives. Real ``segd run`` processes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.faults import Acked, Daemon, SmallFs, cannot_create, fault_config, views
+from tests.faults import Acked, Daemon, fault_config, fill_until_the_store_fails, segments_on, views, warm
 from tests.helpers import wait_until
 from tests.http_helpers import free_port
-
-MIB = 1 << 20
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    fs = SmallFs(tmp_path / "small", 16 * MIB)
-    yield fs
-    fs.close()
-
-
-def _new_users(k: int) -> list[dict]:
-    """Views by 20 users never seen before (batch ``k``): each enters a segment."""
-    return [
-        {"type": "track", "user": f"n{k}-{i}", "event": "view", "msg_id": f"new{k}-{i}"} for i in range(20)
-    ]
 
 
 def _readyz(port: int) -> tuple[int, dict[str, Any]]:
@@ -71,39 +51,24 @@ def _fresh_replay(tmp_path: Path, log_dir: Path) -> tuple[set[tuple[Any, ...]], 
         d.wait_ready()
         with d.client(timeout=120) as c:
             c.sync()
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
     return _derived(data)
 
 
 def test_a_segment_store_that_fails_is_retried_and_catches_up_once_space_is_back(tmp_path, small_fs):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "segments.db").symlink_to(small_fs.path / "segments.db")
+    data = segments_on(tmp_path, small_fs)
     port = free_port()
     http = f'\n[http]\nlisten = "127.0.0.1:{port}"\nwrite_keys = ["k"]\n'
     d = Daemon(fault_config(tmp_path, data_dir=data, daemon=http, own_ray=False))
     acked = Acked()
     try:
         d.wait_ready()
-        with d.client() as c:
-            acked.send(c, views("warm", 200, users=50))
-            c.sync()
+        warm(d, acked)
         assert _readyz(port)[0] == 200
-        small_fs.fill()
         with d.client() as c:
-            for k in range(20):  # new users enter segments: segments.db must grow, and cannot
-                acked.send(c, _new_users(k))
-
-            def store_failed() -> bool:
-                return any("database or disk is full" in str(e) for e in d.events())
-
-            try:
-                wait_until(store_failed, 60, what="segments.db to fail to commit")
-            except AssertionError:
-                cannot_create("a segment store that cannot commit", "no commit failed:\n" + d.tail(1500))
+            fill_until_the_store_fails(d, c, acked, small_fs)
             degraded = c.stats()["degraded"]
             assert [f["store"] for f in degraded] == ["segments.db"]
             failing = degraded[0]
@@ -123,8 +88,7 @@ def test_a_segment_store_that_fails_is_retried_and_catches_up_once_space_is_back
             assert stats["degraded"] == []
             assert stats["applied_seq"] == stats["last_seq"] == max(acked.seqs.values())
         assert _readyz(port)[0] == 200
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
     events = [e for e in d.events() if e["event"] in ("store_degraded", "store_recovered")]
@@ -140,27 +104,17 @@ def test_a_segment_store_that_fails_is_retried_and_catches_up_once_space_is_back
 
 
 def test_sigterm_while_degraded_exits_0_and_the_next_start_applies_the_rest(tmp_path, small_fs):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "segments.db").symlink_to(small_fs.path / "segments.db")
+    data = segments_on(tmp_path, small_fs)
     config = fault_config(tmp_path, data_dir=data, own_ray=False)
     d = Daemon(config)
     acked = Acked()
     try:
         d.wait_ready()
+        warm(d, acked)
         with d.client() as c:
-            acked.send(c, views("warm", 200, users=50))
-            c.sync()
-        small_fs.fill()
-        with d.client() as c:
-            for k in range(20):
-                acked.send(c, _new_users(k))
-            try:
-                wait_until(lambda: bool(c.stats()["degraded"]), 60, what="a degraded segment store")
-            except AssertionError:
-                cannot_create("a segment store that cannot commit", "never degraded:\n" + d.tail(1500))
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+            fill_until_the_store_fails(d, c, acked, small_fs)
+            wait_until(lambda: bool(c.stats()["degraded"]), 60, what="a degraded segment store")
+        d.terminate()
     finally:
         d.stop_now()
     names = [e["event"] for e in d.events()]
@@ -175,8 +129,7 @@ def test_sigterm_while_degraded_exits_0_and_the_next_start_applies_the_rest(tmp_
             assert c.sync()["seq"] == max(acked.seqs.values())
             stats = c.stats()
             assert stats["applied_seq"] == max(acked.seqs.values()) and stats["degraded"] == []
-        os.kill(again.pid, signal.SIGTERM)
-        assert again.proc.wait(120) == 0, again.tail()
+        again.terminate()
     finally:
         again.stop_now()
     assert len(_derived(data)[1]) == 2 * 50 + 20 * 20

@@ -6,30 +6,19 @@ processes. (The derived stores' retries are part B's.)"""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from segd.errors import RemoteError
-from tests.faults import Acked, Daemon, SmallFs, cannot_create, fault_config, views
-from tests.helpers import wait_until
-
-MIB = 1 << 20
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    fs = SmallFs(tmp_path / "small", 16 * MIB)
-    yield fs
-    fs.close()
-
-
-def _new_users(k: int) -> list[dict]:
-    """A batch of views by 20 users never seen before (batch ``k``)."""
-    return [
-        {"type": "track", "user": f"n{k}-{i}", "event": "view", "msg_id": f"new{k}-{i}"} for i in range(20)
-    ]
+from tests.faults import (
+    Acked,
+    Daemon,
+    cannot_create,
+    fault_config,
+    fill_until_the_store_fails,
+    segments_on,
+    views,
+    warm,
+)
 
 
 def _until_refused(d: Daemon, acked: Acked, make, limit: int = 400) -> RemoteError | None:
@@ -72,8 +61,7 @@ def test_a_full_log_refuses_writes_answers_reads_and_takes_writes_once_space_is_
             after = c.track("u1", "view", msg_id="space-back")
             acked.seqs["space-back"] = after["seq"]
             assert c.sync()["seq"] == after["seq"]
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
     assert acked.missing_from(d.data_dir) == []
@@ -83,31 +71,16 @@ def test_a_full_log_refuses_writes_answers_reads_and_takes_writes_once_space_is_
 def test_sigterm_while_the_segment_store_cannot_commit_drains_and_exits_0(tmp_path, small_fs):
     # Only segments.db (and its WAL, which SQLite keeps beside the link's target) is on the
     # small filesystem: the log keeps working, as on a disk where a derived store fills up.
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "segments.db").symlink_to(small_fs.path / "segments.db")
+    data = segments_on(tmp_path, small_fs)
     d = Daemon(fault_config(tmp_path, data_dir=data, own_ray=False))
     acked = Acked()
     try:
         d.wait_ready()
+        warm(d, acked)
         with d.client() as c:
-            acked.send(c, views("warm", 200, users=50))
-            c.sync()
-        small_fs.fill()
-        with d.client() as c:
-            for k in range(20):  # new users enter segments: segments.db must grow, and cannot
-                acked.send(c, _new_users(k))
-
-        def store_failed() -> bool:
-            return any("database or disk is full" in str(e) for e in d.events())
-
-        try:
-            wait_until(store_failed, 30, what="segments.db to fail to commit")
-        except AssertionError:
-            cannot_create("a segment store that cannot commit", "no commit failed:\n" + d.tail(1500))
+            fill_until_the_store_fails(d, c, acked, small_fs)
         assert len(acked.seqs) == 200 + 20 * 20, "the log refused events it had room for"
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
     small_fs.free()

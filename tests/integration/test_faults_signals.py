@@ -129,8 +129,7 @@ def test_sighup_to_the_whole_process_group_reloads_and_leaves_ray_running(tmp_pa
             assert c.sync()["seq"] == max(acked.seqs.values())
             assert c.segment("viewers")["size"] == 100
         assert _ray_core(d) == ray_processes, "a Ray process died of SIGHUP"
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
 
@@ -158,8 +157,7 @@ def test_sigterm_while_starting_finishes_the_start_then_stops_with_0(tmp_path):
             120,
             what="Ray to be up",
         )
-        os.kill(d.pid, signal.SIGTERM)  # recovery, the actors and the socket are still to come
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()  # recovery, the actors and the socket are still to come
     finally:
         d.stop_now()
     names = [e["event"] for e in d.events()]

@@ -65,8 +65,7 @@ def test_segd_run_prints_only_its_own_lines_at_start_up(tmp_path):
     d = Daemon(fault_config(tmp_path))  # its own local Ray: what a newcomer's `segd run` does
     try:
         d.wait_ready()
-        os.kill(d.pid, signal.SIGTERM)
-        assert d.proc.wait(120) == 0, d.tail()
+        d.terminate()
     finally:
         d.stop_now()
     text = d.log.read_text(errors="replace")
@@ -93,11 +92,10 @@ def _start_on_a_taken_port(tmp_path, section: str, key: str) -> tuple[int, str]:
     else:
         text += f'\n[http]\n{key} = "127.0.0.1:{port}"\n'
     cfg.write_text(text)
-    d = Daemon(cfg)
     try:
-        code = d.proc.wait(120)
+        d = Daemon(cfg)
+        code = d.exit_code()
     finally:
-        d.stop_now()
         busy.close()
     return code, d.tail()
 

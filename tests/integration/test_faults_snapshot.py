@@ -5,7 +5,6 @@ Real ``segd run`` processes, real files."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 
@@ -23,11 +22,6 @@ def _state(d: Daemon) -> dict:
         return {"members": members, "users": users, "stats_users": c.stats()["users"]}
 
 
-def _stop(d: Daemon) -> None:
-    os.kill(d.pid, signal.SIGTERM)
-    assert d.proc.wait(120) == 0, d.tail()
-
-
 def test_an_unreadable_snapshot_is_logged_and_its_shard_rebuilt_from_the_log(tmp_path):
     cfg = fault_config(tmp_path, own_ray=False)
     acked = Acked()
@@ -37,7 +31,7 @@ def test_an_unreadable_snapshot_is_logged_and_its_shard_rebuilt_from_the_log(tmp
         with d.client() as c:
             acked.send(c, views("a", 2000))
         before = _state(d)
-        _stop(d)
+        d.terminate()
     finally:
         d.stop_now()
     snapshots_db = d.data_dir / "snapshots.db"
@@ -73,7 +67,7 @@ def test_a_start_that_fails_takes_no_snapshot(tmp_path):
         with d.client() as c:
             acked.send(c, views("a", 1000))
             c.sync()
-        _stop(d)  # shutdown snapshots at the end of the log
+        d.terminate()  # shutdown snapshots at the end of the log
         good = snapshots(d.data_dir)
         d = Daemon(cfg)
         d.wait_ready()
@@ -85,11 +79,10 @@ def test_a_start_that_fails_takes_no_snapshot(tmp_path):
         d.stop_now()
     # The next start recovers (replaying "b"), then fails: the metrics port is taken.
     cfg.write_text(cfg.read_text().replace("[daemon]\n", f'[daemon]\nmetrics = "127.0.0.1:{port}"\n', 1))
-    d = Daemon(cfg)
     try:
-        code = d.proc.wait(120)
+        d = Daemon(cfg)
+        code = d.exit_code()
     finally:
-        d.stop_now()
         busy.close()
     names = [e["event"] for e in d.events()]
     assert code == 3, d.tail()
@@ -105,10 +98,7 @@ def test_a_garbage_event_log_is_refused_naming_the_file_and_left_untouched(tmp_p
     garbage = os.urandom(64 * 1024)
     (data / "events.db").write_bytes(garbage)
     d = Daemon(cfg)
-    try:
-        code = d.proc.wait(120)
-    finally:
-        d.stop_now()
+    code = d.exit_code()
     assert code == 3, d.tail()
     assert str(data / "events.db") in d.tail()
     assert (data / "events.db").read_bytes() == garbage
