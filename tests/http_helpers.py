@@ -8,13 +8,14 @@ import socket
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import requests
 
-from segd.wire.client import AsyncClient
+from segd.wire.client import AsyncClient, Client
 from tests.helpers import DaemonThread, make_config, start_subprocess_daemon, wait_until, write_config
 
 WRITE_KEY = "test-write-key"
@@ -153,3 +154,25 @@ def start_subprocess_http_daemon(tmp_path: Path) -> tuple[subprocess.Popen[bytes
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: requests.get(f"{url}/readyz", timeout=5).ok, 30, what="HTTP to answer")
     return proc, url
+
+
+def served_with_client(tmp_path: Path) -> Iterator[tuple[DaemonThread, str, Client]]:
+    """The body of a module fixture: an HTTP daemon (``start_http_daemon``), its URL and a
+    socket client on it; the daemon is stopped when the fixture is torn down."""
+    d, url = start_http_daemon(tmp_path)
+    with Client(d.socket) as c:
+        yield d, url, c
+    d.stop()
+
+
+def kill_9(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a child daemon if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(30)
+
+
+def logged_msg_ids(data_dir: Path) -> set[str]:
+    """Every msg_id in the event log of ``data_dir``, read from the file after the daemon died."""
+    with sqlite3.connect(data_dir / "events.db") as db:
+        return {row[0] for row in db.execute("SELECT msg_id FROM events")}

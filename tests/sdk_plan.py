@@ -33,6 +33,22 @@ def calls(prefix: str, users: int) -> list[Call]:
     return out
 
 
+def view_calls(user: str, n: int, *, users: int = 0) -> list[Call]:
+    """``n`` tracks of ``view`` with message ids ``{user}-{i}``: all by ``user``, or spread
+    over ``users`` users ``{user}{i % users}``."""
+    return [
+        (
+            "track",
+            {
+                "user_id": f"{user}{i % users}" if users else user,
+                "event": "view",
+                "message_id": f"{user}-{i}",
+            },
+        )
+        for i in range(n)
+    ]
+
+
 def expected_user(prefix: str, i: int) -> dict[str, Any]:
     """The ``user`` op's answer after ``calls(prefix, ...)`` (``last_seq`` aside)."""
     views = i % 3 + 1

@@ -8,25 +8,26 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from segd.wire.client import Client
 from tests.helpers import wait_until
 from tests.http_helpers import (
     WRITE_KEY,
     CommitGate,
     fill_pending,
+    kill_9,
     log_count,
     log_rows,
+    logged_msg_ids,
+    served_with_client,
     start_http_daemon,
     start_subprocess_http_daemon,
 )
-from tests.sdk_plan import calls, expected_user, node_messages
+from tests.sdk_plan import calls, expected_user, node_messages, view_calls
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 USERS = 30
@@ -56,10 +57,7 @@ def run_node(script: Path, tmp_path: Path, host: str, messages: list[dict], **se
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, ray_session):
-    d, url = start_http_daemon(tmp_path_factory.mktemp("sdk-node"))
-    with Client(d.socket) as c:
-        yield d, url, c
-    d.stop()
+    yield from served_with_client(tmp_path_factory.mktemp("sdk-node"))
 
 
 def test_node_sdk_messages_reach_every_user(node_sdk, served, tmp_path):
@@ -72,12 +70,7 @@ def test_node_sdk_messages_reach_every_user(node_sdk, served, tmp_path):
 
 def test_node_sdk_resending_the_same_message_ids_logs_nothing_new(node_sdk, served, tmp_path):
     d, url, _ = served
-    plan = node_messages(
-        [
-            ("track", {"user_id": "node-dup", "event": "view", "message_id": f"node-dup-{i}"})
-            for i in range(20)
-        ]
-    )
+    plan = node_messages(view_calls("node-dup", 20))
     assert run_node(node_sdk, tmp_path, url, plan)["errors"] == []
     after_first = log_count(d)
     assert run_node(node_sdk, tmp_path, url, plan)["errors"] == []
@@ -95,12 +88,7 @@ def test_node_sdk_retries_under_back_pressure_and_loses_nothing(node_sdk, tmp_pa
     try:
         gate = CommitGate(d)
         filler = fill_pending(d, 200)
-        plan = node_messages(
-            [
-                ("track", {"user_id": "node-bp", "event": "view", "message_id": f"node-bp-{i}"})
-                for i in range(50)
-            ]
-        )
+        plan = node_messages(view_calls("node-bp", 50))
         results: list[dict] = []
         sender = threading.Thread(target=lambda: results.append(run_node(node_sdk, tmp_path, url, plan)))
         sender.start()
@@ -119,20 +107,11 @@ def test_node_sdk_retries_under_back_pressure_and_loses_nothing(node_sdk, tmp_pa
 def test_node_sdk_flushed_messages_survive_kill_9(node_sdk, tmp_path):
     proc, url = start_subprocess_http_daemon(tmp_path)
     try:
-        plan = node_messages(
-            [
-                ("track", {"user_id": f"node-k{i % 7}", "event": "view", "message_id": f"node-k-{i}"})
-                for i in range(500)
-            ]
-        )
+        plan = node_messages(view_calls("node-k", 500, users=7))
         result = run_node(node_sdk, tmp_path, url, plan)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         assert result["errors"] == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    with sqlite3.connect(tmp_path / "data" / "events.db") as db:
-        logged = {row[0] for row in db.execute("SELECT msg_id FROM events")}
-    assert {m["params"]["messageId"] for m in plan} <= logged
+        kill_9(proc)
+    assert {m["params"]["messageId"] for m in plan} <= logged_msg_ids(tmp_path / "data")

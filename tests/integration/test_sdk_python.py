@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 
 import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
 
-from segd.wire.client import Client
 from tests.helpers import wait_until
 from tests.http_helpers import (
     WRITE_KEY,
     CommitGate,
     fill_pending,
+    kill_9,
     log_count,
     log_rows,
+    logged_msg_ids,
+    served_with_client,
     start_http_daemon,
     start_subprocess_http_daemon,
 )
-from tests.sdk_plan import calls, expected_user
+from tests.sdk_plan import calls, expected_user, view_calls
 
 SDKS = {"segment": SegmentClient, "rudder": RudderClient}
 USERS = 30
@@ -45,10 +46,7 @@ def send(client, plan) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, ray_session):
-    d, url = start_http_daemon(tmp_path_factory.mktemp("sdk-python"))
-    with Client(d.socket) as c:
-        yield d, url, c
-    d.stop()
+    yield from served_with_client(tmp_path_factory.mktemp("sdk-python"))
 
 
 @pytest.mark.parametrize("name", SDKS)
@@ -65,10 +63,7 @@ def test_sdk_messages_reach_every_user(served, name):
 @pytest.mark.parametrize("name", SDKS)
 def test_sdk_resending_the_same_message_ids_logs_nothing_new(served, name):
     d, url, _ = served
-    plan = [
-        ("track", {"user_id": f"{name}-dup", "event": "view", "message_id": f"{name}-dup-{i}"})
-        for i in range(20)
-    ]
+    plan = view_calls(f"{name}-dup", 20)
     for attempt in range(2):
         client, errors = sdk(name, url)
         send(client, plan)
@@ -98,10 +93,7 @@ def test_sdk_retries_under_back_pressure_and_loses_nothing(tmp_path, name):
         gate = CommitGate(d)
         filler = fill_pending(d, 200)
         client, errors = sdk(name, url)
-        plan = [
-            ("track", {"user_id": f"{name}-bp", "event": "view", "message_id": f"{name}-bp-{i}"})
-            for i in range(50)
-        ]
+        plan = view_calls(f"{name}-bp", 50)
         flushed = threading.Thread(target=lambda: (send(client, plan), client.shutdown()))
         flushed.start()
         wait_until(lambda: d.daemon.http.refused >= 1, 30, what="a 429 to the SDK")
@@ -122,19 +114,12 @@ def test_sdk_flushed_messages_survive_kill_9(tmp_path, name):
     proc, url = start_subprocess_http_daemon(tmp_path)
     try:
         client, errors = sdk(name, url)
-        plan = [
-            ("track", {"user_id": f"{name}-k{i % 7}", "event": "view", "message_id": f"{name}-k-{i}"})
-            for i in range(500)
-        ]
+        plan = view_calls(f"{name}-k", 500, users=7)
         send(client, plan)
         client.flush()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         assert errors == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    with sqlite3.connect(tmp_path / "data" / "events.db") as db:
-        logged = {row[0] for row in db.execute("SELECT msg_id FROM events")}
-    assert {kw["message_id"] for _, kw in plan} <= logged
+        kill_9(proc)
+    assert {kw["message_id"] for _, kw in plan} <= logged_msg_ids(tmp_path / "data")
