@@ -271,17 +271,17 @@ subject = "Welcome, {{traits.first_name}}"
     assert mail.get_content().strip() == "Hi Bob"
 
 
+def start_quiet_nights(daemon_factory, tmp_path):
+    """A daemon with the hello campaign to a file channel and quiet hours 21:00-08:00."""
+    quiet = '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
+    return start(daemon_factory, BASE + file_channel(tmp_path) + HELLO + quiet)
+
+
 def test_quiet_hours_defer_delivery_until_the_engine_clock_passes_their_end(daemon_factory, tmp_path):
     paris = ZoneInfo("Europe/Paris")
     night = datetime(2026, 3, 28, 23, 0, tzinfo=paris).timestamp()  # the DST night
     morning = datetime(2026, 3, 29, 8, 0, tzinfo=paris).timestamp()
-    config = (
-        BASE
-        + file_channel(tmp_path)
-        + HELLO
-        + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
-    )
-    d = start(daemon_factory, config)
+    d = start_quiet_nights(daemon_factory, tmp_path)
     with Client(d.socket) as c:
         fan(c, "alice", night, timezone="Europe/Paris", first_name="Alice")
         c.sync()
@@ -431,13 +431,7 @@ def test_a_user_who_unsubscribes_while_a_message_waits_out_quiet_hours_gets_noth
     paris = ZoneInfo("Europe/Paris")
     night = datetime(2026, 6, 1, 23, 0, tzinfo=paris).timestamp()
     morning = datetime(2026, 6, 2, 8, 0, tzinfo=paris).timestamp()
-    config = (
-        BASE
-        + file_channel(tmp_path)
-        + HELLO
-        + '\n[throttle]\nquiet_hours = { start = "21:00", end = "08:00" }\n'
-    )
-    d = start(daemon_factory, config)
+    d = start_quiet_nights(daemon_factory, tmp_path)
     with Client(d.socket) as c:
         fan(c, "alice", night, timezone="Europe/Paris")
         fan(c, "bob", night, timezone="Europe/Paris")

@@ -7,31 +7,15 @@ import pytest
 
 from segd.errors import RemoteError
 from segd.wire.client import Client
-from tests.helpers import DaemonThread, make_config, split_daemon
+from tests.helpers import WINDOWED_AGGREGATES, DaemonThread, make_config, split_daemon
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
 USERS = 10  # user i views electronics at T0 + i days; a view counts for 7 days
 
-CONFIG = """
-[daemon]
-clock = "event"
-
-[aggregates.views_electronics_7d]
-kind = "count"
-event = "view"
-where = "props.category == 'electronics'"
-within = "7d"
-
-[aggregates.spend]
-kind = "sum"
-event = "purchase"
-of = "props.price"
-
-[aggregates.last_seen]
-kind = "last_time"
-event = "*"
-
+CONFIG = (
+    WINDOWED_AGGREGATES
+    + """
 [segments.fans]
 description = "Viewed electronics this week"
 when = "views_electronics_7d >= 1"
@@ -40,6 +24,7 @@ when = "views_electronics_7d >= 1"
 description = "Spent 100 or more"
 when = "spend >= 100"
 """
+)
 
 
 def fans_at(t: float) -> list[str]:
@@ -239,26 +224,41 @@ def test_preview_changes_nothing(c):
 # ---------------------------------------------------------------------- the index survives
 
 
-def test_a_restart_answers_past_membership_the_same(daemon_factory, tmp_path):
+def start_loaded(daemon_factory) -> DaemonThread:
+    """A daemon of its own (stopped at teardown) holding ``load``'s events, applied."""
     rest, keys = split_daemon(CONFIG)
-    d = daemon_factory(rest, daemon=keys)
+    d: DaemonThread = daemon_factory(rest, daemon=keys)
     with Client(d.socket) as c:
         load(c)
-        before = [c.segment("fans", at=T0 + k * DAY) for k in range(20)]
-    d.stop()
-    d = DaemonThread(d.config).start()
+    return d
+
+
+def fans_by_day(c: Client) -> list[dict]:
+    """``segment fans at`` each of the 20 days from T0."""
+    return [c.segment("fans", at=T0 + k * DAY) for k in range(20)]
+
+
+def fans_by_day_after_a_restart(stopped: DaemonThread) -> list[dict]:
+    """``fans_by_day`` from a new daemon on the stopped one's config and data."""
+    d = DaemonThread(stopped.config).start()
     try:
         with Client(d.socket) as c:
-            assert [c.segment("fans", at=T0 + k * DAY) for k in range(20)] == before
+            return fans_by_day(c)
     finally:
         d.stop()
 
 
-def test_forget_removes_the_user_from_past_membership_and_sizes(daemon_factory):
-    rest, keys = split_daemon(CONFIG)
-    d = daemon_factory(rest, daemon=keys)
+def test_a_restart_answers_past_membership_the_same(daemon_factory, tmp_path):
+    d = start_loaded(daemon_factory)
     with Client(d.socket) as c:
-        load(c)
+        before = fans_by_day(c)
+    d.stop()
+    assert fans_by_day_after_a_restart(d) == before
+
+
+def test_forget_removes_the_user_from_past_membership_and_sizes(daemon_factory):
+    d = start_loaded(daemon_factory)
+    with Client(d.socket) as c:
         c.forget("u5")
         t = T0 + 8 * DAY
         assert c.segment("fans", at=t)["members"] == [u for u in fans_at(t) if u != "u5"]
@@ -267,17 +267,10 @@ def test_forget_removes_the_user_from_past_membership_and_sizes(daemon_factory):
 
 
 def test_a_deleted_segments_file_is_rebuilt_with_its_index_at_the_next_start(daemon_factory):
-    rest, keys = split_daemon(CONFIG)
-    d = daemon_factory(rest, daemon=keys)
+    d = start_loaded(daemon_factory)
     with Client(d.socket) as c:
-        load(c)
-        before = [c.segment("fans", at=T0 + k * DAY) for k in range(20)]
+        before = fans_by_day(c)
     d.stop()
     for suffix in ("", "-wal", "-shm"):
         (d.config.daemon.data_dir / f"segments.db{suffix}").unlink(missing_ok=True)
-    d = DaemonThread(d.config).start()
-    try:
-        with Client(d.socket) as c:
-            assert [c.segment("fans", at=T0 + k * DAY) for k in range(20)] == before
-    finally:
-        d.stop()
+    assert fans_by_day_after_a_restart(d) == before

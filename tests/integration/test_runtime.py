@@ -12,27 +12,11 @@ import ray
 
 from segd.errors import RemoteError
 from segd.wire.client import AsyncClient, Client
-from tests.helpers import DaemonThread, make_config, split_daemon, wait_until
+from tests.helpers import WINDOWED_AGGREGATES, DaemonThread, make_config, split_daemon, wait_until
 
-WINDOWED = """
-[daemon]
-clock = "event"
-
-[aggregates.views_electronics_7d]
-kind = "count"
-event = "view"
-where = "props.category == 'electronics'"
-within = "7d"
-
-[aggregates.spend]
-kind = "sum"
-event = "purchase"
-of = "props.price"
-
-[aggregates.last_seen]
-kind = "last_time"
-event = "*"
-
+WINDOWED = (
+    WINDOWED_AGGREGATES
+    + """
 [segments.electronics_fans]
 description = "Viewed electronics three or more times this week"
 when = "views_electronics_7d >= 3"
@@ -45,6 +29,7 @@ when = "spend >= 100"
 description = "Not seen for 14 days"
 when = "exists(last_seen) and days_since(last_seen) >= 14"
 """
+)
 DAY = 86400.0
 T0 = 1_700_000_000.0
 
