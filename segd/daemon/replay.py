@@ -6,12 +6,14 @@ snapshots behind, so the next ``segd run`` starts from them. Transition ids are 
 function of the log, so the rebuilt history is identical to the one it replaces.
 
 The summary's ``phases`` says where the command's time went, in seconds: ``compile`` (the
-model), ``ray`` (start or join Ray), ``actors`` (shard and segment-manager workers up: each
-process imports segd and compiles the model), ``route`` (the log scanned in chunks of
-``SCAN_BATCH`` rows, folded by every shard in parallel, transitions recorded, timers fired),
-``snapshot`` (every shard's state stored) and ``shutdown``. Nothing is fsynced per event
-group: the log is only read, the managers commit once per chunk, snapshots use
-``synchronous=NORMAL``.
+model), ``ray`` (start or join Ray), ``actors`` (the shard workers up: each process imports
+segd and compiles the model; the log's first chunks are read meanwhile, and the segment
+manager and the dispatcher go on starting during the route), ``route`` (the log read in
+chunks of ``rebuild.CHUNK`` rows, folded by every shard in parallel, transitions recorded,
+timers fired: ``segd.daemon.rebuild``), ``snapshot`` (the managers' store made durable, every
+shard's state stored) and ``shutdown``. Nothing is fsynced per event group: the log is only
+read, the managers commit a rebuild with ``synchronous=normal`` and checkpoint once at the
+end, snapshots use ``synchronous=NORMAL``.
 """
 
 from __future__ import annotations
