@@ -429,35 +429,25 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     base_users, base_events = plan["memory_base"]
     say(f"memory: shard core, {base_events} events for {base_users} users, then {plan['memory_sizes']} users")
     config, _ = benchlib.write_config(tmp / "model", shards=1, address="")
-    probe = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "benchlib.py"),
-            "memory",
-            str(config),
-            *map(str, plan["memory_sizes"]),
-            "--base",
-            str(base_users),
-            str(base_events),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    # The RSS probe (scripts/bench_memory.py: fresh processes, no tracemalloc) alongside it.
-    rss_probe = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "bench_memory.py"),
-            "all",
-            str(config),
-            *map(str, plan["memory_sizes"]),
-            "--base",
-            str(base_users),
-            str(base_events),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    probes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / script),
+                what,
+                str(config),
+                *map(str, plan["memory_sizes"]),
+                "--base",
+                str(base_users),
+                str(base_events),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # tracemalloc's bytes, then the RSS probe (bench_memory.py: fresh processes, no tracemalloc)
+        for script, what in (("benchlib.py", "memory"), ("bench_memory.py", "all"))
+    ]
+    probe, rss_probe = probes
     cluster = None
     try:
         say("starting a private Ray cluster")
@@ -497,7 +487,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                 tmp, f"cluster{shards}", cluster.address, shards, some, args
             )
     finally:
-        for p in (probe, rss_probe):
+        for p in probes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
