@@ -646,7 +646,7 @@ def print_table(r: dict) -> None:
             t.add_row(
                 f"  shard RSS growth, {label}, {v['users']:,} users",
                 f"{v['rss_bytes_per_user']:,} B/user",
-                f"{v['rss_trimmed_bytes_per_user']:,} B after malloc_trim",
+                f"{v['rss_trimmed_bytes_per_user']:,} B trimmed",
                 "",
                 "",
             )
