@@ -78,6 +78,7 @@ async def _replay(
             start_clock=eventlog.last_clock,
             owner=lock.token,
         )
+        rebuild: Rebuild | None = None
         try:
             # The reader starts at once: the first chunks are split and encoded while the
             # workers start (each process imports segd and compiles the model).
@@ -97,6 +98,8 @@ async def _replay(
             sizes = await rt.sizes()
             phases.mark("snapshot")
         finally:
+            if rebuild is not None:
+                rebuild.reader.close()  # a failure before the fold: the reader stops too
             rt.close()
             runtime.shutdown_ray(ray_started)
             eventlog.close()
