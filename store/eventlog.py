@@ -261,19 +261,8 @@ class EventLog:
         Uses a fresh read-only connection, so it may run in another thread while the writer
         appends; it sees the log as of each batch's read.
         """
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-        try:
-            limit = until if until is not None else (1 << 62)
-            while after < limit:
-                chunk = conn.execute(
-                    f"{_SELECT} WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?", (after, limit, batch)
-                ).fetchall()
-                if not chunk:
-                    return
-                yield [Row(*r) for r in chunk]  # _SELECT lists Row's fields in order
-                after = chunk[-1][0]
-        finally:
-            conn.close()
+        for chunk in self.scan_tuples(after, until, batch=batch):
+            yield [Row(*r) for r in chunk]  # _SELECT lists Row's fields in order
 
     def scan_tuples(
         self, after: int = 0, until: int | None = None, *, batch: int = 10_000
