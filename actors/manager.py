@@ -38,7 +38,9 @@ class SegmentManager:
     ) -> None:
         """``owner``: the data dir lock's token of the daemon or replay this manager works
         for; its writes are refused (Fenced) once another segd holds the lock."""
-        self.store = SegmentStore(data_dir, owner=owner)
+        # A rebuild (``segd replay``) commits without an fsync per round: the store is derived
+        # and the replay rebuilds it; ``checkpoint`` makes it durable once, at the end.
+        self.store = SegmentStore(data_dir, owner=owner, synchronous="normal" if rebuild else "full")
         self.segments = segments
         old = self.store.versions()
         now = {name: fp for name, (_, fp) in segments.items()}
@@ -66,6 +68,10 @@ class SegmentManager:
         for t in new:
             sizes[t.segment] += 1 if t.kind == "enter" else -1
         return encode(new)
+
+    def checkpoint(self) -> None:
+        """Make every recorded transition durable (the end of a rebuild)."""
+        self.store.checkpoint()
 
     def forget(self, user: str) -> int:
         """Erase ``user``'s membership and history (``forget``); returns the segments left."""

@@ -36,7 +36,9 @@ config.toml's 10 aggregates and its segments, topped up to 20 segments):
   in seq order, paged as EventLog.scan does, plus msgpack decoding of every body).
 - memory: bytes per user in one ``ShardCore`` with the bench model (tracemalloc): live for
   a loadgen population, then for 10^5 and 10^6 users (10^4 and 10^5 with ``--quick``)
-  cloned from its snapshot states and restored; snapshot bytes per user beside them.
+  cloned from its snapshot states and restored; snapshot bytes per user beside them. Then
+  the same populations' RSS growth per user in fresh processes without tracemalloc
+  (scripts/bench_memory.py): what a shard process really holds, allocator slack included.
 - scale-out: ingest+apply events/s (first send to ``sync``) with 1, 2, 4 shards, and with
   shards on a 2-node ``ray.cluster_utils.Cluster``.
 - queries (scripts/bench_queries.py): ``segment at=`` and ``sizes`` latency over a history of
@@ -427,20 +429,25 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     base_users, base_events = plan["memory_base"]
     say(f"memory: shard core, {base_events} events for {base_users} users, then {plan['memory_sizes']} users")
     config, _ = benchlib.write_config(tmp / "model", shards=1, address="")
-    probe = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "benchlib.py"),
-            "memory",
-            str(config),
-            *map(str, plan["memory_sizes"]),
-            "--base",
-            str(base_users),
-            str(base_events),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    probes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / script),
+                what,
+                str(config),
+                *map(str, plan["memory_sizes"]),
+                "--base",
+                str(base_users),
+                str(base_events),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # tracemalloc's bytes, then the RSS probe (bench_memory.py: fresh processes, no tracemalloc)
+        for script, what in (("benchlib.py", "memory"), ("bench_memory.py", "all"))
+    ]
+    probe, rss_probe = probes
     cluster = None
     try:
         say("starting a private Ray cluster")
@@ -450,6 +457,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         if probe.returncode != 0:
             raise RuntimeError(f"the memory probe failed with exit code {probe.returncode}")
         mem = out["memory"] = json.loads(mem_out)
+        rss_out, _ = rss_probe.communicate()
+        if rss_probe.returncode != 0:
+            raise RuntimeError(f"the RSS probe failed with exit code {rss_probe.returncode}")
+        mem["rss"] = json.loads(rss_out)
         largest = mem["sizes"][max(mem["sizes"], key=int)]
         out["bytes_per_user"] = largest["bytes_per_user"]
         out["snapshot_bytes_per_user"] = largest["snapshot_bytes_per_user"]
@@ -476,9 +487,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                 tmp, f"cluster{shards}", cluster.address, shards, some, args
             )
     finally:
-        if probe.poll() is None:
-            probe.kill()
-            probe.wait()
+        for p in probes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         if cluster is not None:
             say("stopping the Ray cluster")
             cluster.shutdown()
@@ -619,6 +631,16 @@ def print_table(r: dict) -> None:
             "",
             "<= 1,024 B",
         )
+    if rss := mem.get("rss"):
+        # The second, honest figure: the process's resident set (see scripts/bench_memory.py).
+        for label, v in [("live", rss["live"])] + [("restored", v) for v in rss["sizes"].values()]:
+            t.add_row(
+                f"  shard RSS growth, {label}, {v['users']:,} users",
+                f"{v['rss_bytes_per_user']:,} B/user",
+                f"{v['rss_trimmed_bytes_per_user']:,} B trimmed",
+                "",
+                "",
+            )
     for row in bench_queries.rows(r):
         t.add_row(*row)
     one = r["scale_out"].get("1")

@@ -261,6 +261,15 @@ class EventLog:
         Uses a fresh read-only connection, so it may run in another thread while the writer
         appends; it sees the log as of each batch's read.
         """
+        for chunk in self.scan_tuples(after, until, batch=batch):
+            yield [Row(*r) for r in chunk]  # _SELECT lists Row's fields in order
+
+    def scan_tuples(
+        self, after: int = 0, until: int | None = None, *, batch: int = 10_000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """``scan``'s rows as the plain tuples SQLite returns (Row's fields in order: one
+        encodes to the same msgpack array as the Row), with no object built per row: the
+        replay's reader partitions and encodes them as they are."""
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         try:
             limit = until if until is not None else (1 << 62)
@@ -270,7 +279,7 @@ class EventLog:
                 ).fetchall()
                 if not chunk:
                     return
-                yield [Row(*r) for r in chunk]  # _SELECT lists Row's fields in order
+                yield chunk
                 after = chunk[-1][0]
         finally:
             conn.close()

@@ -209,6 +209,11 @@ class SegmentStore:
         conn.executemany("INSERT INTO stays (segment, user, at, until, span) VALUES (?, ?, ?, ?, ?)", stays)
         return len(since) - len(stored), len(stays), [x[4] for x in stays]
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and sync it: with ``synchronous="normal"``
+        (a rebuild) what is committed is durable once this returns."""
+        schema.checkpoint(self.conn)
+
     def forget(self, user: str) -> list[str]:
         """Erase ``user``'s membership and history, and their part of every size recorded
         during their stays; returns the segments it was a member of. Costs one row update

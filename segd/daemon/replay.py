@@ -6,12 +6,14 @@ snapshots behind, so the next ``segd run`` starts from them. Transition ids are 
 function of the log, so the rebuilt history is identical to the one it replaces.
 
 The summary's ``phases`` says where the command's time went, in seconds: ``compile`` (the
-model), ``ray`` (start or join Ray), ``actors`` (shard and segment-manager workers up: each
-process imports segd and compiles the model), ``route`` (the log scanned in chunks of
-``SCAN_BATCH`` rows, folded by every shard in parallel, transitions recorded, timers fired),
-``snapshot`` (every shard's state stored) and ``shutdown``. Nothing is fsynced per event
-group: the log is only read, the managers commit once per chunk, snapshots use
-``synchronous=NORMAL``.
+model), ``ray`` (start or join Ray), ``actors`` (the shard workers up: each process imports
+segd and compiles the model; the log's first chunks are read meanwhile, and the segment
+manager and the dispatcher go on starting during the route), ``route`` (the log read in
+chunks of ``rebuild.CHUNK`` rows, folded by every shard in parallel, transitions recorded,
+timers fired: ``segd.daemon.rebuild``), ``snapshot`` (the managers' store made durable, every
+shard's state stored) and ``shutdown``. Nothing is fsynced per event group: the log is only
+read, the managers commit a rebuild with ``synchronous=normal`` and checkpoint once at the
+end, snapshots use ``synchronous=NORMAL``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ from typing import Any
 import structlog
 
 from actors.model import Model
-from segd.clock import Clock
 from segd.config import Config
 from segd.daemon import runtime
-from segd.daemon.router import Router
+from segd.daemon.rebuild import Rebuild
 from store.datadir import DataDirLock
 from store.eventlog import EventLog
 from store.snapshots import SnapshotStore
@@ -65,38 +66,48 @@ async def _replay(
         snapshots.clear()
         ray_started = await asyncio.to_thread(runtime.init_ray, config)
         phases.mark("ray")
-        clock = Clock(cfg.clock, start=eventlog.last_clock)
+        upto = eventlog.last_seq if until is None else min(until, eventlog.last_seq)
+        # Time stands at the log's last clock after a whole replay, at the last row's with --until.
+        final_clock = eventlog.last_clock if upto >= eventlog.last_seq else None
         rt = runtime.Runtime(
             config,
             {s.name: (s.description, model.segment_fingerprints[s.name]) for s in config.segments},
             rebuild=True,
             dispatch=dispatch,
             deliver=False,
-            start_clock=clock.value,
+            start_clock=eventlog.last_clock,
             owner=lock.token,
         )
+        rebuild: Rebuild | None = None
         try:
-            router = Router(
-                rt, eventlog, snapshots, clock, fingerprint=model.fingerprint, snapshot_every=1 << 62
-            )
-            # every worker up (shards answer their stats, managers their sizes) before routing
-            await asyncio.gather(rt.sizes(), *(rt.shard_stats(i) for i in range(rt.n)))
+            # The reader starts at once: the first chunks are split and encoded while the
+            # workers start (each process imports segd and compiles the model).
+            rebuild = Rebuild(rt, eventlog, snapshots, fingerprint=model.fingerprint, until=upto)
+            # The shards up; the manager and the dispatcher go on starting while they fold
+            # (their first calls wait in Ray until they are): on 2 cores every process's
+            # start-up is CPU time taken from the fold, so nothing waits for it needlessly.
+            await asyncio.gather(*(rt.shard_stats(i) for i in range(rt.n)))
             phases.mark("actors")
-            await router.recover(until=until, progress=progress)
+            log.info("recovery_started", replay_from=0, until=upto, shards=rt.n)
+            replayed = await rebuild.fold(progress, final_clock)
+            log.info("recovery_done", replayed=replayed, routed_seq=upto)
             phases.mark("route")
-            await router.close()
+            await rt.checkpoint_managers()  # before the snapshots that say it is all recorded
+            await rebuild.snapshot_all()
             await rt.close_dispatcher()
             sizes = await rt.sizes()
             phases.mark("snapshot")
         finally:
+            if rebuild is not None:
+                rebuild.reader.close()  # a failure before the fold: the reader stops too
             rt.close()
             runtime.shutdown_ray(ray_started)
             eventlog.close()
             snapshots.close()
     phases.mark("shutdown")
     summary = {
-        "replayed": router.routed_seq,
-        "transitions": router.transitions,
+        "replayed": upto,
+        "transitions": rebuild.transitions,
         "segments": sizes,
         "seconds": round(time.monotonic() - started, 3),
         "phases": phases.seconds,

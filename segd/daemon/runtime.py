@@ -265,6 +265,11 @@ class Runtime:
     async def apply(self, i: int, rows: list[Row], clock: float, expect: int) -> ShardReply:
         return await self._reply(i, self.shards[i].apply.remote(encode(rows), clock, expect))
 
+    async def apply_encoded(self, i: int, rows: bytes, clock: float, expect: int) -> ShardReply:
+        """``apply`` of rows already encoded as ``list[Row]`` (``segd replay`` encodes them
+        on its reader thread)."""
+        return await self._reply(i, self.shards[i].apply.remote(rows, clock, expect))
+
     async def advance(self, i: int, clock: float, expect: int) -> ShardReply:
         return await self._reply(i, self.shards[i].advance.remote(clock, expect))
 
@@ -303,6 +308,10 @@ class Runtime:
     async def record(self, m: int, transitions: list[Transition]) -> list[Transition]:
         """Record ``transitions`` at manager ``m``; the ones it had not seen, in order."""
         return _TRANSITIONS.decode(await _get(self.managers[m].apply.remote(encode(transitions))))
+
+    async def checkpoint_managers(self) -> None:
+        """Every manager's recorded transitions durable (the end of ``segd replay``)."""
+        await asyncio.gather(*(_get(m.checkpoint.remote()) for m in self.managers))
 
     async def forget_at_manager(self, m: int, user: str) -> int:
         left: int = await _get(self.managers[m].forget.remote(user))
