@@ -63,10 +63,11 @@ from segd.daemon.batches import (
 from segd.daemon.recorder import Recorder
 from segd.daemon.recovery import SCAN_BATCH, Recovery
 from segd.daemon.runtime import ActorDown, Runtime, retrying
+from segd.daemon.snapshotter import Snapshotter
 from segd.daemon.stores import Stores
 from store.eventlog import EventLog
 from store.schema import OUTBOX_FILE, SEGMENTS_FILE, SNAPSHOTS_FILE
-from store.snapshots import Snapshot, SnapshotStore
+from store.snapshots import SnapshotStore
 
 log = structlog.get_logger("segd.router")
 
@@ -126,6 +127,14 @@ class Router:
         self.recorder = Recorder(runtime, self.stores, on_transitions)  # effects, in the background
         self._record_later = self.recorder.later
         self._drain = self.recorder.drain
+        self.snapshotter = Snapshotter(
+            runtime,
+            snapshots,
+            self.stores,
+            self.recorder.recorded,
+            shards=self.n,
+            fingerprint=fingerprint,
+        )
         self._tick_pending = False
 
     @property
@@ -252,6 +261,7 @@ class Router:
             self._put(Stop())
             await self._task
         if snapshot and self.failed is None:
+            await self.snapshotter.settle()
             await asyncio.gather(*(self._snapshot(i) for i in range(self.n)))
 
     # ------------------------------------------------------------------ the loop
@@ -284,24 +294,23 @@ class Router:
                     case Barrier(clock, done):
                         await self._advance_all(clock)
                         await self._drain()
+                        await self.snapshotter.settle()
                         done.set_result(self.routed_seq)
                     case Forget(user, done):
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         await _answer(done, self._forget(user), ActorDown)  # an actor gone for good
                     case Between(fn, done):
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         await _answer(done, fn(), Exception)  # a failed reload changes nothing
                     case Stop():
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         return
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("router_failed")
             self.failed = exc
             self.recorder.cancel()
+            self.snapshotter.cancel()
             for batch in self._inflight:
                 batch.answered.cancel()
                 for _, call in batch.calls:
@@ -426,21 +435,24 @@ class Router:
         await self._record_later(
             effects, batch.clock, self.runtime.policy.goals_of(batch.rows), batch.upto, batch.trace
         )
-        due = False
+        self.snapshotter.raise_failed()
         for i, size in batch.sizes.items():
             self.since_snapshot[i] += size
-            due = due or self.since_snapshot[i] >= self.snapshot_every
-        if due:
-            # A snapshot must hold no batch in flight and only batches whose effects are recorded.
-            await self._settle_all()
-            await self._drain()
-            for i in range(self.n):
-                if self.since_snapshot[i] >= self.snapshot_every:
-                    await self._snapshot(i)
+            if self.since_snapshot[i] >= self.snapshot_every and not self.snapshotter.pending(i):
+                # Behind the calls sent so far (see segd.daemon.snapshotter): stored once
+                # their effects are recorded, while the next batches go on.
+                self.since_snapshot[i] = 0
+                self.snapshotter.later(i, self.expected[i], self.sent_seq)
 
     async def _settle_all(self) -> None:
         while self._inflight:
             await self._settle()
+
+    async def _quiesce(self) -> None:
+        """Nothing in flight, every effect recorded, every pending snapshot stored."""
+        await self._settle_all()
+        await self._drain()
+        await self.snapshotter.settle()
 
     @staticmethod
     def _effects(replies: list[tuple[ShardReply, bool]]) -> Effects:
@@ -502,18 +514,8 @@ class Router:
     async def _snapshot(self, i: int) -> None:
         """Store shard ``i``'s state. A shard that is restarting is skipped: nothing changes,
         and the next call to it finds the restart and recovers it."""
-        snap = await self.runtime.snapshot(i, self.applied[i])
-        if snap is None:
-            log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")
-            return
-        await self.stores.persist(
-            SNAPSHOTS_FILE,
-            asyncio.to_thread,
-            self.snapshots.put,
-            Snapshot(i, self.n, self.fingerprint, snap.applied_seq, snap.state),
-        )
-        self.since_snapshot[i] = 0
-        log.info("snapshot_taken", shard=i, seq=snap.applied_seq, bytes=len(snap.state))
+        if await self.snapshotter.now(i, self.applied[i]):
+            self.since_snapshot[i] = 0
 
 
 async def _answer(done: asyncio.Future[Any], work: Awaitable[Any], expected: type[Exception]) -> None:
