@@ -116,6 +116,16 @@ class UserShard:
         if done is None:
             return True
         self._snap = None
+        structlog.get_logger("segd.shard").info(
+            "snapshot_stepped",
+            shard=self.index,
+            users=snap.count,
+            steps=snap.steps,
+            early=snap.early,
+            ms=round(snap.seconds * 1000, 1),
+            longest_step_ms=round(snap.longest * 1000, 2),
+            begin_ms=round(snap.begin_seconds * 1000, 2),
+        )
         return done
 
     def user(self, user: str) -> UserView | None:

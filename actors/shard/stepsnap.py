@@ -37,6 +37,7 @@ class StepSnapshot:
 
     def __init__(self, core: ShardCore) -> None:
         """``begin``: the state of ``core`` now; nothing is serialised yet."""
+        started = time.perf_counter()
         users: dict[str, Any] = core._users
         self.applied_seq = core.applied_seq
         self.clock = core.clock
@@ -49,11 +50,17 @@ class StepSnapshot:
         self._deadlines = deadlines  # of the pending users, as at begin
         self._packer = msgpack.Packer(use_bin_type=True)
         self._parts: list[bytes] = []
+        self.steps = 0  # step calls so far
+        self.early = 0  # users serialised by ``before``, ahead of their turn
+        self.seconds = 0.0  # spent serialising, in ``step`` and ``before``
+        self.longest = 0.0  # the longest ``step``
+        self.begin_seconds = time.perf_counter() - started  # noting the users, their deadlines
 
     def before(self, rows: Iterable[Row], clock: float) -> None:
         """The shard is about to apply ``rows`` and advance to ``clock`` (or further, to the
         rows' clocks): serialise, as they are now, the users this may change."""
         pending, take = self._pending, self._take
+        started, had = time.perf_counter(), len(pending)
         top = clock
         for r in rows:
             if r.user in pending:
@@ -65,20 +72,30 @@ class StepSnapshot:
             _, user = heapq.heappop(deadlines)
             if user in pending:
                 take(user)
+        if len(pending) != had:
+            self.early += had - len(pending)
+            self.seconds += time.perf_counter() - started
 
     def step(self, budget: float = STEP_SECONDS) -> ShardSnapshot | None:
         """Serialise users for about ``budget`` seconds; the finished snapshot once every
         user is, else None."""
         pending, take = self._pending, self._take
-        end = time.perf_counter() + budget
+        started = time.perf_counter()
+        end = started + budget
+        self.steps += 1
         n = 0
-        for user in self._order:
-            if user in pending:
-                take(user)
-                n += 1
-                if n % _CHECK_EVERY == 0 and time.perf_counter() >= end:
-                    return None
-        return self._finish()
+        try:
+            for user in self._order:
+                if user in pending:
+                    take(user)
+                    n += 1
+                    if n % _CHECK_EVERY == 0 and time.perf_counter() >= end:
+                        return None
+            return self._finish()
+        finally:
+            took = time.perf_counter() - started
+            self.seconds += took
+            self.longest = max(self.longest, took)
 
     def _take(self, user: str) -> None:
         actor = self._pending.pop(user)
