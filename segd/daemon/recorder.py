@@ -156,9 +156,12 @@ class Recorder:
             await asyncio.gather(*calls)
 
     async def _record_at_managers(self, effects: Effects) -> None:
-        by_manager: list[list[Transition]] = [[] for _ in range(MANAGERS)]
-        for t in effects.transitions:
-            by_manager[manager_of(t.segment)].append(t)
+        if MANAGERS == 1:
+            by_manager = [effects.transitions]
+        else:
+            by_manager = [[] for _ in range(MANAGERS)]
+            for t in effects.transitions:
+                by_manager[manager_of(t.segment)].append(t)
         new: list[Transition] = []
         for m, ts in enumerate(by_manager):
             if ts:

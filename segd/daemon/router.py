@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -323,10 +324,12 @@ class Router:
     async def _route_queued(self, rows: list[Row], at: float) -> None:
         """Route ``rows`` and the rows queued right behind them (up to MAX_BATCH) as one batch."""
         queue = self._queue
-        while queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
-            more = queue.popleft()
-            assert isinstance(more, Rows)
-            rows = rows + more.rows
+        if queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
+            rows = list(rows)  # one list grown in place, not one copy per group joined
+            while queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
+                more = queue.popleft()
+                assert isinstance(more, Rows)
+                rows += more.rows
         self._queued -= len(rows)
         if rows[-1].seq <= self.sent_seq:
             return  # already routed by a catch-up from the log
@@ -374,9 +377,13 @@ class Router:
         sent while the shards work on this one; a batch is settled (recovery if refused,
         recording, snapshots) once answered, in order."""
         n = self.n
-        slices: list[list[Row]] = [[] for _ in range(n)]
-        for r in rows:
-            slices[shard_of(r.user, n)].append(r)
+        if n == 1:
+            slices = [rows]
+        else:
+            slices = [[] for _ in range(n)]
+            crc = zlib.crc32  # shard_of, inlined: this loop runs once per event
+            for r in rows:
+                slices[crc(r.user.encode()) % n].append(r)
         expected = self.expected
         for i, s in enumerate(slices):
             if s and s[0].seq <= expected[i]:  # start-up replay: the shard's snapshot has these
