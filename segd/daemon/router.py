@@ -8,7 +8,7 @@ flight; Ray runs one submitter's calls to an actor in order); hand each shard's 
 to ``on_transitions`` as soon as it answers (subscribers: transitions are derived, replay
 gives the same ids, so they may go out before the segment managers commit them); then
 record them at the segment managers and hand the campaign triggers and goal events to the
-dispatcher, and take the snapshots that are due. Only then is the batch *routed*:
+dispatcher, and begin the snapshots that are due. Once recorded the batch is *routed*:
 ``routed_seq`` is the log position up to which every effect is recorded.
 
 Recording runs in the background, in log order, while the next batches are applied: one
@@ -16,9 +16,11 @@ recorder task takes every batch applied since its last round and records them in
 to each manager and to the dispatcher. So neither a manager's commit nor the dispatcher's
 is in the way of the next event's transitions, and when they are slower than the shards
 their commits cover more batches instead of falling behind. What needs everything recorded
-first (a snapshot, ``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and
-so does the next batch when MAX_UNRECORDED transitions wait (``segd.daemon.recorder``; the
-queue items and batch records are in ``segd.daemon.batches``).
+first (``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and so does the
+next batch when MAX_UNRECORDED transitions wait (``segd.daemon.recorder``; the queue items
+and batch records are in ``segd.daemon.batches``). Snapshots are off this path too
+(``segd.daemon.snapshotter``): begun behind the calls sent so far, serialised by the shard
+in steps between the next batches, stored once their effects are recorded.
 
 Recovery: every shard call carries the applied seq the router expects the shard to be at.
 A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daemon.recovery``
