@@ -29,6 +29,7 @@ from actors.records import (
     encode,
 )
 from actors.shard.core import ShardCore
+from actors.shard.stepsnap import StepSnapshot
 
 _ROWS = decoder(list[Row])
 
@@ -42,6 +43,7 @@ class UserShard:
         self.core = ShardCore(self.model, self.notify)
         self.index = index
         self.shards = shards
+        self._snap: StepSnapshot | None = None  # a snapshot in steps, in progress
         structlog.get_logger("segd.shard").info("shard_started", shard=index, shards=shards)
 
     def apply(self, rows: bytes, clock: float, expect: int) -> bytes:
@@ -50,7 +52,10 @@ class UserShard:
         core = self.core
         if core.applied_seq != expect:
             return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
-        out = core.apply_batch(_ROWS.decode(rows))
+        batch = _ROWS.decode(rows)
+        if self._snap is not None:
+            self._snap.before(batch, clock)  # copy on write: users serialised before they change
+        out = core.apply_batch(batch)
         out += core.advance(clock)
         return encode(self._reply(out))
 
@@ -59,6 +64,8 @@ class UserShard:
         core = self.core
         if core.applied_seq != expect:
             return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
+        if self._snap is not None:
+            self._snap.before((), clock)
         return encode(self._reply(core.advance(clock)))
 
     def _reply(self, transitions: list[Transition]) -> ShardReply:
@@ -79,6 +86,7 @@ class UserShard:
         Raises SnapshotMismatch for a snapshot this model cannot use."""
         if notify is not None:
             self.notify = frozenset(notify)
+        self._snap = None  # of the core being replaced
         self.core = (
             ShardCore.restore(self.model, state, self.notify) if state else ShardCore(self.model, self.notify)
         )
@@ -89,6 +97,36 @@ class UserShard:
         if self.core.applied_seq != expect:
             return None
         return ShardSnapshot(applied_seq=self.core.applied_seq, state=self.core.snapshot())
+
+    def snapshot_begin(self, expect: int) -> bool:
+        """Start a snapshot in steps of the state now (``actors.shard.stepsnap``), if it is
+        the one the router expects; False if not. Replaces one in progress."""
+        if self.core.applied_seq != expect:
+            return False
+        self._snap = StepSnapshot(self.core)
+        return True
+
+    def snapshot_step(self) -> ShardSnapshot | bool:
+        """Serialise a few more users of the snapshot begun: True while some are left, the
+        finished snapshot at the end, False if none is in progress (restarted, restored)."""
+        snap = self._snap
+        if snap is None:
+            return False
+        done = snap.step()
+        if done is None:
+            return True
+        self._snap = None
+        structlog.get_logger("segd.shard").info(
+            "snapshot_stepped",
+            shard=self.index,
+            users=snap.count,
+            steps=snap.steps,
+            early=snap.early,
+            ms=round(snap.seconds * 1000, 1),
+            longest_step_ms=round(snap.longest * 1000, 2),
+            begin_ms=round(snap.begin_seconds * 1000, 2),
+        )
+        return done
 
     def user(self, user: str) -> UserView | None:
         return self.core.user(user)
@@ -104,6 +142,7 @@ class UserShard:
         core = self.core
         if core.applied_seq != expect:
             return encode(ShardReply(ok=False, applied_seq=core.applied_seq))
+        self._snap = None  # it holds the user: it must never be stored
         return encode(ShardReply(ok=True, applied_seq=core.applied_seq, transitions=core.forget(user)))
 
     def stats(self) -> ShardStats:

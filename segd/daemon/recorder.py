@@ -45,11 +45,39 @@ class Recorder:
         self._unrecorded: list[Unrecorded] = []  # applied, in log order, waiting
         self._waiting_transitions = 0  # transitions in _unrecorded
         self._task: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (seq, until routed_seq >= seq)
 
     def cancel(self) -> None:
-        """The router failed: stop recording."""
+        """The router failed: stop recording; whoever waits in ``recorded`` is cancelled."""
         if self._task is not None:
             self._task.cancel()
+        for _, waiter in self._waiters:
+            waiter.cancel()
+        self._waiters = []
+
+    async def recorded(self, seq: int) -> None:
+        """Wait until ``routed_seq >= seq``: every effect handed over so far of the log up to
+        ``seq`` is recorded (batches reach the recorder in log order). Only for a ``seq``
+        whose batch is handed over or will be (the router's ``sent_seq``)."""
+        if self.routed_seq >= seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, waiter))
+        await waiter
+
+    def _moved(self) -> None:
+        """``routed_seq`` moved: wake the ``recorded`` waiters it satisfies."""
+        if not self._waiters:
+            return
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for seq, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if seq <= self.routed_seq:
+                waiter.set_result(None)
+            else:
+                keep.append((seq, waiter))
+        self._waiters = keep
 
     async def later(
         self, effects: Effects, clock: float, goals: list[GoalEvent], upto: int, trace: Trace | None
@@ -79,6 +107,7 @@ class Recorder:
                 goals += b.goals
             await self._record(effects, max(b.clock for b in batches), goals)
             self.routed_seq = max(self.routed_seq, batches[-1].upto)
+            self._moved()
             recorded = round(time.monotonic(), 6)
             for b in batches:
                 if b.trace is not None:
@@ -127,9 +156,12 @@ class Recorder:
             await asyncio.gather(*calls)
 
     async def _record_at_managers(self, effects: Effects) -> None:
-        by_manager: list[list[Transition]] = [[] for _ in range(MANAGERS)]
-        for t in effects.transitions:
-            by_manager[manager_of(t.segment)].append(t)
+        if MANAGERS == 1:
+            by_manager = [effects.transitions]
+        else:
+            by_manager = [[] for _ in range(MANAGERS)]
+            for t in effects.transitions:
+                by_manager[manager_of(t.segment)].append(t)
         new: list[Transition] = []
         for m, ts in enumerate(by_manager):
             if ts:

@@ -8,7 +8,7 @@ flight; Ray runs one submitter's calls to an actor in order); hand each shard's 
 to ``on_transitions`` as soon as it answers (subscribers: transitions are derived, replay
 gives the same ids, so they may go out before the segment managers commit them); then
 record them at the segment managers and hand the campaign triggers and goal events to the
-dispatcher, and take the snapshots that are due. Only then is the batch *routed*:
+dispatcher, and begin the snapshots that are due. Once recorded the batch is *routed*:
 ``routed_seq`` is the log position up to which every effect is recorded.
 
 Recording runs in the background, in log order, while the next batches are applied: one
@@ -16,9 +16,11 @@ recorder task takes every batch applied since its last round and records them in
 to each manager and to the dispatcher. So neither a manager's commit nor the dispatcher's
 is in the way of the next event's transitions, and when they are slower than the shards
 their commits cover more batches instead of falling behind. What needs everything recorded
-first (a snapshot, ``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and
-so does the next batch when MAX_UNRECORDED transitions wait (``segd.daemon.recorder``; the
-queue items and batch records are in ``segd.daemon.batches``).
+first (``sync``, ``forget``, a reload, stopping) waits for it (``_drain``), and so does the
+next batch when MAX_UNRECORDED transitions wait (``segd.daemon.recorder``; the queue items
+and batch records are in ``segd.daemon.batches``). Snapshots are off this path too
+(``segd.daemon.snapshotter``): begun behind the calls sent so far, serialised by the shard
+in steps between the next batches, stored once their effects are recorded.
 
 Recovery: every shard call carries the applied seq the router expects the shard to be at.
 A shard that Ray restarted refuses it (``ShardReply.ok`` False), and ``segd.daemon.recovery``
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -63,10 +66,11 @@ from segd.daemon.batches import (
 from segd.daemon.recorder import Recorder
 from segd.daemon.recovery import SCAN_BATCH, Recovery
 from segd.daemon.runtime import ActorDown, Runtime, retrying
+from segd.daemon.snapshotter import Snapshotter
 from segd.daemon.stores import Stores
 from store.eventlog import EventLog
 from store.schema import OUTBOX_FILE, SEGMENTS_FILE, SNAPSHOTS_FILE
-from store.snapshots import Snapshot, SnapshotStore
+from store.snapshots import SnapshotStore
 
 log = structlog.get_logger("segd.router")
 
@@ -126,6 +130,14 @@ class Router:
         self.recorder = Recorder(runtime, self.stores, on_transitions)  # effects, in the background
         self._record_later = self.recorder.later
         self._drain = self.recorder.drain
+        self.snapshotter = Snapshotter(
+            runtime,
+            snapshots,
+            self.stores,
+            self.recorder.recorded,
+            shards=self.n,
+            fingerprint=fingerprint,
+        )
         self._tick_pending = False
 
     @property
@@ -252,6 +264,7 @@ class Router:
             self._put(Stop())
             await self._task
         if snapshot and self.failed is None:
+            await self.snapshotter.settle()
             await asyncio.gather(*(self._snapshot(i) for i in range(self.n)))
 
     # ------------------------------------------------------------------ the loop
@@ -284,24 +297,23 @@ class Router:
                     case Barrier(clock, done):
                         await self._advance_all(clock)
                         await self._drain()
+                        await self.snapshotter.settle()
                         done.set_result(self.routed_seq)
                     case Forget(user, done):
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         await _answer(done, self._forget(user), ActorDown)  # an actor gone for good
                     case Between(fn, done):
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         await _answer(done, fn(), Exception)  # a failed reload changes nothing
                     case Stop():
-                        await self._settle_all()
-                        await self._drain()
+                        await self._quiesce()
                         return
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 log.exception("router_failed")
             self.failed = exc
             self.recorder.cancel()
+            self.snapshotter.cancel()
             for batch in self._inflight:
                 batch.answered.cancel()
                 for _, call in batch.calls:
@@ -314,10 +326,12 @@ class Router:
     async def _route_queued(self, rows: list[Row], at: float) -> None:
         """Route ``rows`` and the rows queued right behind them (up to MAX_BATCH) as one batch."""
         queue = self._queue
-        while queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
-            more = queue.popleft()
-            assert isinstance(more, Rows)
-            rows = rows + more.rows
+        if queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
+            rows = list(rows)  # one list grown in place, not one copy per group joined
+            while queue and isinstance(queue[0], Rows) and len(rows) < MAX_BATCH:
+                more = queue.popleft()
+                assert isinstance(more, Rows)
+                rows += more.rows
         self._queued -= len(rows)
         if rows[-1].seq <= self.sent_seq:
             return  # already routed by a catch-up from the log
@@ -365,9 +379,13 @@ class Router:
         sent while the shards work on this one; a batch is settled (recovery if refused,
         recording, snapshots) once answered, in order."""
         n = self.n
-        slices: list[list[Row]] = [[] for _ in range(n)]
-        for r in rows:
-            slices[shard_of(r.user, n)].append(r)
+        if n == 1:
+            slices = [rows]
+        else:
+            slices = [[] for _ in range(n)]
+            crc = zlib.crc32  # shard_of, inlined: this loop runs once per event
+            for r in rows:
+                slices[crc(r.user.encode()) % n].append(r)
         expected = self.expected
         for i, s in enumerate(slices):
             if s and s[0].seq <= expected[i]:  # start-up replay: the shard's snapshot has these
@@ -426,21 +444,24 @@ class Router:
         await self._record_later(
             effects, batch.clock, self.runtime.policy.goals_of(batch.rows), batch.upto, batch.trace
         )
-        due = False
+        self.snapshotter.raise_failed()
         for i, size in batch.sizes.items():
             self.since_snapshot[i] += size
-            due = due or self.since_snapshot[i] >= self.snapshot_every
-        if due:
-            # A snapshot must hold no batch in flight and only batches whose effects are recorded.
-            await self._settle_all()
-            await self._drain()
-            for i in range(self.n):
-                if self.since_snapshot[i] >= self.snapshot_every:
-                    await self._snapshot(i)
+            if self.since_snapshot[i] >= self.snapshot_every and not self.snapshotter.pending(i):
+                # Behind the calls sent so far (see segd.daemon.snapshotter): stored once
+                # their effects are recorded, while the next batches go on.
+                self.since_snapshot[i] = 0
+                self.snapshotter.later(i, self.expected[i], self.sent_seq)
 
     async def _settle_all(self) -> None:
         while self._inflight:
             await self._settle()
+
+    async def _quiesce(self) -> None:
+        """Nothing in flight, every effect recorded, every pending snapshot stored."""
+        await self._settle_all()
+        await self._drain()
+        await self.snapshotter.settle()
 
     @staticmethod
     def _effects(replies: list[tuple[ShardReply, bool]]) -> Effects:
@@ -502,18 +523,8 @@ class Router:
     async def _snapshot(self, i: int) -> None:
         """Store shard ``i``'s state. A shard that is restarting is skipped: nothing changes,
         and the next call to it finds the restart and recovers it."""
-        snap = await self.runtime.snapshot(i, self.applied[i])
-        if snap is None:
-            log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")
-            return
-        await self.stores.persist(
-            SNAPSHOTS_FILE,
-            asyncio.to_thread,
-            self.snapshots.put,
-            Snapshot(i, self.n, self.fingerprint, snap.applied_seq, snap.state),
-        )
-        self.since_snapshot[i] = 0
-        log.info("snapshot_taken", shard=i, seq=snap.applied_seq, bytes=len(snap.state))
+        if await self.snapshotter.now(i, self.applied[i]):
+            self.since_snapshot[i] = 0
 
 
 async def _answer(done: asyncio.Future[Any], work: Awaitable[Any], expected: type[Exception]) -> None:

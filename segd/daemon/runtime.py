@@ -290,6 +290,24 @@ class Runtime:
             return None
         return snap
 
+    async def snapshot_begin(self, i: int, expect: int) -> bool:
+        """Start a snapshot in steps of shard ``i`` (``UserShard.snapshot_begin``); False if
+        it is not at ``expect`` or is down."""
+        try:
+            begun: bool = await _get(self.shards[i].snapshot_begin.remote(expect))
+        except ActorDown:
+            return False
+        return begun
+
+    async def snapshot_step(self, i: int) -> ShardSnapshot | bool:
+        """One step of shard ``i``'s snapshot (``UserShard.snapshot_step``); False if none is
+        in progress or the shard is down."""
+        try:
+            step: ShardSnapshot | bool = await _get(self.shards[i].snapshot_step.remote())
+        except ActorDown:
+            return False
+        return step
+
     async def user(self, user: str) -> UserView | None:
         view: UserView | None = await _get(self.shards[shard_of(user, self.n)].user.remote(user))
         return view
