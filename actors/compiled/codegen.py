@@ -580,7 +580,7 @@ class _Gen:
                     o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
             o("else:")
             with o.block():
-                o(f"{st}, {keys} = _dw_fold({st}, {keys}, ts, _dkey({value}), {w}, clock)")
+                self.emit_distinct_fold(st, keys, value, w)
             return
         accept = "_is_number({v})" if kind in ("sum", "avg", "min", "max") else "{v} is not None"
         o(f"s = {st}")
@@ -595,6 +595,32 @@ class _Gen:
             with o.block():
                 o(f"s = {st} = _new_vw({self.e.const(kind)}, {w})")
             o(f"s.fold(ts, {value}, clock)")
+
+    def emit_distinct_fold(self, st: str, keys: str, value: str, w: str) -> None:
+        """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
+        inline (a small window whose keys are each there once, nothing expiring, the new
+        entry last: it replaces its key's one occurrence), ``_dw_fold`` otherwise."""
+        o = self.out
+        o(f"k_ = _intern({value}) if type({value}) is str and len({value}) <= _SKM else _dkey({value})")
+        o(f"s = {st}")
+        o(f"q_ = {keys}")
+        o(
+            f"if type(s) is _array and type(q_) is tuple and s[-1] <= ts <= clock "
+            f"and s[0] + {w} > clock and len(s) < _DW_SMALL:"
+        )
+        with o.block():
+            o("if k_ in q_:")
+            with o.block():
+                o("i_ = q_.index(k_)")
+                o(f"{st} = s[:i_] + s[i_ + 1 :] + _array('d', (ts,))")
+                o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+            o("else:")
+            with o.block():
+                o(f"{st} = s + _array('d', (ts,))")
+                o(f"{keys} = q_ + (k_,)")
+        o("else:")
+        with o.block():
+            o(f"{st}, {keys} = _dw_fold(s, q_, ts, k_, {w}, clock)")
 
     def gen_identify(self) -> None:
         m, o = self.m, self.out

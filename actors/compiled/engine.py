@@ -28,6 +28,7 @@ Windows no segment reads are never asked for a next change.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from array import array
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from typing import Any
 import msgpack
 
 from actors.aggregates.kind import (
+    SHARED_KEY_MAX,
     distinct_key,
     int_in,
     int_out,
@@ -47,7 +49,16 @@ from actors.aggregates.kind import (
     unpack_arr,
 )
 from actors.compiled.codegen import Generated, generate
-from actors.compiled.distinct import dw_count, dw_deadline, dw_entries, dw_fold, dw_from, dw_next, dw_prune
+from actors.compiled.distinct import (
+    INDEX_AT,
+    dw_count,
+    dw_deadline,
+    dw_entries,
+    dw_fold,
+    dw_from,
+    dw_next,
+    dw_prune,
+)
 from actors.compiled.sorted import BIG
 from actors.compiled.traits import TraitsView, as_dict, from_dict, merge
 from actors.compiled.values import ValueWin, new_value_win
@@ -224,6 +235,9 @@ class Engine:
             "_new_vw": new_value_win,
             "_is_number": is_number,
             "_dkey": distinct_key,
+            "_intern": sys.intern,
+            "_SKM": SHARED_KEY_MAX,
+            "_DW_SMALL": INDEX_AT - 1,
             "_merge_traits": merge_traits,
             "_mask": self._masks.setdefault,
             "_stuck": stuck,
