@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.compiled.expr import HELPERS, Emitter, Scope
+from actors.compiled.steps import Step, step_plan
 from actors.compiled.timing import FALLBACK, count_marks, lin_nc, nc_plan
 from actors.model import AggDef, Model, SegDef
 from segd.rules import Aggregate, Binary, Call, ListExpr, Node, Unary, parse
@@ -88,6 +89,13 @@ class _Gen:
         self.kinds: dict[int, str] = {}  # aggregate index -> const name of its reference kind
         # aggregate index -> const name of its marks (count_marks), for the windows that have
         self.marks: dict[int, str] = {}
+        # aggregate index -> its Step (actors.compiled.steps), for counts whose folds may
+        # skip the readers a step of one leaves unchanged
+        self.steps: dict[int, Step] = {}
+        for a in model.aggs:
+            step = step_plan(model, a)
+            if step is not None:
+                self.steps[a.index] = step
         for a in model.aggs:
             self.kinds[a.index] = self.e.const(a.kind)
             if a.kind.windowed:
@@ -531,7 +539,11 @@ class _Gen:
             o(f"ok{i} = True")
         else:
             self.gen_fold(a, value)
-        if a.seg_mask:
+        step = self.steps.get(i)
+        if step is not None:
+            if step.keep:
+                o(f"d |= {step.keep}")
+        elif a.seg_mask:
             o(f"d |= {a.seg_mask}")
         if a.timed:
             o(f"f{i} = True")
@@ -545,6 +557,7 @@ class _Gen:
             if kind == "count":
                 o(f"s = {st}")
                 o(f"{st} = 1 if s is None else s + 1")
+                self.emit_step(i, "(0 if s is None else s)")
             elif kind in ("first_time", "last_time"):
                 cmp = ">" if kind == "last_time" else "<"
                 o(f"s = {st}")
@@ -561,15 +574,20 @@ class _Gen:
             o("if s is None:")
             with o.block():
                 o(f"{st} = ts if ts + {w} > clock else None")
+                self.emit_step(i, None)
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
                 o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
+                # every entry live, and the new one too unless it is in the future
+                self.emit_step(i, "len(s)", future=True)
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
                 o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
+                self.emit_step(i, None)
             o("else:")
             with o.block():
                 o(f"{st} = _tw_fold(s, ts, {w}, clock)")
+                self.emit_step(i, None)
             return
         if kind == "distinct":
             keys = _keys_slot(st)
@@ -578,9 +596,10 @@ class _Gen:
                 o(f"if {st} is not None:")
                 with o.block():
                     o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
+                self.emit_step(i, None)
             o("else:")
             with o.block():
-                self.emit_distinct_fold(st, keys, value, w)
+                self.emit_distinct_fold(i, st, keys, value, w)
             return
         accept = "_is_number({v})" if kind in ("sum", "avg", "min", "max") else "{v} is not None"
         o(f"s = {st}")
@@ -596,7 +615,27 @@ class _Gen:
                 o(f"s = {st} = _new_vw({self.e.const(kind)}, {w})")
             o(f"s.fold(ts, {value}, clock)")
 
-    def emit_distinct_fold(self, st: str, keys: str, value: str, w: str) -> None:
+    def emit_step(self, i: int, n: str | None, future: bool = False) -> None:
+        """Set the bits of the readers aggregate ``i``'s fold may leave unchanged (its
+        ``Step.skip``): always when ``n`` is None (the count before the fold unknown), else
+        when the step from ``n`` crosses (or, with ``future``, when ``ts`` is after the
+        clock). Nothing for an aggregate without a step plan."""
+        step = self.steps.get(i)
+        if step is None:
+            return
+        o = self.out
+        tests = ["ts > clock"] if future else []
+        if n is None:
+            o(f"d |= {step.skip}")
+            return
+        if step.crossing:
+            tests.append(f"{n} in {self.e.const(step.crossing)}")
+        if tests:
+            o(f"if {' or '.join(tests)}:")
+            with o.block():
+                o(f"d |= {step.skip}")
+
+    def emit_distinct_fold(self, i: int, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
         inline (a small window whose keys are each there once, nothing expiring, the new
         entry last: it replaces its key's one occurrence), ``_dw_fold`` otherwise."""
@@ -611,16 +650,19 @@ class _Gen:
         with o.block():
             o("if k_ in q_:")
             with o.block():
+                # the key moves to ts: the count stays the same
                 o("i_ = q_.index(k_)")
                 o(f"{st} = s[:i_] + s[i_ + 1 :] + _array('d', (ts,))")
                 o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
             o("else:")
             with o.block():
+                self.emit_step(i, "len(q_)")
                 o(f"{st} = s + _array('d', (ts,))")
                 o(f"{keys} = q_ + (k_,)")
         o("else:")
         with o.block():
             o(f"{st}, {keys} = _dw_fold(s, q_, ts, k_, {w}, clock)")
+            self.emit_step(i, None)
 
     def gen_identify(self) -> None:
         m, o = self.m, self.out
