@@ -177,16 +177,33 @@ class _Gen:
 
     # ------------------------------------------------------------------ segments
 
-    def gen_evaluate(self) -> None:
+    def reach(self, mask: int) -> int:
+        """``mask`` with every segment an evaluation starting from it may come to (the
+        dependants of each, transitively)."""
+        out, todo = mask, mask
+        while todo:
+            more = 0
+            for s in self.m.segs:
+                if todo & s.bit:
+                    more |= s.dependants
+            todo = more & ~out
+            out |= more
+        return out
+
+    def gen_evaluate(self, fn: str = "_evaluate", mask: int | None = None) -> None:
+        """``fn(u, d, now, seq, cause, out)``: evaluate the segments of ``d`` (and their
+        dependants), in order. With ``mask``, only the segments ``reach(mask)`` holds are
+        generated: ``d`` must be within ``mask``."""
         m, o = self.m, self.out
-        o("def _evaluate(u, d, now, seq, cause, out):")
+        segs = m.segs if mask is None else [s for s in m.segs if s.bit & self.reach(mask)]
+        o(f"def {fn}(u, d, now, seq, cause, out):")
         with o.block():
             o("members = u.members")
             if m.groups:
                 o("raw = u.raw")
             o("user = u.user")
             o("traits = u.traits")
-            read = sorted({self.agg_index[n] for s in m.segs for n in s.compiled.aggregates})
+            read = sorted({self.agg_index[n] for s in segs for n in s.compiled.aggregates})
             if read:
                 o(" = ".join(f"v{i}" for i in read) + " = _U")
             o("ev = 0")
@@ -197,7 +214,7 @@ class _Gen:
                 members="members",
                 segment_bit=self.seg_bit.__getitem__,
             )
-            for s in m.segs:
+            for s in segs:
                 self.gen_segment(s, scope)
             # users share the int objects of their masks (few distinct ones, 28 bytes each)
             o("u.members = _mask(members, members)")
@@ -511,9 +528,18 @@ class _Gen:
                             self.gen_fold(a, f"x{a.index}" if a.config.of is not None else "None")
             o("u.last_seq = seq")
             o("u.now = clock")
+            # the segments this event's folds may mark: evaluated by a function of their own
+            # (the first event of a user marks every segment: the whole _evaluate)
+            mask = 0
+            for a in aggs:
+                mask |= a.seg_mask
+            own = 0 < self.reach(mask) != m.all_mask
             o("if d:")
             with o.block():
-                o("ev = _evaluate(u, d, clock, seq, 'e', out)")
+                if own:
+                    o(f"ev = (_evaluate if d & {~mask} else _evaluate{fn})(u, d, clock, seq, 'e', out)")
+                else:
+                    o("ev = _evaluate(u, d, clock, seq, 'e', out)")
                 self.gen_reschedule("clock", folded, full=False)
             if folded:
                 o(f"elif {' or '.join(flag for _, flag in folded)}:")
@@ -521,6 +547,8 @@ class _Gen:
                     o("ev = 0")
                     self.gen_reschedule("clock", folded, full=False)
         o("")
+        if own:
+            self.gen_evaluate(f"_evaluate{fn}", mask)
 
     def gen_match(self, a: AggDef, scope: Scope, deferred: bool) -> None:
         """``where`` then ``of`` of one aggregate; fold at once unless ``deferred``."""
