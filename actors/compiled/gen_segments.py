@@ -1,0 +1,129 @@
+"""The model compiler's segments: ``_evaluate``, every ``when`` inlined with its membership bit.
+
+Each segment of the evaluation order is re-evaluated when its bit is in ``d``; a change of
+membership appends the transition (id, record: ``actors.user._transition`` inlined) and marks
+the dependants; an exclusive group is resolved at its last member, its order fixed at compile
+time.
+"""
+
+from __future__ import annotations
+
+from actors.compiled.expr import Scope
+from actors.compiled.gen_base import GenBase
+from actors.model import SegDef
+from segd.rules import parse
+
+__all__ = ["SegmentsGen"]
+
+
+class SegmentsGen(GenBase):
+    """Writes the evaluate functions."""
+
+    def reach(self, mask: int) -> int:
+        """``mask`` with every segment an evaluation starting from it may come to (the
+        dependants of each, transitively)."""
+        out, todo = mask, mask
+        while todo:
+            more = 0
+            for s in self.m.segs:
+                if todo & s.bit:
+                    more |= s.dependants
+            todo = more & ~out
+            out |= more
+        return out
+
+    def gen_evaluate(self, fn: str = "_evaluate", mask: int | None = None) -> None:
+        """``fn(u, d, now, seq, cause, out)``: evaluate the segments of ``d`` (and their
+        dependants), in order. With ``mask``, only the segments ``reach(mask)`` holds are
+        generated: ``d`` must be within ``mask``."""
+        m, o = self.m, self.out
+        segs = m.segs if mask is None else [s for s in m.segs if s.bit & self.reach(mask)]
+        o(f"def {fn}(u, d, now, seq, cause, out):")
+        with o.block():
+            o("members = u.members")
+            if m.groups:
+                o("raw = u.raw")
+            o("user = u.user")
+            o("traits = u.traits")
+            read = sorted({self.agg_index[n] for s in segs for n in s.compiled.aggregates})
+            if read:
+                o(" = ".join(f"v{i}" for i in read) + " = _U")
+            o("ev = 0")
+            scope = Scope(
+                self.lazy("v", "now"),
+                now="now",
+                traits="traits",
+                members="members",
+                segment_bit=self.seg_bit.__getitem__,
+            )
+            for s in segs:
+                self.gen_segment(s, scope)
+            # users share the int objects of their masks (few distinct ones, 28 bytes each)
+            o("u.members = _mask(members, members)")
+            if m.groups:
+                o("u.raw = _mask(raw, raw)")
+            o("return ev")
+        o("")
+
+    def gen_segment(self, s: SegDef, scope: Scope) -> None:
+        o, b = self.out, s.bit
+        name = self.e.const(s.name)
+        o(f"if d & {b}:")
+        with o.block():
+            o(f"ev |= {b}")
+            o(f"hit = {self.e.expr(parse(s.config.when), scope)}")
+            g = s.group
+            if g is None:
+                o("if hit:")
+                with o.block():
+                    o(f"if not members & {b}:")
+                    with o.block():
+                        o(f"members |= {b}")
+                        o(_transition(name, "enter"))
+                        if s.dependants:
+                            o(f"d |= {s.dependants}")
+                o(f"elif members & {b}:")
+                with o.block():
+                    o(f"members ^= {b}")
+                    o(_transition(name, "exit"))
+                    if s.dependants:
+                        o(f"d |= {s.dependants}")
+                return
+            o(f"raw = raw | {s.raw_bit} if hit else raw & {~s.raw_bit}")
+            if s.index != g.last:
+                return
+            o(f"cand = raw & {g.raw_mask}")
+            for k, (raw_bit, bit) in enumerate(g.ranked):
+                o(f"{'if' if k == 0 else 'elif'} cand & {raw_bit}:")
+                with o.block():
+                    o(f"win = {bit}")
+            o("else:")
+            with o.block():
+                o("win = 0")
+            o(f"old = members & {g.mask}")
+            o("if old != win:")
+            with o.block():
+                o(f"members = (members & {~g.mask}) | win")
+                o("gone = old & ~win")
+                mates = sorted((x for x in self.m.segs if x.group is g), key=lambda x: x.index)
+                for x in mates:
+                    o(f"if gone & {x.bit}:")
+                    with o.block():
+                        o(_transition(self.e.const(x.name), "exit"))
+                        if x.dependants:
+                            o(f"d |= {x.dependants}")
+                o("if win & ~old:")
+                with o.block():
+                    for k, x in enumerate(mates):
+                        o(f"{'if' if k == 0 else 'elif'} win == {x.bit}:")
+                        with o.block():
+                            o(_transition(self.e.const(x.name), "enter"))
+                            if x.dependants:
+                                o(f"d |= {x.dependants}")
+
+
+def _transition(name: str, kind: str) -> str:
+    """Appending the transition of segment ``name`` (a const) of ``kind``: the reference's
+    ``actors.user._transition``, id (``transition_id``) and record inlined."""
+    key = f'f"{{{name}}}\\x00{{user}}\\x00{kind}\\x00{{seq}}\\x00{{now!r}}\\x00{{cause}}".encode()'
+    return f"out.append(_T(_b2b({key}, digest_size=12).hexdigest(), {name}, user, '{kind}', now, seq))"
