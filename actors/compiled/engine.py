@@ -215,7 +215,7 @@ class Engine:
             "_INF": _INF,
             "_EMPTY": _EMPTY,
             "_T": Transition,
-            "_b2b": blake2b,
+            "_b2b12": blake2b(digest_size=12),  # copied per transition id
             "_new_user": object.__new__,
             "_User": None,  # set once the class exists
             "_tw_fold": tw_fold,

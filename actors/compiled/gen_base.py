@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from actors.compiled.expr import Emitter
+from actors.compiled.expr import Emitter, Scope
 from actors.compiled.steps import Step, step_plan
 from actors.compiled.timing import count_marks
 from actors.model import AggDef, Model
@@ -114,6 +114,17 @@ class GenBase:
             )
         empty = "0" if kind == "sum" else "None"
         return f"({empty} if ({state}) is None else ({state}).value({now}))"
+
+    def seg_scope(self) -> Scope:
+        """The Scope of a segment's ``when`` at ``now``: values in ``v``-locals, computed at
+        first use; ``traits`` and ``members`` locals."""
+        return Scope(
+            self.lazy("v", "now"),
+            now="now",
+            traits="traits",
+            members="members",
+            segment_bit=self.seg_bit.__getitem__,
+        )
 
     def lazy(self, prefix: str, now: str) -> Callable[[str], str]:
         """An ``agg(name)`` for Scope: the value computed at first use into a local."""

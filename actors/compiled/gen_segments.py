@@ -49,13 +49,8 @@ class SegmentsGen(GenBase):
             if read:
                 o(" = ".join(f"v{i}" for i in read) + " = _U")
             o("ev = 0")
-            scope = Scope(
-                self.lazy("v", "now"),
-                now="now",
-                traits="traits",
-                members="members",
-                segment_bit=self.seg_bit.__getitem__,
-            )
+            o("tail_ = None")
+            scope = self.seg_scope()
             for s in segs:
                 self.gen_segment(s, scope)
             # users share the int objects of their masks (few distinct ones, 28 bytes each)
@@ -67,7 +62,6 @@ class SegmentsGen(GenBase):
 
     def gen_segment(self, s: SegDef, scope: Scope) -> None:
         o, b = self.out, s.bit
-        name = self.e.const(s.name)
         o(f"if d & {b}:")
         with o.block():
             o(f"ev |= {b}")
@@ -79,15 +73,11 @@ class SegmentsGen(GenBase):
                     o(f"if not members & {b}:")
                     with o.block():
                         o(f"members |= {b}")
-                        o(_transition(name, "enter"))
-                        if s.dependants:
-                            o(f"d |= {s.dependants}")
+                        self.emit_transition(s, "enter")
                 o(f"elif members & {b}:")
                 with o.block():
                     o(f"members ^= {b}")
-                    o(_transition(name, "exit"))
-                    if s.dependants:
-                        o(f"d |= {s.dependants}")
+                    self.emit_transition(s, "exit")
                 return
             o(f"raw = raw | {s.raw_bit} if hit else raw & {~s.raw_bit}")
             if s.index != g.last:
@@ -109,21 +99,25 @@ class SegmentsGen(GenBase):
                 for x in mates:
                     o(f"if gone & {x.bit}:")
                     with o.block():
-                        o(_transition(self.e.const(x.name), "exit"))
-                        if x.dependants:
-                            o(f"d |= {x.dependants}")
+                        self.emit_transition(x, "exit")
                 o("if win & ~old:")
                 with o.block():
                     for k, x in enumerate(mates):
                         o(f"{'if' if k == 0 else 'elif'} win == {x.bit}:")
                         with o.block():
-                            o(_transition(self.e.const(x.name), "enter"))
-                            if x.dependants:
-                                o(f"d |= {x.dependants}")
+                            self.emit_transition(x, "enter")
 
-
-def _transition(name: str, kind: str) -> str:
-    """Appending the transition of segment ``name`` (a const) of ``kind``: the reference's
-    ``actors.user._transition``, id (``transition_id``) and record inlined."""
-    key = f'f"{{{name}}}\\x00{{user}}\\x00{kind}\\x00{{seq}}\\x00{{now!r}}\\x00{{cause}}".encode()'
-    return f"out.append(_T(_b2b({key}, digest_size=12).hexdigest(), {name}, user, '{kind}', now, seq))"
+    def emit_transition(self, s: SegDef, kind: str) -> None:
+        """Append the transition of segment ``s`` of ``kind`` and mark its dependants: the
+        reference's ``actors.user._transition``, id (``transition_id``) and record inlined.
+        The id's tail (seq, at, cause) is formatted once per evaluation, and the hash state
+        is a copy of a fresh 12-byte blake2b (cheaper than making one)."""
+        o, name = self.out, self.e.const(s.name)
+        o("if tail_ is None:")
+        with o.block():
+            o('tail_ = f"\\x00{seq}\\x00{now!r}\\x00{cause}"')
+        o("h_ = _b2b12.copy()")
+        o(f'h_.update(f"{{{name}}}\\x00{{user}}\\x00{kind}{{tail_}}".encode())')
+        o(f"out.append(_T(h_.hexdigest(), {name}, user, '{kind}', now, seq))")
+        if s.dependants:
+            o(f"d |= {s.dependants}")

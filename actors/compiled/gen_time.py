@@ -10,7 +10,6 @@ time rules due evaluated, the deadline recomputed.
 
 from __future__ import annotations
 
-from actors.compiled.expr import Scope
 from actors.compiled.gen_base import TIME_KINDS, keys_slot
 from actors.compiled.gen_segments import SegmentsGen
 from actors.compiled.timing import nc_plan
@@ -36,13 +35,7 @@ class TimeGen(SegmentsGen):
                 o("members = u.members")
                 read = sorted({self.agg_index[n] for n in s.compiled.aggregates})
                 o(" = ".join(f"v{i}" for i in read) + " = _U")
-                scope = Scope(
-                    self.lazy("v", "now"),
-                    now="now",
-                    traits="traits",
-                    members="members",
-                    segment_bit=self.seg_bit.__getitem__,
-                )
+                scope = self.seg_scope()
                 while plan[0] != "leaf":
                     op, fixed, plan = plan
                     test = self.e.expr(fixed, scope)
