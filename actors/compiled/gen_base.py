@@ -8,6 +8,7 @@ length, reference kind, count marks (``timing.count_marks``) and step plan
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,11 @@ class Lines:
 
     def __call__(self, line: str) -> None:
         self.lines.append("    " * self.depth + line)
+
+    def code(self, text: str) -> None:
+        """Write ``text``, a block of source (dedented), at the current depth."""
+        for line in textwrap.dedent(text).strip("\n").split("\n"):
+            self(line)
 
     def block(self) -> Block:
         return Block(self)

@@ -150,19 +150,17 @@ class EventsGen(TimeGen):
             with o.block():
                 self.emit_distinct_fold(i, st, keys, value, w)
             return
-        accept = "_is_number({v})" if kind in ("sum", "avg", "min", "max") else "{v} is not None"
-        o(f"s = {st}")
-        o(f"if ts + {w} <= clock or not ({accept.format(v=value)}):")
-        with o.block():
-            o("if s is not None:")
-            with o.block():
-                o(f"{st} = _vw_prune(s, clock)")
-        o("else:")
-        with o.block():
-            o("if s is None:")
-            with o.block():
-                o(f"s = {st} = _new_vw({self.e.const(kind)}, {w})")
-            o(f"s.fold(ts, {value}, clock)")
+        accept = f"_is_number({value})" if kind in ("sum", "avg", "min", "max") else f"{value} is not None"
+        o.code(f"""
+            s = {st}
+            if ts + {w} <= clock or not ({accept}):
+                if s is not None:
+                    {st} = _vw_prune(s, clock)
+            else:
+                if s is None:
+                    s = {st} = _new_vw({self.e.const(kind)}, {w})
+                s.fold(ts, {value}, clock)
+        """)
 
     def emit_step(self, i: int, n: str | None, future: bool = False) -> None:
         """Set the bits of the readers aggregate ``i``'s fold may leave unchanged (its
@@ -230,26 +228,22 @@ class EventsGen(TimeGen):
         o("")
 
     def gen_apply(self) -> None:
-        o = self.out
-        o("def apply(u, seq, type, event, ts, clock, data, context=None):")
-        with o.block():
-            o("clock = float(clock)")
-            o("out = advance(u, clock) if u.deadline is not None and u.deadline <= clock else []")
-            o("if clock < u.now:")
-            with o.block():
-                o("clock = u.now")
-            o("if type == 'track':")
-            with o.block():
-                o("_EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock, ")
-                o("    _EMPTY if data is None else data, _EMPTY if context is None else context, out)")
-            o("elif type == 'identify':")
-            with o.block():
-                o("_identify(u, seq, clock, data, out)")
-            o("else:")
-            with o.block():
-                o("_bad_type(type)")
-            o("return out")
-        o("")
+        self.out.code("""
+            def apply(u, seq, type, event, ts, clock, data, context=None):
+                clock = float(clock)
+                out = advance(u, clock) if u.deadline is not None and u.deadline <= clock else []
+                if clock < u.now:
+                    clock = u.now
+                if type == 'track':
+                    _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                        _EMPTY if data is None else data, _EMPTY if context is None else context, out)
+                elif type == 'identify':
+                    _identify(u, seq, clock, data, out)
+                else:
+                    _bad_type(type)
+                return out
+        """)
+        self.out("")
 
     def gen_new(self) -> None:
         m, o = self.m, self.out

@@ -69,18 +69,16 @@ class TimeGen(SegmentsGen):
             o("if timed:")
             with o.block():
                 for s in m.timed_segs:
-                    o(f"if timed & {s.bit}:")
-                    with o.block():
-                        o(f"nc = _nc{s.timed_slot}(u, {now})")
-                        o("if nc is None:")
-                        with o.block():
-                            o(f"u.t{s.timed_slot} = _INF")
-                        o("else:")
-                        with o.block():
-                            o(f"u.t{s.timed_slot} = nc")
-                            o("if best is None or nc < best:")
-                            with o.block():
-                                o("best = nc")
+                    o.code(f"""
+                        if timed & {s.bit}:
+                            nc = _nc{s.timed_slot}(u, {now})
+                            if nc is None:
+                                u.t{s.timed_slot} = _INF
+                            else:
+                                u.t{s.timed_slot} = nc
+                                if best is None or nc < best:
+                                    best = nc
+                    """)
             if full:
                 slots = [f"u.t{s.timed_slot}" for s in m.timed_segs]
                 o(f"nc = {slots[0]}" if len(slots) == 1 else f"nc = min({', '.join(slots)})")
@@ -103,28 +101,25 @@ class TimeGen(SegmentsGen):
             o(f"nc = _dw_next(s_, {w}, {now})")
             return
         if a.kind.kind in TIME_KINDS:
-            o("if s_ is None:")
-            with o.block():
-                o("nc = None")
-            o("elif type(s_) is float:")
-            with o.block():
-                o(f"nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)")
-            o(f"elif type(s_) is _array and s_[-1] <= {now} and (e_ := s_[0] + {w}) > {now}:")
-            with o.block():
-                o("nc = e_")
-            o("else:")
-            with o.block():
-                o(f"nc = _tw_next(s_, {w}, {now})")
+            o.code(f"""
+                if s_ is None:
+                    nc = None
+                elif type(s_) is float:
+                    nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)
+                elif type(s_) is _array and s_[-1] <= {now} and (e_ := s_[0] + {w}) > {now}:
+                    nc = e_
+                else:
+                    nc = _tw_next(s_, {w}, {now})
+            """)
             return
-        o("if s_ is None:")
-        with o.block():
-            o("nc = None")
-        o(f"elif type(t_ := s_.times) is _array and t_ and t_[-1] <= {now} and (e_ := t_[0] + {w}) > {now}:")
-        with o.block():
-            o("nc = e_")
-        o("else:")
-        with o.block():
-            o(f"nc = s_.next_change({now})")
+        o.code(f"""
+            if s_ is None:
+                nc = None
+            elif type(t_ := s_.times) is _array and t_ and t_[-1] <= {now} and (e_ := t_[0] + {w}) > {now}:
+                nc = e_
+            else:
+                nc = s_.next_change({now})
+        """)
 
     def emit_count_deadline(self, a: AggDef, marks: str, now: str) -> None:
         """``nc = count_deadline(...)`` of the window in ``s_``, inline when every entry is
@@ -222,12 +217,11 @@ class TimeGen(SegmentsGen):
         o("")
 
     def gen_advance(self) -> None:
-        o = self.out
-        o("def advance(u, clock):")
-        with o.block():
-            o("out = []")
-            o("while u.deadline is not None and u.deadline <= clock:")
-            with o.block():
-                o("_fire(u, u.deadline, out)")
-            o("return out")
-        o("")
+        self.out.code("""
+            def advance(u, clock):
+                out = []
+                while u.deadline is not None and u.deadline <= clock:
+                    _fire(u, u.deadline, out)
+                return out
+        """)
+        self.out("")
