@@ -119,24 +119,36 @@ class EventsGen(TimeGen):
         w = self.w[i]
         if kind in TIME_KINDS:
             # inline: a first entry, a second one, or an append that expires nothing
+            # the count before the fold, where it is known: every entry live, the new one
+            # too unless it is in the future
             o(f"s = {st}")
             o("if s is None:")
             with o.block():
                 o(f"{st} = ts if ts + {w} > clock else None")
-                self.emit_step(i, None)
+                self.emit_step(i, 0, "ts > clock")
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
                 o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
-                # every entry live, and the new one too unless it is in the future
-                self.emit_step(i, "len(s)", future=True)
+                self.emit_step(i, "len(s)", "ts > clock")
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
                 o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
-                self.emit_step(i, None)
+                self.emit_step(i, 1, "ts > clock", "s > clock")
             o("else:")
             with o.block():
-                o(f"{st} = _tw_fold(s, ts, {w}, clock)")
-                self.emit_step(i, None)
+                # tw_fold prunes, then inserts: an array's entries are all live after it
+                if i in self.steps:
+                    o(f"{st} = r_ = _tw_fold(s, ts, {w}, clock)")
+                    self.emit_step(
+                        i,
+                        "len(r_) - 1",
+                        f"ts + {w} <= clock",
+                        "ts > clock",
+                        "type(r_) is not _array",
+                        "r_[-1] > clock",
+                    )
+                else:
+                    o(f"{st} = _tw_fold(s, ts, {w}, clock)")
             return
         if kind == "distinct":
             keys = keys_slot(st)
@@ -162,25 +174,28 @@ class EventsGen(TimeGen):
                 s.fold(ts, {value}, clock)
         """)
 
-    def emit_step(self, i: int, n: str | None, future: bool = False) -> None:
+    def emit_step(self, i: int, n: str | int | None, *force: str) -> None:
         """Set the bits of the readers aggregate ``i``'s fold may leave unchanged (its
         ``Step.skip``): always when ``n`` is None (the count before the fold unknown), else
-        when the step from ``n`` crosses (or, with ``future``, when ``ts`` is after the
-        clock). Nothing for an aggregate without a step plan."""
+        when the step from ``n`` (source, or a number known here) crosses, or one of the
+        ``force`` conditions holds. Nothing for an aggregate without a step plan."""
         step = self.steps.get(i)
         if step is None:
             return
         o = self.out
-        tests = ["ts > clock"] if future else []
-        if n is None:
-            o(f"d |= {step.skip}")
-            return
-        if step.crossing:
+        tests = list(force)
+        if n is None or (type(n) is int and n in step.crossing):
+            tests = []
+        elif type(n) is str and step.crossing:
             tests.append(f"{n} in {self.e.const(step.crossing)}")
+        elif not tests:
+            return
         if tests:
             o(f"if {' or '.join(tests)}:")
             with o.block():
                 o(f"d |= {step.skip}")
+        else:
+            o(f"d |= {step.skip}")
 
     def emit_distinct_fold(self, i: int, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
