@@ -25,6 +25,8 @@ TIME_KINDS = frozenset({"count", "first_time", "last_time"})
 
 
 class Lines:
+    """The generated module's lines; ``lines(text)`` writes one at the current depth."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.depth = 0
@@ -38,13 +40,17 @@ class Lines:
             self(line)
 
     def block(self) -> Block:
+        """``with lines.block():`` writes its lines one level deeper."""
         return Block(self)
 
     def text(self) -> str:
+        """The module's source."""
         return "\n".join(self.lines) + "\n"
 
 
 class Block:
+    """A context manager one indentation level deep (``Lines.block``)."""
+
     def __init__(self, lines: Lines) -> None:
         self.lines = lines
 

@@ -21,6 +21,8 @@ class EventsGen(TimeGen):
     """Writes the entry points and the event functions."""
 
     def gen_event(self, fn: str, aggs: tuple[AggDef, ...]) -> None:
+        """``fn(u, seq, event, ts, clock, props, ctx, out)``: fold ``aggs`` (those listening to
+        the event name), evaluate what they mark, recompute the deadline."""
         m, o = self.m, self.out
         o(f"def {fn}(u, seq, event, ts, clock, props, ctx, out):")
         with o.block():
@@ -100,6 +102,7 @@ class EventsGen(TimeGen):
             o.depth -= 1
 
     def gen_fold(self, a: AggDef, value: str) -> None:
+        """Fold the accepted event (``value`` its ``of``, or None) into ``a``'s state slot."""
         o, i = self.out, a.index
         kind, st = a.kind.kind, f"u.a{i}"
         if not a.kind.windowed:
@@ -227,6 +230,7 @@ class EventsGen(TimeGen):
             self.emit_step(i, None)
 
     def gen_identify(self) -> None:
+        """``_identify(u, seq, clock, data, out)``: merge traits, evaluate their readers."""
         m, o = self.m, self.out
         o("def _identify(u, seq, clock, data, out):")
         with o.block():
@@ -243,6 +247,7 @@ class EventsGen(TimeGen):
         o("")
 
     def gen_apply(self) -> None:
+        """``apply``: the user actor's entry point for one log row (``UserActor.apply``)."""
         self.out.code("""
             def apply(u, seq, type, event, ts, clock, data, context=None):
                 clock = float(clock)
@@ -261,6 +266,7 @@ class EventsGen(TimeGen):
         self.out("")
 
     def gen_new(self) -> None:
+        """``new(user)``: a user never seen, every slot at its empty value."""
         m, o = self.m, self.out
         o("def new(user):")
         with o.block():
@@ -283,6 +289,7 @@ class EventsGen(TimeGen):
         o("")
 
     def gen_values(self) -> None:
+        """``VALUES``: per aggregate, its value at ``now`` from a user's state."""
         o = self.out
         for a in self.m.aggs:
             o(f"def _val{a.index}(u, now):")

@@ -61,6 +61,7 @@ class SegmentsGen(GenBase):
         o("")
 
     def gen_segment(self, s: SegDef, scope: Scope) -> None:
+        """Re-evaluate ``s`` when its bit is in ``d``; resolve its group at the last member."""
         o, b = self.out, s.bit
         o(f"if d & {b}:")
         with o.block():

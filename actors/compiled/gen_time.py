@@ -176,6 +176,7 @@ class TimeGen(SegmentsGen):
             o(f"{st} = _vw_prune({state}, {now})")
 
     def gen_fire(self) -> None:
+        """``_fire(u, t, out)``: the user's deadline ``t`` (``UserActor._fire``)."""
         m, o = self.m, self.out
         o("def _fire(u, t, out):")
         with o.block():
@@ -217,6 +218,7 @@ class TimeGen(SegmentsGen):
         o("")
 
     def gen_advance(self) -> None:
+        """``advance(u, clock)``: fire every deadline up to ``clock``."""
         self.out.code("""
             def advance(u, clock):
                 out = []
