@@ -14,9 +14,10 @@ from array import array
 from bisect import bisect_left, bisect_right
 from typing import Any
 
+from actors.aggregates.window import _lo, _time_next
 from actors.compiled.sorted import BIG, Chunks
 from actors.compiled.values import ValueWin
-from actors.compiled.windows import _lo, _time_next, count_deadline, tw_next
+from actors.compiled.windows import count_deadline, tw_next
 
 __all__ = [
     "INDEX_AT",

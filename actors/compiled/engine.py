@@ -28,6 +28,7 @@ Windows no segment reads are never asked for a next change.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 from array import array
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from typing import Any
 import msgpack
 
 from actors.aggregates.kind import (
+    SHARED_KEY_MAX,
     distinct_key,
     int_in,
     int_out,
@@ -46,22 +48,21 @@ from actors.aggregates.kind import (
     shared,
     unpack_arr,
 )
+from actors.compiled import windows as tw
 from actors.compiled.codegen import Generated, generate
-from actors.compiled.distinct import dw_count, dw_deadline, dw_entries, dw_fold, dw_from, dw_next, dw_prune
+from actors.compiled.distinct import (
+    INDEX_AT,
+    dw_count,
+    dw_deadline,
+    dw_entries,
+    dw_fold,
+    dw_from,
+    dw_next,
+    dw_prune,
+)
 from actors.compiled.sorted import BIG
 from actors.compiled.traits import TraitsView, as_dict, from_dict, merge
 from actors.compiled.values import ValueWin, new_value_win
-from actors.compiled.windows import (
-    count_deadline,
-    from_times,
-    tw_count,
-    tw_first,
-    tw_fold,
-    tw_last,
-    tw_next,
-    tw_prune,
-    tw_times,
-)
 from actors.model import STATE_FORMAT, Model, _Members
 from actors.records import Transition, UserView
 from segd.rules import Context
@@ -204,16 +205,16 @@ class Engine:
             "_INF": _INF,
             "_EMPTY": _EMPTY,
             "_T": Transition,
-            "_b2b": blake2b,
+            "_b2b12": blake2b(digest_size=12),  # copied per transition id
             "_new_user": object.__new__,
             "_User": None,  # set once the class exists
-            "_tw_fold": tw_fold,
-            "_tw_prune": tw_prune,
-            "_tw_count": tw_count,
-            "_tw_first": tw_first,
-            "_tw_last": tw_last,
-            "_tw_next": tw_next,
-            "_count_deadline": count_deadline,
+            "_tw_fold": tw.tw_fold,
+            "_tw_prune": tw.tw_prune,
+            "_tw_count": tw.tw_count,
+            "_tw_first": tw.tw_first,
+            "_tw_last": tw.tw_last,
+            "_tw_next": tw.tw_next,
+            "_count_deadline": tw.count_deadline,
             "_vw_prune": vw_prune,
             "_dw_fold": dw_fold,
             "_dw_prune": dw_prune,
@@ -224,6 +225,9 @@ class Engine:
             "_new_vw": new_value_win,
             "_is_number": is_number,
             "_dkey": distinct_key,
+            "_intern": sys.intern,
+            "_SKM": SHARED_KEY_MAX,
+            "_DW_SMALL": INDEX_AT - 1,
             "_merge_traits": merge_traits,
             "_mask": self._masks.setdefault,
             "_stuck": stuck,
@@ -278,7 +282,7 @@ class Engine:
             if not windowed:
                 aggs.append(a.kind.to_msgpack(st))
             elif kind in _TIME_KINDS:
-                times = tw_times(st)
+                times = tw.tw_times(st)
                 aggs.append(None if not times else (times[0] if len(times) == 1 else pack_arr(times)))
             elif kind == "distinct":
                 times, keys = dw_entries(st, getattr(u, f"b{a.index}"))
@@ -352,7 +356,7 @@ class Engine:
         if kind in _TIME_KINDS:
             if st is None or type(st) is float:
                 return st
-            return from_times(unpack_arr(st))
+            return tw.from_times(unpack_arr(st))
         if st is None:
             return None
         times, vals = unpack_arr(st[0]), list(st[1])

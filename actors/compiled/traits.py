@@ -58,24 +58,27 @@ def merge(t: tuple[Any, ...] | None, data: Mapping[str, Any], masks: Mapping[str
     vals = list(t[1:]) if t else []
     dirty = 0
     changed = False
+    intern, limit, str_ = sys.intern, SHARED_TRAIT_MAX, str
     for key, value in data.items():
-        try:
-            i = keys.index(key)
-        except ValueError:
-            i = -1
+        i = keys.index(key) if key in keys else -1
         if value is None:
             if i < 0:
                 continue
             del keys[i]
             del vals[i]
-        elif i < 0:
-            keys.append(key)
-            vals.append(shared(value, SHARED_TRAIT_MAX))
         else:
-            old = vals[i]
-            if old.__class__ is value.__class__ and old == value:
-                continue
-            vals[i] = shared(value, SHARED_TRAIT_MAX)
+            if i >= 0:
+                old = vals[i]
+                if old.__class__ is value.__class__ and old == value:
+                    continue
+            # shared(value, SHARED_TRAIT_MAX), inlined: per identify
+            if type(value) is str_ and len(value) <= limit:
+                value = intern(value)
+            if i < 0:
+                keys.append(key)
+                vals.append(value)
+            else:
+                vals[i] = value
         changed = True
         dirty |= masks.get(key, 0)
     if not changed:

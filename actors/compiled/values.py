@@ -15,8 +15,8 @@ from bisect import bisect_right
 from typing import Any
 
 from actors.aggregates.kind import distinct_key, grow, is_number, window_sum
+from actors.aggregates.window import _time_next
 from actors.compiled.sorted import BIG, SMALL, Chunks
-from actors.compiled.windows import _time_next
 
 __all__ = ["EndWin", "ExtremeWin", "SumWin", "ValueWin", "accepts", "keyed", "new_value_win"]
 

@@ -31,6 +31,7 @@ from array import array
 from bisect import bisect_right
 from typing import Any
 
+from actors.aggregates.window import _lo, _time_next  # the reference's own, shared
 from actors.compiled.sorted import BIG, SMALL, Chunks
 
 __all__ = [
@@ -44,24 +45,6 @@ __all__ = [
     "tw_prune",
     "tw_times",
 ]
-
-
-def _lo(ts: array[float], within: float, now: float) -> int:
-    """Index of the first entry not yet expired at ``now`` (``ts + within > now``)."""
-    if not ts or ts[0] + within > now:
-        return 0
-    return bisect_right(ts, now, key=lambda t: t + within)
-
-
-def _time_next(times: array[float], within: float, now: float) -> float | None:
-    lo = _lo(times, within, now)
-    if lo == len(times):
-        return None
-    end = times[lo] + within
-    hi = bisect_right(times, now, lo)
-    if hi < len(times) and times[hi] < end:
-        return times[hi]
-    return end
 
 
 # ---------------------------------------------------------------------- time windows
@@ -138,26 +121,8 @@ def tw_count(st: Any, within: float, now: float) -> int:
     return live if live > 0 else 0
 
 
-def tw_first(st: Any, within: float, now: float) -> float | None:
-    """The earliest live entry (``first_time``), or None."""
-    if st is None:
-        return None
-    t = type(st)
-    if t is float:
-        return st if st <= now < st + within else None
-    if t is array:
-        lo = _lo(st, within, now)
-        return st[lo] if bisect_right(st, now, lo) > lo else None
-    lo = st.expired(within, now)
-    if lo < st.n:
-        x: float = st.time(lo)
-        if x <= now:
-            return x
-    return None
-
-
-def tw_last(st: Any, within: float, now: float) -> float | None:
-    """The latest live entry (``last_time``), or None."""
+def _edge(st: Any, within: float, now: float, last: bool) -> float | None:
+    """The earliest (or, with ``last``, the latest) entry live at ``now``, or None."""
     if st is None:
         return None
     t = type(st)
@@ -166,12 +131,25 @@ def tw_last(st: Any, within: float, now: float) -> float | None:
     if t is array:
         lo = _lo(st, within, now)
         hi = bisect_right(st, now, lo)
-        return st[hi - 1] if hi > lo else None
-    hi = st.n - st.after(now)
-    if hi > st.expired(within, now):
-        x: float = st.time(hi - 1)
-        return x
-    return None
+        if hi <= lo:
+            return None
+        edge: float = st[hi - 1] if last else st[lo]
+        return edge
+    lo, hi = st.expired(within, now), st.n - st.after(now)
+    if hi <= lo:
+        return None
+    x: float = st.time(hi - 1 if last else lo)
+    return x
+
+
+def tw_first(st: Any, within: float, now: float) -> float | None:
+    """The earliest live entry (``first_time``), or None."""
+    return _edge(st, within, now, False)
+
+
+def tw_last(st: Any, within: float, now: float) -> float | None:
+    """The latest live entry (``last_time``), or None."""
+    return _edge(st, within, now, True)
 
 
 def tw_next(st: Any, within: float, now: float) -> float | None:

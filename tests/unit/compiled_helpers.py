@@ -130,12 +130,7 @@ def configs(draw, max_aggs: int = 5, max_segs: int = 6):
             s["group"] = draw(st.sampled_from(["g1", "g2"]))
             s["priority"] = draw(st.integers(0, 2))
         segs[f"sg{j}"] = s
-    cfg = {"aggregates": aggs, "segments": segs}
-    try:
-        model = Model.compile(parse_config(cfg, label="props.toml"))
-    except ConfigError:
-        assume(False)
-    return cfg, model
+    return _compiled({"aggregates": aggs, "segments": segs})
 
 
 prop_values = st.one_of(
@@ -252,7 +247,11 @@ def threshold_configs(draw):
             s["group"] = "g"
             s["priority"] = draw(st.integers(0, 2))
         segs[f"sg{j}"] = s
-    cfg = {"aggregates": aggs, "segments": segs}
+    return _compiled({"aggregates": aggs, "segments": segs})
+
+
+def _compiled(cfg: dict) -> tuple[dict, Model]:
+    """The config and its Model; a config the compiler refuses is not an example."""
     try:
         model = Model.compile(parse_config(cfg, label="props.toml"))
     except ConfigError:

@@ -1,0 +1,322 @@
+"""The model compiler's events: one function per event name, ``_identify``, ``apply``, ``new``, values.
+
+An event function folds exactly the aggregates listening to its event name, ``where``/``of``
+inlined, marks the segments that read what changed (a count's step of one marks its
+time-independent readers only when it crosses one of their thresholds:
+``actors.compiled.steps``), evaluates them and recomputes the deadline.
+"""
+
+from __future__ import annotations
+
+from actors.compiled.expr import Scope
+from actors.compiled.gen_base import TIME_KINDS, keys_slot
+from actors.compiled.gen_time import TimeGen
+from actors.model import AggDef
+from segd.rules import Aggregate, Binary, Call, ListExpr, Node, Unary, parse
+
+__all__ = ["EventsGen"]
+
+
+class EventsGen(TimeGen):
+    """Writes the entry points and the event functions."""
+
+    def gen_event(self, fn: str, aggs: tuple[AggDef, ...]) -> None:
+        """``fn(u, seq, event, ts, clock, props, ctx, out)``: fold ``aggs`` (those listening to
+        the event name), evaluate what they mark, recompute the deadline."""
+        m, o = self.m, self.out
+        o(f"def {fn}(u, seq, event, ts, clock, props, ctx, out):")
+        with o.block():
+            o(f"d = {m.all_mask} if u.last_seq is None else 0")
+            folded: list[tuple[AggDef, str]] = []
+            if aggs:
+                o("traits = u.traits")
+                read = sorted({self.agg_index[n] for a in aggs for n in _where_aggs(a)})
+                if read:
+                    o(" = ".join(f"p{i}" for i in read) + " = _U")
+                scope = Scope(
+                    self.lazy("p", "clock"), now="clock", props="props", context="ctx", event="event"
+                )
+                deferred = m.where_reads_aggs
+                for a in aggs:
+                    if a.timed:
+                        flag = f"f{a.index}"
+                        folded.append((a, flag))
+                        o(f"{flag} = False")
+                for a in aggs:
+                    self.gen_match(a, scope, deferred)
+                if deferred:
+                    for a in aggs:
+                        o(f"if ok{a.index}:")
+                        with o.block():
+                            self.gen_fold(a, f"x{a.index}" if a.config.of is not None else "None")
+            o("u.last_seq = seq")
+            o("u.now = clock")
+            # the segments this event's folds may mark: evaluated by a function of their own
+            # (the first event of a user marks every segment: the whole _evaluate)
+            mask = 0
+            for a in aggs:
+                mask |= a.seg_mask
+            own = 0 < self.reach(mask) != m.all_mask
+            o("if d:")
+            with o.block():
+                if own:
+                    o(f"ev = (_evaluate if d & {~mask} else _evaluate{fn})(u, d, clock, seq, 'e', out)")
+                else:
+                    o("ev = _evaluate(u, d, clock, seq, 'e', out)")
+                self.gen_reschedule("clock", folded, full=False)
+            if folded:
+                o(f"elif {' or '.join(flag for _, flag in folded)}:")
+                with o.block():
+                    o("ev = 0")
+                    self.gen_reschedule("clock", folded, full=False)
+        o("")
+        if own:
+            self.gen_evaluate(f"_evaluate{fn}", mask)
+
+    def gen_match(self, a: AggDef, scope: Scope, deferred: bool) -> None:
+        """``where`` then ``of`` of one aggregate; fold at once unless ``deferred``."""
+        o, i = self.out, a.index
+        cfg = a.config
+        if deferred:
+            o(f"ok{i} = False")
+        if cfg.where is not None:
+            o(f"if {self.e.expr(parse(cfg.where), scope)}:")
+            o.depth += 1
+        value = "None"
+        if cfg.of is not None:
+            value = f"x{i}"
+            o(f"{value} = {self.e.expr(parse(cfg.of), scope)}")
+        if deferred:
+            o(f"ok{i} = True")
+        else:
+            self.gen_fold(a, value)
+        step = self.steps.get(i)
+        if step is not None:
+            if step.keep:
+                o(f"d |= {step.keep}")
+        elif a.seg_mask:
+            o(f"d |= {a.seg_mask}")
+        if a.timed:
+            o(f"f{i} = True")
+        if cfg.where is not None:
+            o.depth -= 1
+
+    def gen_fold(self, a: AggDef, value: str) -> None:
+        """Fold the accepted event (``value`` its ``of``, or None) into ``a``'s state slot."""
+        o, i = self.out, a.index
+        kind, st = a.kind.kind, f"u.a{i}"
+        if not a.kind.windowed:
+            if kind == "count":
+                o(f"s = {st}")
+                o(f"{st} = 1 if s is None else s + 1")
+                self.emit_step(i, "(0 if s is None else s)")
+            elif kind in ("first_time", "last_time"):
+                cmp = ">" if kind == "last_time" else "<"
+                o(f"s = {st}")
+                o(f"if s is None or ts {cmp} s:")
+                with o.block():
+                    o(f"{st} = ts")
+            else:
+                o(f"{st} = {self.kinds[i]}.fold({st}, ts, {value}, clock)")
+            return
+        w = self.w[i]
+        if kind in TIME_KINDS:
+            # inline: a first entry, a second one, or an append that expires nothing
+            # the count before the fold, where it is known: every entry live, the new one
+            # too unless it is in the future
+            o(f"s = {st}")
+            o("if s is None:")
+            with o.block():
+                o(f"{st} = ts if ts + {w} > clock else None")
+                self.emit_step(i, 0, "ts > clock")
+            o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
+            with o.block():
+                o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
+                self.emit_step(i, "len(s)", "ts > clock")
+            o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
+            with o.block():
+                o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
+                self.emit_step(i, 1, "ts > clock", "s > clock")
+            o("else:")
+            with o.block():
+                # tw_fold prunes, then inserts: an array's entries are all live after it
+                if i in self.steps:
+                    o(f"{st} = r_ = _tw_fold(s, ts, {w}, clock)")
+                    self.emit_step(
+                        i,
+                        "len(r_) - 1",
+                        f"ts + {w} <= clock",
+                        "ts > clock",
+                        "type(r_) is not _array",
+                        "r_[-1] > clock",
+                    )
+                else:
+                    o(f"{st} = _tw_fold(s, ts, {w}, clock)")
+            return
+        if kind == "distinct":
+            keys = keys_slot(st)
+            o(f"if ts + {w} <= clock or {value} is None:")
+            with o.block():
+                o(f"if {st} is not None:")
+                with o.block():
+                    o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
+                self.emit_step(i, None)
+            o("else:")
+            with o.block():
+                self.emit_distinct_fold(i, st, keys, value, w)
+            return
+        accept = f"_is_number({value})" if kind in ("sum", "avg", "min", "max") else f"{value} is not None"
+        o.code(f"""
+            s = {st}
+            if ts + {w} <= clock or not ({accept}):
+                if s is not None:
+                    {st} = _vw_prune(s, clock)
+            else:
+                if s is None:
+                    s = {st} = _new_vw({self.e.const(kind)}, {w})
+                s.fold(ts, {value}, clock)
+        """)
+
+    def emit_step(self, i: int, n: str | int | None, *force: str) -> None:
+        """Set the bits of the readers aggregate ``i``'s fold may leave unchanged (its
+        ``Step.skip``): always when ``n`` is None (the count before the fold unknown), else
+        when the step from ``n`` (source, or a number known here) crosses, or one of the
+        ``force`` conditions holds. Nothing for an aggregate without a step plan."""
+        step = self.steps.get(i)
+        if step is None:
+            return
+        o = self.out
+        tests = list(force)
+        if n is None or (type(n) is int and n in step.crossing):
+            tests = []
+        elif type(n) is str and step.crossing:
+            tests.append(f"{n} in {self.e.const(step.crossing)}")
+        elif not tests:
+            return
+        if tests:
+            o(f"if {' or '.join(tests)}:")
+            with o.block():
+                o(f"d |= {step.skip}")
+        else:
+            o(f"d |= {step.skip}")
+
+    def emit_distinct_fold(self, i: int, st: str, keys: str, value: str, w: str) -> None:
+        """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
+        inline (a small window whose keys are each there once, nothing expiring, the new
+        entry last: it replaces its key's one occurrence), ``_dw_fold`` otherwise."""
+        o = self.out
+        o(f"k_ = _intern({value}) if type({value}) is str and len({value}) <= _SKM else _dkey({value})")
+        o(f"s = {st}")
+        o(f"q_ = {keys}")
+        o(
+            f"if type(s) is _array and type(q_) is tuple and s[-1] <= ts <= clock "
+            f"and s[0] + {w} > clock and len(s) < _DW_SMALL:"
+        )
+        with o.block():
+            o("if k_ in q_:")
+            with o.block():
+                # the key moves to ts: the count stays the same
+                o("i_ = q_.index(k_)")
+                o(f"{st} = s[:i_] + s[i_ + 1 :] + _array('d', (ts,))")
+                o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+            o("else:")
+            with o.block():
+                self.emit_step(i, "len(q_)")
+                o(f"{st} = s + _array('d', (ts,))")
+                o(f"{keys} = q_ + (k_,)")
+        o("else:")
+        with o.block():
+            o(f"{st}, {keys} = _dw_fold(s, q_, ts, k_, {w}, clock)")
+            self.emit_step(i, None)
+
+    def gen_identify(self) -> None:
+        """``_identify(u, seq, clock, data, out)``: merge traits, evaluate their readers."""
+        m, o = self.m, self.out
+        o("def _identify(u, seq, clock, data, out):")
+        with o.block():
+            o(f"d = {m.all_mask} if u.last_seq is None else 0")
+            o("if data:")
+            with o.block():
+                o("d |= _merge_traits(u, data)")
+            o("u.last_seq = seq")
+            o("u.now = clock")
+            o("if d:")
+            with o.block():
+                o("ev = _evaluate(u, d, clock, seq, 'e', out)")
+                self.gen_reschedule("clock", [], full=False)
+        o("")
+
+    def gen_apply(self) -> None:
+        """``apply``: the user actor's entry point for one log row (``UserActor.apply``)."""
+        self.out.code("""
+            def apply(u, seq, type, event, ts, clock, data, context=None):
+                clock = float(clock)
+                out = advance(u, clock) if u.deadline is not None and u.deadline <= clock else []
+                if clock < u.now:
+                    clock = u.now
+                if type == 'track':
+                    _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                        _EMPTY if data is None else data, _EMPTY if context is None else context, out)
+                elif type == 'identify':
+                    _identify(u, seq, clock, data, out)
+                else:
+                    _bad_type(type)
+                return out
+        """)
+        self.out("")
+
+    def gen_new(self) -> None:
+        """``new(user)``: a user never seen, every slot at its empty value."""
+        m, o = self.m, self.out
+        o("def new(user):")
+        with o.block():
+            o("u = _new_user(_User)")
+            o("u.user = user")
+            o("u.traits = None")
+            o("u.members = 0")
+            o("u.last_seq = None")
+            o("u.deadline = None")
+            o("u.now = -_INF")
+            if m.groups:
+                o("u.raw = 0")
+            for seg in m.timed_segs:
+                o(f"u.t{seg.timed_slot} = _INF")
+            for a in m.aggs:
+                o(f"u.a{a.index} = None")
+                if a.kind.windowed and a.kind.kind == "distinct":
+                    o(f"u.b{a.index} = None")
+            o("return u")
+        o("")
+
+    def gen_values(self) -> None:
+        """``VALUES``: per aggregate, its value at ``now`` from a user's state."""
+        o = self.out
+        for a in self.m.aggs:
+            o(f"def _val{a.index}(u, now):")
+            with o.block():
+                o(f"return {self.value_of(a, f'u.a{a.index}', 'now')}")
+            o("")
+        o("VALUES = (" + "".join(f"_val{a.index}, " for a in self.m.aggs) + ")")
+
+
+def _where_aggs(a: AggDef) -> list[str]:
+    """Aggregates read by ``a``'s where/of (empty unless the model's where_reads_aggs)."""
+    names: list[str] = []
+    for text in (a.config.where, a.config.of):
+        if text is not None:
+            names += _names_in(parse(text))
+    return names
+
+
+def _names_in(node: Node) -> list[str]:
+    """Every aggregate name referenced in ``node``."""
+    match node:
+        case Aggregate(name=name):
+            return [name]
+        case ListExpr(items=kids) | Call(args=kids):
+            return [n for k in kids for n in _names_in(k)]
+        case Unary(operand=x):
+            return _names_in(x)
+        case Binary(left=a, right=b):
+            return _names_in(a) + _names_in(b)
+    return []

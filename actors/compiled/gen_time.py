@@ -1,0 +1,229 @@
+"""The model compiler's time: next changes of time rules, window deadlines, ``_fire``, ``advance``.
+
+After an evaluation the user's deadline is recomputed as the reference's ``_reschedule``
+does: the next change of each window whose entries moved (inline for the usual state, the
+general functions of ``actors.compiled.windows``/``distinct`` otherwise) and of each
+time-dependent segment evaluated (``_nc{slot}``: ``timing.nc_plan`` inline, the reference
+closure for the rest). ``_fire`` is one deadline: windows due pruned, their readers and the
+time rules due evaluated, the deadline recomputed.
+"""
+
+from __future__ import annotations
+
+from actors.compiled.gen_base import TIME_KINDS, keys_slot
+from actors.compiled.gen_segments import SegmentsGen
+from actors.compiled.timing import nc_plan
+from actors.model import AggDef, SegDef
+from segd.rules import parse
+
+__all__ = ["TimeGen"]
+
+
+class TimeGen(SegmentsGen):
+    """Writes the deadline code."""
+
+    def gen_nc(self, s: SegDef) -> None:
+        """``_nc{slot}(u, now)``: segment ``s``'s next change after an evaluation at ``now``
+        (``Compiled.next_change``): planned by ``actors.compiled.timing``, the reference
+        closure for the rest."""
+        o = self.out
+        o(f"def _nc{s.timed_slot}(u, now):")
+        with o.block():
+            plan = nc_plan(parse(s.config.when))
+            if plan is not None:
+                o("traits = u.traits")
+                o("members = u.members")
+                read = sorted({self.agg_index[n] for n in s.compiled.aggregates})
+                o(" = ".join(f"v{i}" for i in read) + " = _U")
+                scope = self.seg_scope()
+                while plan[0] != "leaf":
+                    op, fixed, plan = plan
+                    test = self.e.expr(fixed, scope)
+                    o(f"if {'not ' if op == 'and' else ''}{test}:")
+                    with o.block():
+                        o("return None")
+                leaf = plan[1]
+                value = scope.agg(leaf.agg)
+                args = ", ".join(self.e.const(x) for x in (leaf.unit, leaf.k, leaf.params))
+                o(f"r_ = _lin({value}, now, {args})")
+                o("if r_ is not _FB:")
+                with o.block():
+                    o("return r_")
+            o(f"return {self.e.const(s.next_change)}(_nc_context(u, now))")
+        o("")
+
+    def gen_reschedule(self, now: str, windows: list[tuple[AggDef, str]], full: bool) -> None:
+        """The reference's ``_reschedule``: ``best`` starts as ``u.deadline``; ``windows`` are
+        (aggregate, flag local) pairs whose next change is recomputed when the flag is set."""
+        m, o = self.m, self.out
+        o("best = u.deadline")
+        for a, flag in windows:
+            o(f"if {flag}:")
+            with o.block():
+                self.emit_next(a, f"u.a{a.index}", now)
+                o("if nc is not None and (best is None or nc < best):")
+                with o.block():
+                    o("best = nc")
+        if m.timed_segs:
+            o(f"timed = ev & {m.timed_mask}")
+            o("if timed:")
+            with o.block():
+                for s in m.timed_segs:
+                    o.code(f"""
+                        if timed & {s.bit}:
+                            nc = _nc{s.timed_slot}(u, {now})
+                            if nc is None:
+                                u.t{s.timed_slot} = _INF
+                            else:
+                                u.t{s.timed_slot} = nc
+                                if best is None or nc < best:
+                                    best = nc
+                    """)
+            if full:
+                slots = [f"u.t{s.timed_slot}" for s in m.timed_segs]
+                o(f"nc = {slots[0]}" if len(slots) == 1 else f"nc = min({', '.join(slots)})")
+                o("if nc < _INF and (best is None or nc < best):")
+                with o.block():
+                    o("best = nc")
+        o("u.deadline = best")
+
+    def emit_next(self, a: AggDef, state: str, now: str) -> None:
+        """``nc = `` the window's next change after ``now``. Inline for the usual state, where
+        every entry has started and none has expired (then it is the oldest entry's expiry,
+        as ``_time_next`` finds); the general function otherwise."""
+        o, w = self.out, self.w[a.index]
+        o(f"s_ = {state}")
+        marks = self.marks.get(a.index)
+        if marks is not None:
+            self.emit_count_deadline(a, marks, now)
+            return
+        if a.kind.kind == "distinct":
+            o(f"nc = _dw_next(s_, {w}, {now})")
+            return
+        if a.kind.kind in TIME_KINDS:
+            o.code(f"""
+                if s_ is None:
+                    nc = None
+                elif type(s_) is float:
+                    nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)
+                elif type(s_) is _array and s_[-1] <= {now} and (e_ := s_[0] + {w}) > {now}:
+                    nc = e_
+                else:
+                    nc = _tw_next(s_, {w}, {now})
+            """)
+            return
+        o.code(f"""
+            if s_ is None:
+                nc = None
+            elif type(t_ := s_.times) is _array and t_ and t_[-1] <= {now} and (e_ := t_[0] + {w}) > {now}:
+                nc = e_
+            else:
+                nc = s_.next_change({now})
+        """)
+
+    def emit_count_deadline(self, a: AggDef, marks: str, now: str) -> None:
+        """``nc = count_deadline(...)`` of the window in ``s_``, inline when every entry is
+        live and the marks are whole numbers: the expiry of the m-th oldest entry, m the
+        fewest expiries that cross a mark (or empty the window)."""
+        o, w = self.out, self.w[a.index]
+        values = self.e.consts[marks]
+        whole = all(k == int(k) for _, k in values)
+        clean = ""
+        if a.kind.kind == "distinct":
+            keys = keys_slot(f"u.a{a.index}")
+            general = f"_dw_deadline(s_, {keys}, {w}, {now}, {marks})"
+            clean = f" and type({keys}) is tuple"  # each key once: an expiry is one value less
+        else:
+            general = f"_count_deadline(s_, {w}, {now}, {marks})"
+        o("if s_ is None:")
+        with o.block():
+            o("nc = None")
+        if whole:
+            o(f"elif type(s_) is _array{clean} and s_[-1] <= {now} and s_[0] + {w} > {now}:")
+            times = "s_"
+            with o.block():
+                o(f"n_ = m_ = len({times})")
+                for op, k in values:
+                    kn = self.e.const(int(k))
+                    if op in (">=", "<"):
+                        o(f"if n_ >= {kn} and n_ - {kn} + 1 < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn} + 1")
+                    elif op in (">", "<="):
+                        o(f"if n_ > {kn} and n_ - {kn} < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn}")
+                    else:
+                        o(f"if n_ == {kn}:")
+                        with o.block():
+                            o("m_ = 1")
+                        o(f"elif n_ > {kn} and n_ - {kn} < m_:")
+                        with o.block():
+                            o(f"m_ = n_ - {kn}")
+                o(f"nc = {times}[m_ - 1] + {w}")
+        o("else:")
+        with o.block():
+            o(f"nc = {general}")
+
+    def emit_prune(self, a: AggDef, state: str, now: str) -> None:
+        """``u.aN = `` the window pruned at ``now`` (``state`` holds its current state)."""
+        o, st = self.out, f"u.a{a.index}"
+        if a.kind.kind in TIME_KINDS:
+            o(f"{st} = _tw_prune({state}, {self.w[a.index]}, {now})")
+        elif a.kind.kind == "distinct":
+            o(f"{st}, {keys_slot(st)} = _dw_prune({state}, {keys_slot(st)}, {self.w[a.index]}, {now})")
+        else:
+            o(f"{st} = _vw_prune({state}, {now})")
+
+    def gen_fire(self) -> None:
+        """``_fire(u, t, out)``: the user's deadline ``t`` (``UserActor._fire``)."""
+        m, o = self.m, self.out
+        o("def _fire(u, t, out):")
+        with o.block():
+            o("d = 0")
+            for s in m.timed_segs:
+                o(f"if u.t{s.timed_slot} <= t:")
+                with o.block():
+                    o(f"d |= {s.closed}")
+            o("best = None")
+            o("prev = u.now")
+            due = []
+            for a in m.window_aggs:
+                flag = f"due{a.index}"
+                due.append((a, flag))
+                o(f"{flag} = False")
+                self.emit_next(a, f"u.a{a.index}", "prev")
+                o("if nc is not None:")
+                with o.block():
+                    o("if nc <= t:")
+                    with o.block():
+                        o(f"d |= {a.seg_mask}")
+                        o(f"{flag} = True")
+                        self.emit_prune(a, "s_", "t")
+                    o("elif best is None or nc < best:")
+                    with o.block():
+                        o("best = nc")
+            for a in m.idle_windows:
+                o(f"s = u.a{a.index}")
+                o("if s is not None:")
+                with o.block():
+                    self.emit_prune(a, "s", "t")
+            o("u.now = t")
+            o("ev = _evaluate(u, d, t, u.last_seq, 't', out) if d else 0")
+            o("u.deadline = best")
+            self.gen_reschedule("t", due, full=True)
+            o("if u.deadline is not None and u.deadline <= t:")
+            with o.block():
+                o("_stuck(u, t)")
+        o("")
+
+    def gen_advance(self) -> None:
+        """``advance(u, clock)``: fire every deadline up to ``clock``."""
+        self.out.code("""
+            def advance(u, clock):
+                out = []
+                while u.deadline is not None and u.deadline <= clock:
+                    _fire(u, u.deadline, out)
+                return out
+        """)
+        self.out("")
