@@ -10,8 +10,8 @@ whose own traces would swell the RSS), the way a shard worker holds it:
   ``ShardCore`` in batches, as a shard applies them; RSS after minus before, per user;
 - ``restored``: ``size`` users cloned from the base users' snapshot states (as
   ``shard_memory`` does) and restored by ``ShardCore.restore`` from the snapshot blob, as a
-  restarted shard does; RSS after minus before (the blob is held throughout, so it is not
-  counted), per user.
+  restarted shard does, in a process of its own that reads the blob first (held throughout,
+  so it is not counted); RSS after minus before, per user.
 
 RSS is read from ``/proc/self/statm`` after a full ``gc.collect()``. Usage:
 ``python scripts/bench_memory.py all CONFIG SIZE... --base USERS EVENTS`` prints JSON
@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -90,15 +91,34 @@ def measure(config: Path, size: int | None, *, base_users: int, base_events: int
     doc = {**base, "users": [[f"c{j:0{width}d}", states[j % len(states)]] for j in range(size)]}
     blob = msgpack.packb(doc, use_bin_type=True)
     del doc, base, states
+    # Restored in a process of its own: this one's arenas still hold the freed base shard and
+    # the cloned states, which a restore here would fill without growing the RSS.
+    with tempfile.NamedTemporaryFile(suffix=".snapshot") as f:
+        f.write(blob)
+        f.flush()
+        done = subprocess.run(
+            [sys.executable, __file__, "restore", str(config), str(size), "--blob", f.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    result: dict = json.loads(done.stdout)
+    return result
+
+
+def restored(config: Path, blob_path: Path) -> dict:
+    """RSS growth per user of ``ShardCore.restore`` of the snapshot in ``blob_path``, in this
+    fresh process (the blob is read first and held throughout, so it is not counted)."""
+    model = Model.compile(load_config(config))
+    blob = blob_path.read_bytes()
     before = rss()
-    restored = ShardCore.restore(model, blob)
+    shard = ShardCore.restore(model, blob)
     grown = rss() - before
     trimmed = rss(trim=True) - before
-    assert restored.users == size
     return {
-        "users": size,
-        "rss_bytes_per_user": round(grown / size),
-        "rss_trimmed_bytes_per_user": round(trimmed / size),
+        "users": shard.users,
+        "rss_bytes_per_user": round(grown / shard.users),
+        "rss_trimmed_bytes_per_user": round(trimmed / shard.users),
     }
 
 
@@ -125,13 +145,16 @@ def shard_rss(config: Path, sizes: list[int], *, base_users: int, base_events: i
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("what", choices=["all", "one"])
+    p.add_argument("what", choices=["all", "one", "restore"])
     p.add_argument("config", type=Path)
     p.add_argument("sizes", type=int, nargs="+")
+    p.add_argument("--blob", type=Path, help="restore: the snapshot file to restore")
     p.add_argument("--base", type=int, nargs=2, metavar=("USERS", "EVENTS"), default=(2_000, 30_000))
     args = p.parse_args(argv)
     users, events = args.base
-    if args.what == "one":
+    if args.what == "restore":
+        out = restored(args.config, args.blob)
+    elif args.what == "one":
         out = measure(args.config, args.sizes[0] or None, base_users=users, base_events=events)
     else:
         out = shard_rss(args.config, args.sizes, base_users=users, base_events=events)

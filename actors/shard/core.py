@@ -149,6 +149,47 @@ class ShardCore:
         out, self.contexts = self.contexts, {}
         return out
 
+    def _read_snapshot(self, blob: bytes) -> None:
+        """Load ``blob`` into this empty shard one user at a time.
+
+        The users are decoded and loaded one by one from a streaming unpacker, never as one
+        decoded document: a restored shard then holds in its resident set what a live one
+        holds, not also the holes a million freed transient states leave in the allocator's
+        arenas. The header keys (format, fingerprint) are checked before the first user.
+        """
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(blob) + 1)
+        unpacker.feed(blob)
+        try:
+            keys = unpacker.read_map_header()
+        except Exception as exc:  # not a map, or no bytes at all
+            raise SnapshotMismatch(f"not a shard snapshot: {exc}") from exc
+        head: dict[str, Any] = {}
+        load, users, checked = self._load, self._users, False
+        for _ in range(keys):
+            key = unpacker.unpack()
+            if key != "users":
+                head[key] = unpacker.unpack()
+                continue
+            self._check_head(head)  # both writers put the users last
+            checked = True
+            for _ in range(unpacker.read_array_header()):
+                user, state = unpacker.unpack()
+                users[user] = load(user, state)
+        if not checked:
+            self._check_head(head)
+        self.applied_seq = head["applied_seq"]
+        self.clock = head["clock"]
+
+    def _check_head(self, head: dict[str, Any]) -> None:
+        """Raise SnapshotMismatch unless ``head`` is this format's and this model's."""
+        if head.get("format") != _SNAPSHOT_FORMAT:
+            raise SnapshotMismatch(f"not a shard snapshot of format {_SNAPSHOT_FORMAT}")
+        if head.get("fingerprint") != self.model.fingerprint:
+            raise SnapshotMismatch(
+                f"snapshot model fingerprint {head.get('fingerprint')!r} differs from the config's "
+                f"{self.model.fingerprint!r} (aggregates or segments changed): rebuild from the log"
+            )
+
     def _compact(self) -> None:
         self._timers.compact((a.deadline, u) for u, a in self._users.items() if a.deadline is not None)
 
@@ -240,25 +281,12 @@ class ShardCore:
         Raises SnapshotMismatch if the snapshot was taken with another model fingerprint or
         format, or is not a shard snapshot: the caller then rebuilds from the log.
         """
-        try:
-            doc = msgpack.unpackb(blob, raw=False)
-        except Exception as exc:  # msgpack raises several unrelated types on garbage
-            raise SnapshotMismatch(f"not a shard snapshot: {exc}") from exc
-        if not isinstance(doc, dict) or doc.get("format") != _SNAPSHOT_FORMAT:
-            raise SnapshotMismatch(f"not a shard snapshot of format {_SNAPSHOT_FORMAT}")
-        if doc.get("fingerprint") != model.fingerprint:
-            raise SnapshotMismatch(
-                f"snapshot model fingerprint {doc.get('fingerprint')!r} differs from the config's "
-                f"{model.fingerprint!r} (aggregates or segments changed): rebuild from the log"
-            )
         shard = cls(model, notify, reference=reference)
-        shard.applied_seq = doc["applied_seq"]
-        shard.clock = doc["clock"]
-        load = shard._load
         try:
-            for user, state in doc["users"]:
-                shard._users[user] = load(user, state)
-        except (ValueError, TypeError, KeyError) as exc:
+            shard._read_snapshot(blob)
+        except SnapshotMismatch:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated types on garbage
             raise SnapshotMismatch(f"corrupt shard snapshot: {exc}") from exc
         shard._compact()
         return shard
