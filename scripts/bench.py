@@ -521,7 +521,7 @@ def print_table(r: dict) -> None:
     from rich.console import Console
 
     m = r["machine"]
-    console = Console(width=None if sys.stdout.isatty() else 132)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(
         f"[bold]segd bench ({r['mode']}, {r['seconds']:.0f} s)[/bold]: {m['cores']} cores ({m['cpu']}), "
         f"{m['ram_gib']} GiB RAM, Python {m['python']}, Ray {m['ray']}, SQLite {m['sqlite']}, {m['os']}"

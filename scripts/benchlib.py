@@ -485,7 +485,7 @@ def percentile(values: list[float], q: float) -> float:
 # ---------------------------------------------------------------------- the report
 
 
-#: bench.py's table: (header, justify, min width, whether it may wrap). At 132 columns the
+#: bench.py's table: (header, justify, min width, whether it may wrap). At 160 columns (a file or a pipe) the
 #: numbers never wrap (a cut number is a wrong number); the measure, the limit and the goal
 #: wrap onto a second line instead, and each keeps room for its text: Rich takes the width a
 #: table lacks from the columns that may wrap, so with only the goal wrappable it shrank the
@@ -501,7 +501,7 @@ RESULT_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
 
 def results_table() -> Any:
     """An empty ``rich.table.Table`` with bench.py's columns (``RESULT_COLUMNS``), for rows
-    of (measure, result, physical limit, ratio, goal) strings: every column readable at 132
+    of (measure, result, physical limit, ratio, goal) strings: every column readable at 160
     columns, and a measure's leading spaces (a sub-row's indent) kept when it wraps."""
     from rich.table import Table
 
