@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ class ShardWatch:
         return ShardHealth(
             state=state,
             last_reply_s=None if last is None else round(now - last, 3),
-            waiting_s=round(waiting, 3),
+            # rounded up, so a stalled shard never reports a wait of exactly STALLED_AFTER
+            waiting_s=math.ceil(waiting * 1000) / 1000,
         )
 
 

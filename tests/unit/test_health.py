@@ -65,6 +65,16 @@ def test_a_shard_with_a_call_waiting_past_the_threshold_is_stalled():
     assert watch.health(0).state == "stalled"
 
 
+def test_a_stalled_shard_reports_a_wait_past_the_threshold():
+    # just past it: rounding to the millisecond must not report the threshold itself
+    watch = ShardWatch(1)
+    watch.sent(0)
+    watch._outstanding[0] = {k: t - STALLED_AFTER - 0.0002 for k, t in watch._outstanding[0].items()}
+    health = watch.health(0)
+    assert health.state == "stalled"
+    assert health.waiting_s > STALLED_AFTER
+
+
 def test_a_shard_whose_last_call_failed_is_unreachable_until_it_answers():
     watch = ShardWatch(1)
     watch.settled(0, watch.sent(0), answered=False)
