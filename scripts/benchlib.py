@@ -21,7 +21,6 @@ import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import msgspec
@@ -480,53 +479,6 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values), max(1, math.ceil(q / 100 * len(values)))) - 1]
-
-
-# ---------------------------------------------------------------------- the report
-
-
-#: bench.py's table: (header, justify, min width, whether it may wrap). At 160 columns (a file or a pipe) the
-#: numbers never wrap (a cut number is a wrong number); the measure, the limit and the goal
-#: wrap onto a second line instead, and each keeps room for its text: Rich takes the width a
-#: table lacks from the columns that may wrap, so with only the goal wrappable it shrank the
-#: goal to nothing and cut the ratio to "rat…".
-RESULT_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
-    ("measure", "left", 34, True),
-    ("result", "right", 0, False),
-    ("physical limit", "right", 14, True),
-    ("ratio", "right", 5, False),
-    ("goal", "left", 12, True),
-)
-
-
-def results_table() -> Any:
-    """An empty ``rich.table.Table`` with bench.py's columns (``RESULT_COLUMNS``), for rows
-    of (measure, result, physical limit, ratio, goal) strings: every column readable at 160
-    columns, and a measure's leading spaces (a sub-row's indent) kept when it wraps."""
-    from rich.table import Table
-
-    class ResultsTable(Table):
-        def add_row(self, *cells: Any, **kw: Any) -> None:
-            super().add_row(*(_keep_indent(c) for c in cells), **kw)
-
-    t = ResultsTable()
-    for header, justify, min_width, wrap in RESULT_COLUMNS:
-        t.add_column(
-            header,
-            justify=justify,  # type: ignore[arg-type]
-            min_width=min_width or None,
-            no_wrap=not wrap,
-            overflow="fold",
-        )
-    return t
-
-
-def _keep_indent(cell: Any) -> Any:
-    """A string cell's leading spaces as no-break spaces, which wrapping does not strip."""
-    if isinstance(cell, str):
-        body = cell.lstrip(" ")
-        return "\u00a0" * (len(cell) - len(body)) + body
-    return cell
 
 
 def main(argv: list[str] | None = None) -> int:
