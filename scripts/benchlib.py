@@ -21,6 +21,7 @@ import time
 import tracemalloc
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import msgspec
@@ -36,6 +37,8 @@ from bench_core import EXTRA_SEGMENTS, TARGET_SEGMENTS  # noqa: E402
 from actors.model import Model  # noqa: E402
 from actors.records import Row  # noqa: E402
 from actors.shard.core import ShardCore  # noqa: E402
+from actors.shard.snapshot import Writer  # noqa: E402
+from actors.shard.snapshot import read as read_snapshot  # noqa: E402
 from segd.config import load_config  # noqa: E402
 from segd.demo.workload import DAY, workload  # noqa: E402
 from segd.errors import ConnectError  # noqa: E402
@@ -421,6 +424,31 @@ def _traced(fn) -> tuple[object, int]:
         tracemalloc.stop()
 
 
+def live_shard(model: Model, rows: list[Row], batch: int = 2000) -> ShardCore:
+    """A fresh ShardCore that applied ``rows`` as a shard does: in batches of ``batch``, each
+    row with a fresh user id str, as after Ray's deserialization (the shard keeps the first
+    one per user as its key, which a memory figure must count)."""
+    shard = ShardCore(model)
+    for i in range(0, len(rows), batch):
+        shard.apply_batch(
+            [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
+        )
+    return shard
+
+
+def cloned_snapshot(model: Model, blob: bytes, size: int) -> bytes:
+    """A snapshot of ``size`` users cloned, in turn, from the users' states in snapshot
+    ``blob`` under new ids (``c0000000``, ...), with ``blob``'s head: a population with the
+    same distribution of states, without ``size`` users' worth of apply time."""
+    states: dict[str, Any] = {}
+    head = read_snapshot(blob, model.fingerprint, states, lambda user, state: state)
+    pool = list(states.values())
+    del states
+    width = max(7, len(str(size - 1)))
+    writer = Writer()
+    return writer.join(head, [writer.user(f"c{j:0{width}d}", pool[j % len(pool)]) for j in range(size)])
+
+
 def shard_memory(
     config: Path, sizes: Iterable[int], *, base_users: int, base_events: int, seed: int = 7, batch: int = 2000
 ) -> dict:
@@ -435,20 +463,8 @@ def shard_memory(
     """
     model = Model.compile(load_config(config))
     rows = list(_rows(workload(seed, base_users, base_events, T0, span=30 * DAY, user_prefix="m")))
-
-    def feed(rows: list[Row]) -> ShardCore:
-        shard = ShardCore(model)
-        for i in range(0, len(rows), batch):
-            # A fresh str per row, as after Ray's deserialization: the shard keeps the first
-            # one per user as its key, which must be counted.
-            shard.apply_batch(
-                [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
-            )
-        return shard
-
-    shard, live_bytes = _traced(functools.partial(feed, rows))
+    shard, live_bytes = _traced(functools.partial(live_shard, model, rows, batch))
     blob = shard.snapshot()
-    base = msgpack.unpackb(blob, raw=False)
     out = {
         "base_users": shard.users,
         "base_events": base_events,
@@ -457,12 +473,9 @@ def shard_memory(
         "sizes": {},
     }
     del shard, rows
-    states = [state for _, state in base["users"]]
+    base = blob
     for size in sizes:
-        width = max(7, len(str(size - 1)))
-        doc = {**base, "users": [[f"c{j:0{width}d}", states[j % len(states)]] for j in range(size)]}
-        blob = msgpack.packb(doc, use_bin_type=True)
-        del doc
+        blob = cloned_snapshot(model, base, size)
         restored, used = _traced(lambda b=blob: ShardCore.restore(model, b))
         assert restored.users == size
         out["sizes"][size] = {
