@@ -11,7 +11,8 @@ from actors.shard.snapshot import FORMAT, Head, SnapshotMismatch, Writer, read
 from actors.shard.stepsnap import StepSnapshot
 from actors.user import Model
 from segd.config import parse_config
-from tests.unit.test_shard import CONFIG, T0, identify, track
+from tests.unit.test_shard import CONFIG, T0
+from tests.unit.test_stepsnap import _populated
 
 
 @pytest.fixture
@@ -19,16 +20,9 @@ def m() -> Model:
     return Model.compile(parse_config(CONFIG, label="test.toml"))
 
 
-def _shard(m: Model, users: int = 150) -> ShardCore:
-    shard = ShardCore(m)
-    shard.apply_batch([track(i + 1, f"u{i}", "view", T0 + i) for i in range(users)])
-    shard.apply_batch([identify(users + 1, "u7", T0 + users, plan="vip")])
-    return shard
-
-
 def test_the_one_shot_snapshot_is_the_documented_msgpack_map(m):
     # the bytes every earlier segd wrote (one packb of this map), so its snapshots still restore
-    shard = _shard(m)
+    shard = _populated(m)
     documented = {
         "format": FORMAT,
         "fingerprint": m.fingerprint,
@@ -40,7 +34,7 @@ def test_the_one_shot_snapshot_is_the_documented_msgpack_map(m):
 
 
 def test_a_stepped_snapshot_with_nothing_between_its_steps_has_the_one_shot_bytes(m):
-    shard = _shard(m)
+    shard = _populated(m)
     snap = StepSnapshot(shard)
     while (done := snap.step(budget=0.0)) is None:
         pass
