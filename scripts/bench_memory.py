@@ -35,9 +35,7 @@ for _p in (HERE.parent, HERE):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-import msgpack  # noqa: E402
-import msgspec  # noqa: E402
-from benchlib import T0, _rows  # noqa: E402
+from benchlib import T0, _rows, cloned_snapshot, live_shard  # noqa: E402
 
 from actors.model import Model  # noqa: E402
 from actors.records import Row  # noqa: E402
@@ -58,15 +56,10 @@ def rss(trim: bool = False) -> int:
         return int(f.read().split()[1]) * PAGE
 
 
-def _live(model: Model, rows: list[Row], batch: int = 2000) -> tuple[ShardCore, int]:
+def _live(model: Model, rows: list[Row]) -> tuple[ShardCore, int]:
     """Apply ``rows`` to a fresh ShardCore as a shard does; the core and its RSS growth."""
     before = rss()
-    shard = ShardCore(model)
-    for i in range(0, len(rows), batch):
-        # a fresh str per row, as after Ray's deserialization (see benchlib.shard_memory)
-        shard.apply_batch(
-            [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
-        )
+    shard = live_shard(model, rows)
     return shard, rss() - before
 
 
@@ -84,13 +77,10 @@ def measure(config: Path, size: int | None, *, base_users: int, base_events: int
             "rss_bytes_per_user": round(grown / shard.users),
             "rss_trimmed_bytes_per_user": round((rss(trim=True) - before) / shard.users),
         }
-    base = msgpack.unpackb(shard.snapshot(), raw=False)
+    base = shard.snapshot()
     del shard, rows
-    states = [state for _, state in base["users"]]
-    width = max(7, len(str(size - 1)))
-    doc = {**base, "users": [[f"c{j:0{width}d}", states[j % len(states)]] for j in range(size)]}
-    blob = msgpack.packb(doc, use_bin_type=True)
-    del doc, base, states
+    blob = cloned_snapshot(model, base, size)
+    del base
     # Restored in a process of its own: this one's arenas still hold the freed base shard and
     # the cloned states, which a restore here would fill without growing the RSS.
     with tempfile.NamedTemporaryFile(suffix=".snapshot") as f:

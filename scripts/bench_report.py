@@ -7,9 +7,9 @@ measured in the same run and the ratio, and the note under it saying what each l
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import bench_queries
-import benchlib
 
 
 def _eps(v: float) -> str:
@@ -24,6 +24,50 @@ def _ms(d: dict) -> str:
 HOPS = ("to_commit", "commit", "router_wait", "shard_to_frame", "shards_answered", "record")
 
 
+#: bench.py's table: (header, justify, min width, whether it may wrap). At 160 columns (a file or a pipe) the
+#: numbers never wrap (a cut number is a wrong number); the measure, the limit and the goal
+#: wrap onto a second line instead, and each keeps room for its text: Rich takes the width a
+#: table lacks from the columns that may wrap, so with only the goal wrappable it shrank the
+#: goal to nothing and cut the ratio to "rat…".
+RESULT_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
+    ("measure", "left", 34, True),
+    ("result", "right", 0, False),
+    ("physical limit", "right", 14, True),
+    ("ratio", "right", 5, False),
+    ("goal", "left", 12, True),
+)
+
+
+def results_table() -> Any:
+    """An empty ``rich.table.Table`` with bench.py's columns (``RESULT_COLUMNS``), for rows
+    of (measure, result, physical limit, ratio, goal) strings: every column readable at 160
+    columns, and a measure's leading spaces (a sub-row's indent) kept when it wraps."""
+    from rich.table import Table
+
+    class ResultsTable(Table):
+        def add_row(self, *cells: Any, **kw: Any) -> None:
+            super().add_row(*(_keep_indent(c) for c in cells), **kw)
+
+    t = ResultsTable()
+    for header, justify, min_width, wrap in RESULT_COLUMNS:
+        t.add_column(
+            header,
+            justify=justify,  # type: ignore[arg-type]
+            min_width=min_width or None,
+            no_wrap=not wrap,
+            overflow="fold",
+        )
+    return t
+
+
+def _keep_indent(cell: Any) -> Any:
+    """A string cell's leading spaces as no-break spaces, which wrapping does not strip."""
+    if isinstance(cell, str):
+        body = cell.lstrip(" ")
+        return "\u00a0" * (len(cell) - len(body)) + body
+    return cell
+
+
 def print_table(r: dict) -> None:
     """The human report: each measure, its physical limit measured in this run, the ratio."""
     from rich.console import Console
@@ -34,7 +78,7 @@ def print_table(r: dict) -> None:
         f"[bold]segd bench ({r['mode']}, {r['seconds']:.0f} s)[/bold]: {m['cores']} cores ({m['cpu']}), "
         f"{m['ram_gib']} GiB RAM, Python {m['python']}, Ray {m['ray']}, SQLite {m['sqlite']}, {m['os']}"
     )
-    t = benchlib.results_table()
+    t = results_table()
     ing, fr, low, lim = r["ingest"], r["freshness"], r["freshness_low"], r["freshness_limit"]
     rp, mem = r["replay"], r["memory"]
     t.add_row(

@@ -37,6 +37,8 @@ from bench_core import EXTRA_SEGMENTS, TARGET_SEGMENTS  # noqa: E402
 from actors.model import Model  # noqa: E402
 from actors.records import Row  # noqa: E402
 from actors.shard.core import ShardCore  # noqa: E402
+from actors.shard.snapshot import Writer  # noqa: E402
+from actors.shard.snapshot import read as read_snapshot  # noqa: E402
 from segd.config import load_config  # noqa: E402
 from segd.demo.workload import DAY, workload  # noqa: E402
 from segd.errors import ConnectError  # noqa: E402
@@ -422,6 +424,31 @@ def _traced(fn) -> tuple[object, int]:
         tracemalloc.stop()
 
 
+def live_shard(model: Model, rows: list[Row], batch: int = 2000) -> ShardCore:
+    """A fresh ShardCore that applied ``rows`` as a shard does: in batches of ``batch``, each
+    row with a fresh user id str, as after Ray's deserialization (the shard keeps the first
+    one per user as its key, which a memory figure must count)."""
+    shard = ShardCore(model)
+    for i in range(0, len(rows), batch):
+        shard.apply_batch(
+            [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
+        )
+    return shard
+
+
+def cloned_snapshot(model: Model, blob: bytes, size: int) -> bytes:
+    """A snapshot of ``size`` users cloned, in turn, from the users' states in snapshot
+    ``blob`` under new ids (``c0000000``, ...), with ``blob``'s head: a population with the
+    same distribution of states, without ``size`` users' worth of apply time."""
+    states: dict[str, Any] = {}
+    head = read_snapshot(blob, model.fingerprint, states, lambda user, state: state)
+    pool = list(states.values())
+    del states
+    width = max(7, len(str(size - 1)))
+    writer = Writer()
+    return writer.join(head, [writer.user(f"c{j:0{width}d}", pool[j % len(pool)]) for j in range(size)])
+
+
 def shard_memory(
     config: Path, sizes: Iterable[int], *, base_users: int, base_events: int, seed: int = 7, batch: int = 2000
 ) -> dict:
@@ -436,20 +463,8 @@ def shard_memory(
     """
     model = Model.compile(load_config(config))
     rows = list(_rows(workload(seed, base_users, base_events, T0, span=30 * DAY, user_prefix="m")))
-
-    def feed(rows: list[Row]) -> ShardCore:
-        shard = ShardCore(model)
-        for i in range(0, len(rows), batch):
-            # A fresh str per row, as after Ray's deserialization: the shard keeps the first
-            # one per user as its key, which must be counted.
-            shard.apply_batch(
-                [msgspec.structs.replace(r, user=r.user.encode().decode()) for r in rows[i : i + batch]]
-            )
-        return shard
-
-    shard, live_bytes = _traced(functools.partial(feed, rows))
+    shard, live_bytes = _traced(functools.partial(live_shard, model, rows, batch))
     blob = shard.snapshot()
-    base = msgpack.unpackb(blob, raw=False)
     out = {
         "base_users": shard.users,
         "base_events": base_events,
@@ -458,12 +473,9 @@ def shard_memory(
         "sizes": {},
     }
     del shard, rows
-    states = [state for _, state in base["users"]]
+    base = blob
     for size in sizes:
-        width = max(7, len(str(size - 1)))
-        doc = {**base, "users": [[f"c{j:0{width}d}", states[j % len(states)]] for j in range(size)]}
-        blob = msgpack.packb(doc, use_bin_type=True)
-        del doc
+        blob = cloned_snapshot(model, base, size)
         restored, used = _traced(lambda b=blob: ShardCore.restore(model, b))
         assert restored.users == size
         out["sizes"][size] = {
@@ -480,53 +492,6 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values), max(1, math.ceil(q / 100 * len(values)))) - 1]
-
-
-# ---------------------------------------------------------------------- the report
-
-
-#: bench.py's table: (header, justify, min width, whether it may wrap). At 160 columns (a file or a pipe) the
-#: numbers never wrap (a cut number is a wrong number); the measure, the limit and the goal
-#: wrap onto a second line instead, and each keeps room for its text: Rich takes the width a
-#: table lacks from the columns that may wrap, so with only the goal wrappable it shrank the
-#: goal to nothing and cut the ratio to "rat…".
-RESULT_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
-    ("measure", "left", 34, True),
-    ("result", "right", 0, False),
-    ("physical limit", "right", 14, True),
-    ("ratio", "right", 5, False),
-    ("goal", "left", 12, True),
-)
-
-
-def results_table() -> Any:
-    """An empty ``rich.table.Table`` with bench.py's columns (``RESULT_COLUMNS``), for rows
-    of (measure, result, physical limit, ratio, goal) strings: every column readable at 160
-    columns, and a measure's leading spaces (a sub-row's indent) kept when it wraps."""
-    from rich.table import Table
-
-    class ResultsTable(Table):
-        def add_row(self, *cells: Any, **kw: Any) -> None:
-            super().add_row(*(_keep_indent(c) for c in cells), **kw)
-
-    t = ResultsTable()
-    for header, justify, min_width, wrap in RESULT_COLUMNS:
-        t.add_column(
-            header,
-            justify=justify,  # type: ignore[arg-type]
-            min_width=min_width or None,
-            no_wrap=not wrap,
-            overflow="fold",
-        )
-    return t
-
-
-def _keep_indent(cell: Any) -> Any:
-    """A string cell's leading spaces as no-break spaces, which wrapping does not strip."""
-    if isinstance(cell, str):
-        body = cell.lstrip(" ")
-        return "\u00a0" * (len(cell) - len(body)) + body
-    return cell
 
 
 def main(argv: list[str] | None = None) -> int:

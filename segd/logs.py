@@ -29,13 +29,19 @@ QUIET = (
 )
 
 
+def level_of(level: str | None = None) -> int:
+    """The ``logging`` level ``configure`` filters at: ``level``, else ``$SEGD_LOG_LEVEL``,
+    else info (a name it does not know is info too)."""
+    name = (level or os.environ.get("SEGD_LOG_LEVEL") or "info").lower()
+    return _LEVELS.get(name, logging.INFO)
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     """Configure structlog for this process.
 
-    ``level`` defaults to ``$SEGD_LOG_LEVEL`` or ``info``; ``json`` defaults to "stderr is
-    not a terminal". Logs go to stderr so stdout stays free for command output.
+    ``level``: see ``level_of``; ``json`` defaults to "stderr is not a terminal". Logs go
+    to stderr so stdout stays free for command output.
     """
-    level = (level or os.environ.get("SEGD_LOG_LEVEL") or "info").lower()
     if json is None:
         json = not sys.stderr.isatty()
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -48,7 +54,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(level_of(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -13,28 +13,22 @@ import heapq
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import msgpack
 import msgspec
 
 from actors.compiled.engine import compiled
 from actors.model import Model
 from actors.records import PreviewPart, Row, Transition, UserContext, UserView
+from actors.shard.snapshot import Head, SnapshotMismatch, Writer
+from actors.shard.snapshot import read as read_snapshot
 from actors.shard.timers import Timers
 from actors.user import UserActor, transition_id
-from segd.errors import SegdError
 from segd.rules import WHEN, Context, Names, compile_expr
 
 __all__ = ["ShardCore", "SnapshotMismatch"]
 
-_SNAPSHOT_FORMAT = 1
 # Event bodies as Python values: msgspec decodes a props map in about half msgpack's time.
 _decode = msgspec.msgpack.Decoder().decode
 PREVIEW_SAMPLE = 20  # user ids in a preview's sample
-
-
-class SnapshotMismatch(SegdError):
-    """A shard snapshot cannot be used with this model (other fingerprint or format, or not a
-    snapshot at all): rebuild the shard by replaying the log from the start."""
 
 
 class ShardCore:
@@ -149,47 +143,6 @@ class ShardCore:
         out, self.contexts = self.contexts, {}
         return out
 
-    def _read_snapshot(self, blob: bytes) -> None:
-        """Load ``blob`` into this empty shard one user at a time.
-
-        The users are decoded and loaded one by one from a streaming unpacker, never as one
-        decoded document: a restored shard then holds in its resident set what a live one
-        holds, not also the holes a million freed transient states leave in the allocator's
-        arenas. The header keys (format, fingerprint) are checked before the first user.
-        """
-        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(blob) + 1)
-        unpacker.feed(blob)
-        try:
-            keys = unpacker.read_map_header()
-        except Exception as exc:  # not a map, or no bytes at all
-            raise SnapshotMismatch(f"not a shard snapshot: {exc}") from exc
-        head: dict[str, Any] = {}
-        load, users, checked = self._load, self._users, False
-        for _ in range(keys):
-            key = unpacker.unpack()
-            if key != "users":
-                head[key] = unpacker.unpack()
-                continue
-            self._check_head(head)  # both writers put the users last
-            checked = True
-            for _ in range(unpacker.read_array_header()):
-                user, state = unpacker.unpack()
-                users[user] = load(user, state)
-        if not checked:
-            self._check_head(head)
-        self.applied_seq = head["applied_seq"]
-        self.clock = head["clock"]
-
-    def _check_head(self, head: dict[str, Any]) -> None:
-        """Raise SnapshotMismatch unless ``head`` is this format's and this model's."""
-        if head.get("format") != _SNAPSHOT_FORMAT:
-            raise SnapshotMismatch(f"not a shard snapshot of format {_SNAPSHOT_FORMAT}")
-        if head.get("fingerprint") != self.model.fingerprint:
-            raise SnapshotMismatch(
-                f"snapshot model fingerprint {head.get('fingerprint')!r} differs from the config's "
-                f"{self.model.fingerprint!r} (aggregates or segments changed): rebuild from the log"
-            )
-
     def _compact(self) -> None:
         self._timers.compact((a.deadline, u) for u, a in self._users.items() if a.deadline is not None)
 
@@ -259,18 +212,12 @@ class ShardCore:
     # ------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bytes:
-        """Everything needed to resume: applied_seq, clock, model fingerprint, all users."""
-        blob: bytes = msgpack.packb(
-            {
-                "format": _SNAPSHOT_FORMAT,
-                "fingerprint": self.model.fingerprint,
-                "applied_seq": self.applied_seq,
-                "clock": self.clock,
-                "users": [[u, a.to_state()] for u, a in self._users.items()],
-            },
-            use_bin_type=True,
-        )
-        return blob
+        """Everything needed to resume: applied_seq, clock, model fingerprint, all users
+        (the layout is ``actors.shard.snapshot``'s)."""
+        writer = Writer()
+        entry = writer.user
+        head = Head(fingerprint=self.model.fingerprint, applied_seq=self.applied_seq, clock=self.clock)
+        return writer.join(head, [entry(u, a.to_state()) for u, a in self._users.items()])
 
     @classmethod
     def restore(
@@ -283,10 +230,11 @@ class ShardCore:
         """
         shard = cls(model, notify, reference=reference)
         try:
-            shard._read_snapshot(blob)
+            head = read_snapshot(blob, model.fingerprint, shard._users, shard._load)
         except SnapshotMismatch:
             raise
         except Exception as exc:  # msgpack raises several unrelated types on garbage
             raise SnapshotMismatch(f"corrupt shard snapshot: {exc}") from exc
+        shard.applied_seq, shard.clock = head.applied_seq, head.clock
         shard._compact()
         return shard

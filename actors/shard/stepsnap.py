@@ -11,8 +11,9 @@ clock the shard is about to apply, and takes the users of those rows and those w
 deadline the clock reaches (their timers would fire; a user not yet serialised has not
 changed since ``begin``, so its deadline then is its deadline now).
 
-The bytes are those of ``ShardCore.snapshot`` (the same msgpack map, users in another
-order), so ``ShardCore.restore`` reads them unchanged.
+Both write through ``actors.shard.snapshot.Writer``: the bytes are those of
+``ShardCore.snapshot`` but for the users' order, so ``ShardCore.restore`` reads them the
+same way.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import msgpack
-
 from actors.records import Row, ShardSnapshot
-from actors.shard.core import _SNAPSHOT_FORMAT, ShardCore
+from actors.shard.core import ShardCore
+from actors.shard.snapshot import Head, Writer
 
 #: Seconds of serialising per ``step`` call: a live batch behind it waits at most this long.
 STEP_SECONDS = 0.004
@@ -41,14 +41,14 @@ class StepSnapshot:
         users: dict[str, Any] = core._users
         self.applied_seq = core.applied_seq
         self.clock = core.clock
-        self.fingerprint = core.model.fingerprint
+        self._head = Head(fingerprint=core.model.fingerprint, applied_seq=core.applied_seq, clock=core.clock)
         self.count = len(users)
         self._pending: dict[str, Any] = dict(users)  # not serialised yet, unchanged since begin
         self._order = iter(list(self._pending))  # the order users are serialised in
         deadlines = [(a.deadline, u) for u, a in users.items() if a.deadline is not None]
         heapq.heapify(deadlines)
         self._deadlines = deadlines  # of the pending users, as at begin
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._writer = Writer()
         self._parts: list[bytes] = []
         self.steps = 0  # step calls so far
         self.early = 0  # users serialised by ``before``, ahead of their turn
@@ -99,22 +99,8 @@ class StepSnapshot:
 
     def _take(self, user: str) -> None:
         actor = self._pending.pop(user)
-        self._parts.append(self._packer.pack([user, actor.to_state()]))
+        self._parts.append(self._writer.user(user, actor.to_state()))
 
     def _finish(self) -> ShardSnapshot:
-        pack = self._packer.pack
-        head = [
-            self._packer.pack_map_header(5),
-            pack("format"),
-            pack(_SNAPSHOT_FORMAT),
-            pack("fingerprint"),
-            pack(self.fingerprint),
-            pack("applied_seq"),
-            pack(self.applied_seq),
-            pack("clock"),
-            pack(self.clock),
-            pack("users"),
-            self._packer.pack_array_header(self.count),
-        ]
         assert len(self._parts) == self.count, (len(self._parts), self.count)
-        return ShardSnapshot(applied_seq=self.applied_seq, state=b"".join(head + self._parts))
+        return ShardSnapshot(applied_seq=self.applied_seq, state=self._writer.join(self._head, self._parts))

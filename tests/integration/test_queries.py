@@ -238,6 +238,15 @@ def fans_by_day(c: Client) -> list[dict]:
     return [c.segment("fans", at=T0 + k * DAY) for k in range(20)]
 
 
+def stopped_after_fans_by_day(daemon_factory) -> tuple[DaemonThread, list[dict]]:
+    """A ``start_loaded`` daemon, stopped once ``fans_by_day`` is read from it; both."""
+    d = start_loaded(daemon_factory)
+    with Client(d.socket) as c:
+        before = fans_by_day(c)
+    d.stop()
+    return d, before
+
+
 def fans_by_day_after_a_restart(stopped: DaemonThread) -> list[dict]:
     """``fans_by_day`` from a new daemon on the stopped one's config and data."""
     d = DaemonThread(stopped.config).start()
@@ -249,10 +258,7 @@ def fans_by_day_after_a_restart(stopped: DaemonThread) -> list[dict]:
 
 
 def test_a_restart_answers_past_membership_the_same(daemon_factory, tmp_path):
-    d = start_loaded(daemon_factory)
-    with Client(d.socket) as c:
-        before = fans_by_day(c)
-    d.stop()
+    d, before = stopped_after_fans_by_day(daemon_factory)
     assert fans_by_day_after_a_restart(d) == before
 
 
@@ -267,10 +273,7 @@ def test_forget_removes_the_user_from_past_membership_and_sizes(daemon_factory):
 
 
 def test_a_deleted_segments_file_is_rebuilt_with_its_index_at_the_next_start(daemon_factory):
-    d = start_loaded(daemon_factory)
-    with Client(d.socket) as c:
-        before = fans_by_day(c)
-    d.stop()
+    d, before = stopped_after_fans_by_day(daemon_factory)
     for suffix in ("", "-wal", "-shm"):
         (d.config.daemon.data_dir / f"segments.db{suffix}").unlink(missing_ok=True)
     assert fans_by_day_after_a_restart(d) == before

@@ -58,19 +58,21 @@ async def test_a_probe_whose_target_is_down_keeps_the_last_value():
     assert probe.value == 3
 
 
-def test_a_shard_with_a_call_waiting_past_the_threshold_is_stalled():
+def _waiting(past: float) -> ShardWatch:
+    """A one-shard watch whose call was sent ``past`` seconds beyond STALLED_AFTER ago."""
     watch = ShardWatch(1)
     watch.sent(0)
-    watch._outstanding[0] = {k: t - STALLED_AFTER - 1 for k, t in watch._outstanding[0].items()}
-    assert watch.health(0).state == "stalled"
+    watch._outstanding[0] = {k: t - STALLED_AFTER - past for k, t in watch._outstanding[0].items()}
+    return watch
+
+
+def test_a_shard_with_a_call_waiting_past_the_threshold_is_stalled():
+    assert _waiting(1).health(0).state == "stalled"
 
 
 def test_a_stalled_shard_reports_a_wait_past_the_threshold():
     # just past it: rounding to the millisecond must not report the threshold itself
-    watch = ShardWatch(1)
-    watch.sent(0)
-    watch._outstanding[0] = {k: t - STALLED_AFTER - 0.0002 for k, t in watch._outstanding[0].items()}
-    health = watch.health(0)
+    health = _waiting(0.0002).health(0)
     assert health.state == "stalled"
     assert health.waiting_s > STALLED_AFTER
 

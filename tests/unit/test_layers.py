@@ -34,6 +34,7 @@ CORES = [
     "actors.user",
     "actors.compiled.engine",
     "actors.shard.core",
+    "actors.shard.snapshot",
     "actors.dispatch.core",
     "actors.dispatch.throttle",
     "actors.dispatch.report",
