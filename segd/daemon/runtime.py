@@ -389,6 +389,15 @@ class Runtime:
         ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
         self.dispatcher.start.remote()
 
+    async def skip_contexts(self, i: int, decided: frozenset[str]) -> bool:
+        """Shard ``i`` (fresh: ``segd replay``) builds contexts only for the campaigns'
+        triggers not ``decided``; with no dispatcher none at all. False if it had applied rows."""
+        if self.dispatcher is None:
+            await _get(self.shards[i].set_notify.remote(frozenset()))
+            return True
+        done: bool = await _get(self.shards[i].skip_contexts.remote(decided, self.policy.triggers))
+        return done
+
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         """Apply new ``[campaigns]``, ``[channels]`` and ``[throttle]`` (SIGHUP)."""
         self.config = config
