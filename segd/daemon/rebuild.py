@@ -28,7 +28,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,11 +273,20 @@ class Rebuild:
         self.advanced = max(self.advanced, clock)
         await self.recorder.later(effects, clock, [], self.until, None)
 
-    async def snapshot_all(self) -> None:
-        """Store every shard's state (a shard that is restarting is skipped and logged: the
-        next ``segd run`` rebuilds it from the log)."""
+    async def snapshot_all(self, recorded: Awaitable[None]) -> None:
+        """Store every shard's state once ``recorded`` (the segment managers' store made
+        durable) is done, so no stored snapshot covers an unrecorded transition; the shards
+        serialise their state meanwhile, in parallel with the managers' end of rebuild (a
+        shard that is restarting is skipped and logged: the next ``segd run`` rebuilds it
+        from the log)."""
         self.stores.close()
-        snaps = await asyncio.gather(*(self.runtime.snapshot(i, self.applied[i]) for i in range(self.n)))
+        taking = asyncio.gather(*(self.runtime.snapshot(i, self.applied[i]) for i in range(self.n)))
+        try:
+            await recorded
+        except BaseException:
+            taking.cancel()
+            raise
+        snaps = await taking
         for i, snap in enumerate(snaps):
             if snap is None:
                 log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")
