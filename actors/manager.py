@@ -45,7 +45,10 @@ class SegmentManager:
         old = self.store.versions()
         now = {name: fp for name, (_, fp) in segments.items()}
         stale = sorted(s for s in set(old) | set(now) if rebuild or old.get(s) != now.get(s))
-        if stale:
+        if rebuild:  # every segment, from empty, through the bulk write path
+            self.store.rebuild(now)
+            log.info("segments_reset", segments=stale, reason="rebuild")
+        elif stale:
             self.store.reset(stale, now)
             log.info("segments_reset", segments=stale, reason="new, changed or removed definitions")
         self.rebuilt = stale

@@ -231,3 +231,19 @@ class OutboxStore:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def decided_messages(data_dir: Path) -> list[tuple[str, str, str, str]]:
+    """``(transition, segment, user, campaign)`` of every message recorded in
+    ``data_dir``'s outbox (none without one), read on a read-only connection of its own:
+    ``segd replay`` reads them before its dispatcher starts."""
+    path = Path(data_dir) / schema.OUTBOX_FILE
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT transition, segment, user, campaign FROM messages").fetchall()
+    except sqlite3.Error:  # a file without the table yet: nothing decided
+        return []
+    finally:
+        conn.close()

@@ -201,6 +201,36 @@ def create_segments(db: sqlite_utils.Database) -> None:
         _create_stays(db)
     if "segment_versions" not in tables:
         db.table("segment_versions").create({"segment": str, "fingerprint": str}, pk="segment")
+    # A rebuild killed before its end (store.segbuild) left its staging table, and its
+    # tables without their indexes (and no versions: every segment is reset at this open).
+    db.execute(f"DROP TABLE IF EXISTS {STAGED_TRANSITIONS}")
+    index_segments(db)
+
+
+#: ``segd replay``'s staging table of new transitions (store.segbuild), gone after its end.
+STAGED_TRANSITIONS = "rebuild_transitions"
+
+
+def recreate_segments(db: sqlite_utils.Database) -> None:
+    """Drop every segment's rows (tables and indexes) and create the tables empty, without
+    their secondary indexes (``index_segments`` builds them once, over all the rows), plus
+    the staging table of a rebuild. Inside the caller's transaction."""
+    for table in ("transitions", "members", "stays", STAGED_TRANSITIONS):
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+    db.execute("DELETE FROM segment_versions")
+    _create_transitions(db)
+    _create_members(db, "members")
+    _create_stays(db, indexed=False)
+    db.execute(
+        f"CREATE TABLE {STAGED_TRANSITIONS} (id TEXT NOT NULL, segment TEXT NOT NULL, user TEXT NOT NULL, "
+        "kind TEXT NOT NULL, at FLOAT NOT NULL, seq INTEGER NOT NULL)"
+    )
+
+
+def index_segments(db: sqlite_utils.Database) -> None:
+    """The secondary indexes of the segment tables, where they are missing."""
+    _index_transitions(db)
+    _index_stays(db)
 
 
 def _create_transitions(db: sqlite_utils.Database, name: str = "transitions") -> None:
@@ -212,8 +242,12 @@ def _create_transitions(db: sqlite_utils.Database, name: str = "transitions") ->
 
 def _index_transitions(db: sqlite_utils.Database) -> None:
     # History order of one segment; also the size-at-T seek and the forget/out-of-order fix-ups.
-    db.execute("CREATE INDEX transitions_segment_at ON transitions (segment, at, seq, user, id)")
-    db.execute("CREATE INDEX transitions_user ON transitions (user)")  # a user's history; forget
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS transitions_segment_at ON transitions (segment, at, seq, user, id)"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS transitions_user ON transitions (user)"
+    )  # a user's history; forget
 
 
 def _create_members(db: sqlite_utils.Database, name: str) -> None:
@@ -224,14 +258,19 @@ def _create_members(db: sqlite_utils.Database, name: str) -> None:
     )
 
 
-def _create_stays(db: sqlite_utils.Database) -> None:
+def _create_stays(db: sqlite_utils.Database, indexed: bool = True) -> None:
     # Keyed by (segment, user, at): the walk in user order reads the table itself.
     db.execute(
         "CREATE TABLE stays (segment TEXT NOT NULL, user TEXT NOT NULL, at FLOAT NOT NULL, "
         "until FLOAT NOT NULL, span INTEGER NOT NULL, PRIMARY KEY (segment, user, at)) WITHOUT ROWID"
     )
+    if indexed:
+        _index_stays(db)
+
+
+def _index_stays(db: sqlite_utils.Database) -> None:
     # members at T by stabbing: a stay of span s that contains T began within 2**s before T
-    db.execute("CREATE INDEX stays_stab ON stays (segment, span, at, until)")
+    db.execute("CREATE INDEX IF NOT EXISTS stays_stab ON stays (segment, span, at, until)")
 
 
 def stay_span(duration: float) -> int:

@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from actors.records import SegmentPage, Transition
+from segd.errors import StoreError
 from store import schema
+from store.segbuild import SegmentBuild
 
 _COLUMNS = "id, segment, user, kind, at, seq"
 _ORDER = "at, seq, user, id"
@@ -85,6 +87,10 @@ class SegmentStore:
         # at 4 * 10^5 transitions).
         self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
+        self._build: SegmentBuild | None = None  # a rebuild from empty (``rebuild``) until its end
+        self._count()
+
+    def _count(self) -> None:
         # Per segment: stays and current members (the walk's cost), spans in use (the stab's).
         self._stays: dict[str, int] = {}
         self._spans: dict[str, set[int]] = {}
@@ -95,11 +101,22 @@ class SegmentStore:
             self._spans.setdefault(segment, set()).add(span)
         self._open = self.sizes()
 
+    def rebuild(self, versions: dict[str, str]) -> None:
+        """Drop every segment's rows and fill the store again through the bulk write path
+        (``store.segbuild``, ``segd replay``): ``apply`` behaves the same, the tables and
+        ``versions`` are written by ``checkpoint``; queries see an empty store until then."""
+        build = SegmentBuild(self.db, self.owner, versions)
+        build.begin()
+        self._build = build
+        self._count()
+
     # ------------------------------------------------------------------ writes
 
     def apply(self, transitions: Iterable[Transition]) -> list[Transition]:
         """Record transitions in one transaction; return those not seen before, in input
         order (only they change membership). Raises StoreError if the commit fails."""
+        if self._build is not None:
+            return self._build.apply(transitions)
         batch = list(transitions)
         if not batch:
             return []
@@ -211,13 +228,20 @@ class SegmentStore:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file and sync it: with ``synchronous="normal"``
-        (a rebuild) what is committed is durable once this returns."""
+        (a rebuild) what is committed is durable once this returns. A rebuild's tables
+        are written first (``SegmentBuild.finish``)."""
+        if self._build is not None:
+            self._build.finish()
+            self._build = None
+            self._count()
         schema.checkpoint(self.conn)
 
     def forget(self, user: str) -> list[str]:
         """Erase ``user``'s membership and history, and their part of every size recorded
         during their stays; returns the segments it was a member of. Costs one row update
         per transition of the segment during the user's stays."""
+        if self._build is not None:
+            raise StoreError(f"forget refused: {self.path} is being rebuilt (segd replay)")
         with schema.transaction(self.conn, "segment store forget", self.owner) as conn:
             left = [r[0] for r in conn.execute("SELECT segment FROM members WHERE user = ?", (user,))]
             rows = conn.execute(

@@ -29,6 +29,7 @@ from actors.records import (
     encode,
 )
 from actors.shard.core import ShardCore
+from actors.shard.skipping import SkippingCore
 from actors.shard.stepsnap import StepSnapshot
 
 _ROWS = decoder(list[Row])
@@ -75,6 +76,16 @@ class UserShard:
             transitions=transitions,
             contexts=self.core.take_contexts(),
         )
+
+    def skip_contexts(self, decided: frozenset[str], triggers: frozenset[tuple[str, str]]) -> bool:
+        """Build campaign contexts only for transitions of ``triggers`` ((segment, kind) pairs
+        some campaign fires on) that are not ``decided`` (ids whose messages the outbox
+        holds): ``actors.shard.skipping``. Only for a shard that has applied nothing (``segd
+        replay``, before its first rows); False, and nothing changed, otherwise."""
+        if self.core.applied_seq != 0 or self.core.users:
+            return False
+        self.core = SkippingCore(self.model, self.notify, frozenset(decided), frozenset(triggers))
+        return True
 
     def set_notify(self, notify: frozenset[str]) -> None:
         """The segments whose transitions carry the user's context (config reload)."""

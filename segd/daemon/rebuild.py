@@ -28,7 +28,7 @@ import asyncio
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +36,14 @@ import structlog
 
 from actors.placement import shard_of
 from actors.records import GoalEvent, ShardReply, encode
+from segd.config import CampaignConfig
 from segd.daemon.batches import Effects
 from segd.daemon.recorder import Recorder
 from segd.daemon.recovery import Recovery
 from segd.daemon.runtime import Runtime
 from segd.daemon.stores import Stores
 from store.eventlog import EventLog
+from store.outbox import decided_messages
 from store.snapshots import Snapshot, SnapshotStore
 
 log = structlog.get_logger("segd.daemon.replay")
@@ -86,6 +88,32 @@ def split(rows: list[tuple[Any, ...]], shards: int, goal_events: frozenset[str])
         len(rows),
         goals,
     )
+
+
+def decided_by_shard(
+    messages: Iterable[tuple[str, str, str, str]], campaigns: Sequence[CampaignConfig], shards: int
+) -> list[frozenset[str]]:
+    """Per shard, the ids of the transitions whose messages are all in the outbox already:
+    ``messages`` holds one ``(transition, segment, user, campaign)`` for every campaign that
+    fires on the transition's (segment, kind). The dispatcher drops such a trigger as a
+    duplicate before any decision, so its context is never read (``actors.shard.skipping``).
+    A campaign's activation is not checked: a transition it would skip still needs every
+    campaign of its (segment, kind) recorded, so no context that a decision reads is left out."""
+    on = {c.name: (c.segment, c.on) for c in campaigns}
+    firing: dict[tuple[str, str], set[str]] = {}
+    for c in campaigns:
+        firing.setdefault((c.segment, c.on), set()).add(c.name)
+    found: dict[str, tuple[str, set[str], tuple[str, str]]] = {}  # transition -> (user, campaigns, trigger)
+    for transition, segment, user, campaign in messages:
+        key = on.get(campaign)
+        if key is None or key[0] != segment:  # a campaign no longer configured (or moved)
+            continue
+        found.setdefault(transition, (user, set(), key))[1].add(campaign)
+    out: list[set[str]] = [set() for _ in range(shards)]
+    for transition, (user, names, key) in found.items():
+        if names >= firing[key]:
+            out[shard_of(user, shards)].add(transition)
+    return [frozenset(x) for x in out]
 
 
 class _Reader:
@@ -159,6 +187,10 @@ class Rebuild:
         self.advanced = float("-inf")  # the largest clock the shards were advanced to
         goals = runtime.policy.goal_events
         n = self.n
+        # Read before the dispatcher writes: which transitions' messages are all recorded.
+        self.decided = decided_by_shard(
+            decided_messages(runtime.config.daemon.data_dir), runtime.config.campaigns, n
+        )
         scan = eventlog.scan_tuples(until=until, batch=CHUNK)
         self.reader = _Reader(split(rows, n, goals) for rows in scan)  # reads while workers start
 
@@ -168,6 +200,9 @@ class Rebuild:
         loop = asyncio.get_running_loop()
         sent: deque[_Sent] = deque()
         done, total = 0, self.until
+        # Before the first rows (one submitter: Ray runs these calls first): no contexts for
+        # decided transitions, none at all without a dispatcher.
+        await asyncio.gather(*(self.runtime.skip_contexts(i, self.decided[i]) for i in range(self.n)))
         try:
             while chunk := await self.reader.next():
                 calls = []
@@ -238,11 +273,20 @@ class Rebuild:
         self.advanced = max(self.advanced, clock)
         await self.recorder.later(effects, clock, [], self.until, None)
 
-    async def snapshot_all(self) -> None:
-        """Store every shard's state (a shard that is restarting is skipped and logged: the
-        next ``segd run`` rebuilds it from the log)."""
+    async def snapshot_all(self, recorded: Awaitable[None]) -> None:
+        """Store every shard's state once ``recorded`` (the segment managers' store made
+        durable) is done, so no stored snapshot covers an unrecorded transition; the shards
+        serialise their state meanwhile, in parallel with the managers' end of rebuild (a
+        shard that is restarting is skipped and logged: the next ``segd run`` rebuilds it
+        from the log)."""
         self.stores.close()
-        snaps = await asyncio.gather(*(self.runtime.snapshot(i, self.applied[i]) for i in range(self.n)))
+        taking = asyncio.gather(*(self.runtime.snapshot(i, self.applied[i]) for i in range(self.n)))
+        try:
+            await recorded
+        except BaseException:
+            taking.cancel()
+            raise
+        snaps = await taking
         for i, snap in enumerate(snaps):
             if snap is None:
                 log.warning("snapshot_skipped", shard=i, reason="shard restarting or restarted")

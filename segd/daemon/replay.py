@@ -10,8 +10,9 @@ model), ``ray`` (start or join Ray), ``actors`` (the shard workers up: each proc
 segd and compiles the model; the log's first chunks are read meanwhile, and the segment
 manager and the dispatcher go on starting during the route), ``route`` (the log read in
 chunks of ``rebuild.CHUNK`` rows, folded by every shard in parallel, transitions recorded,
-timers fired: ``segd.daemon.rebuild``), ``snapshot`` (the managers' store made durable, every
-shard's state stored) and ``shutdown``. Nothing is fsynced per event group: the log is only
+timers fired: ``segd.daemon.rebuild``), ``snapshot`` (the managers write the rebuilt tables
+and make them durable while every shard serialises its state; the snapshots are stored
+after) and ``shutdown``. Nothing is fsynced per event group: the log is only
 read, the managers commit a rebuild with ``synchronous=normal`` and checkpoint once at the
 end, snapshots use ``synchronous=NORMAL``.
 """
@@ -92,8 +93,9 @@ async def _replay(
             replayed = await rebuild.fold(progress, final_clock)
             log.info("recovery_done", replayed=replayed, routed_seq=upto)
             phases.mark("route")
-            await rt.checkpoint_managers()  # before the snapshots that say it is all recorded
-            await rebuild.snapshot_all()
+            # The managers' store durable before the snapshots that say it is all recorded
+            # are stored; the shards serialise theirs meanwhile.
+            await rebuild.snapshot_all(rt.checkpoint_managers())
             await rt.close_dispatcher()
             sizes = await rt.sizes()
             phases.mark("snapshot")

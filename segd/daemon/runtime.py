@@ -10,7 +10,8 @@ no caller needs to know Ray's exceptions. Actor options:
   ``max_restarts=-1`` (Ray restarts a dead shard; the router then restores it). Placed
   round-robin over the alive nodes with soft affinity (Ray's SPREAD is best-effort and
   may stack them): even when it can be, elsewhere when a node is gone. They need no disk.
-- ``SegmentManager`` x ``MANAGERS``: pinned to the daemon's node, where ``data_dir`` is.
+- ``SegmentManager`` x ``MANAGERS``: pinned to the daemon's node, where ``data_dir`` is; in a
+  rebuild (``segd replay``) they run in the replay's own process (``segd.daemon.inprocess``).
 - ``Dispatcher`` x 1: an async actor pinned to the daemon's node (it owns ``outbox.db``),
   one submitter (the router), so its triggers arrive in order.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
 import uuid
@@ -52,6 +54,7 @@ from actors.shard.shell import UserShard
 from segd import logs
 from segd.config import Config
 from segd.daemon.health import ShardWatch
+from segd.daemon.inprocess import InProcess
 from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
@@ -215,12 +218,17 @@ class Runtime:
         self.watch = ShardWatch(self.n)  # the shards' health as seen from the daemon's calls
         here = ray.get_runtime_context().get_node_id()
         pinned = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+        hosted = [{s: v for s, v in fingerprints.items() if manager_of(s) == i} for i in range(MANAGERS)]
+        data_dir = config.daemon.data_dir
+        # A rebuild (``segd replay``) runs its managers in this process (segd.daemon.inprocess):
+        # no worker process to start on the cores the shards need.
         self.managers: list[Any] = [
-            _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
-                config.daemon.data_dir,
-                {s: v for s, v in fingerprints.items() if manager_of(s) == i},
-                rebuild,
-                owner,
+            InProcess(
+                functools.partial(SegmentManager, data_dir, hosted[i], True, owner), f"segd-manager-{i}"
+            )
+            if rebuild
+            else _RemoteManager.options(scheduling_strategy=pinned, **MANAGER_OPTIONS).remote(
+                data_dir, hosted[i], rebuild, owner
             )
             for i in range(MANAGERS)
         ]
@@ -389,6 +397,15 @@ class Runtime:
         ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
         self.dispatcher.start.remote()
 
+    async def skip_contexts(self, i: int, decided: frozenset[str]) -> bool:
+        """Shard ``i`` (fresh: ``segd replay``) builds contexts only for the campaigns'
+        triggers not ``decided``; with no dispatcher none at all. False if it had applied rows."""
+        if self.dispatcher is None:
+            await _get(self.shards[i].set_notify.remote(frozenset()))
+            return True
+        done: bool = await _get(self.shards[i].skip_contexts.remote(decided, self.policy.triggers))
+        return done
+
     async def reload_campaigns(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
         """Apply new ``[campaigns]``, ``[channels]`` and ``[throttle]`` (SIGHUP)."""
         self.config = config
@@ -434,4 +451,7 @@ class Runtime:
         """Kill every actor of this runtime (Ray itself stays up)."""
         extra = [self.dispatcher] if self.dispatcher is not None else []
         for actor in [*self.shards, *self.managers, *extra]:
-            ray.kill(actor, no_restart=True)
+            if isinstance(actor, InProcess):
+                actor.close()
+            else:
+                ray.kill(actor, no_restart=True)
