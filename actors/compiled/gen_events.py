@@ -67,8 +67,8 @@ class EventsGen(TimeGen):
             if folded:
                 o(f"elif {' or '.join(flag for _, flag in folded)}:")
                 with o.block():
-                    o("ev = 0")
-                    self.gen_reschedule("clock", folded, full=False)
+                    # nothing evaluated: no time rule's next change moves
+                    self.gen_reschedule("clock", folded, full=False, evaluated=False)
         o("")
         if own:
             self.gen_evaluate(f"_evaluate{fn}", mask)
@@ -131,7 +131,9 @@ class EventsGen(TimeGen):
                 self.emit_step(i, 0, "ts > clock")
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
-                o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
+                # exact size (windows.tw_fold); _one is the module's one-entry scratch array
+                o("_one[0] = ts")
+                o(f"{st} = s + _one")
                 self.emit_step(i, "len(s)", "ts > clock")
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
@@ -215,14 +217,23 @@ class EventsGen(TimeGen):
         with o.block():
             o("if k_ in q_:")
             with o.block():
-                # the key moves to ts: the count stays the same
+                # the key moves to ts: the count stays the same. In place, at the same size
+                # (a del then an append within an array's allocation reallocate nothing):
+                # the window's array is this user's own.
                 o("i_ = q_.index(k_)")
-                o(f"{st} = s[:i_] + s[i_ + 1 :] + _array('d', (ts,))")
-                o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+                o("if i_ == len(q_) - 1:")
+                with o.block():
+                    o("s[-1] = ts")
+                o("else:")
+                with o.block():
+                    o("del s[i_]")
+                    o("s.append(ts)")
+                    o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
             o("else:")
             with o.block():
                 self.emit_step(i, "len(q_)")
-                o(f"{st} = s + _array('d', (ts,))")
+                o("_one[0] = ts")
+                o(f"{st} = s + _one")
                 o(f"{keys} = q_ + (k_,)")
         o("else:")
         with o.block():
@@ -262,6 +273,58 @@ class EventsGen(TimeGen):
                 else:
                     _bad_type(type)
                 return out
+        """)
+        self.out("")
+
+    def gen_fold_rows(self) -> None:
+        """``fold_rows``: ``ShardCore.apply_batch``'s loop over log rows with ``apply`` inlined
+        (the same steps in the same order: decode, fire what is due, fold), calling the event
+        functions directly; and ``fire_due``, ``advance`` into a shared ``out``."""
+        self.out.code("""
+            def fold_rows(rows, users, push, unpack, contexts, note, out, applied, top):
+                for row in rows:
+                    seq = row.seq
+                    rclock = row.clock
+                    body = row.body
+                    u = users.get(row.user)
+                    if u is None:
+                        u = users[row.user] = new(row.user)
+                    before = u.deadline
+                    data = unpack(body) if body else None
+                    context = unpack(row.context) if contexts and row.context else None
+                    if note is not None:
+                        n0 = len(out)
+                    clock = float(rclock)
+                    if before is not None and before <= clock:
+                        while u.deadline is not None and u.deadline <= clock:
+                            _fire(u, u.deadline, out)
+                    if clock < u.now:
+                        clock = u.now
+                    rtype = row.type
+                    if rtype == 'track':
+                        event = row.event
+                        ts = row.ts
+                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                            _EMPTY if data is None else data, _EMPTY if context is None else context, out)
+                    elif rtype == 'identify':
+                        _identify(u, seq, clock, data, out)
+                    else:
+                        _bad_type(rtype)
+                    if note is not None and len(out) > n0:
+                        note(u, out[n0:], rclock)
+                    after = u.deadline
+                    if after is not None and after != before:
+                        push(after, u.user)
+                    if seq > applied:
+                        applied = seq
+                    if rclock > top:
+                        top = rclock
+                return applied, top
+
+            def fire_due(u, clock, out):
+                while u.deadline is not None and u.deadline <= clock:
+                    _fire(u, u.deadline, out)
+                return u.deadline
         """)
         self.out("")
 
