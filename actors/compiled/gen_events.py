@@ -96,10 +96,41 @@ class EventsGen(TimeGen):
                 o(f"d |= {step.keep}")
         elif a.seg_mask:
             o(f"d |= {a.seg_mask}")
-        if a.timed:
+        if a.timed and (deferred or not self.folds_flag(a)):
             o(f"f{i} = True")
         if cfg.where is not None:
             o.depth -= 1
+
+    def folds_flag(self, a: AggDef) -> bool:
+        """Does ``gen_fold`` set ``a``'s flag ``f{i}`` itself (the window's next change to be
+        recomputed), leaving it unset where the fold cannot move the user's deadline?"""
+        return a.timed and a.kind.windowed and (a.kind.kind in TIME_KINDS or a.kind.kind == "distinct")
+
+    def emit_moved(self, a: AggDef, n: str | None, *force: str) -> None:
+        """``f{i} = True`` unless the fold appended an entry that leaves the window's next
+        change where it was or later: the user's deadline, never later than that next
+        change, then stays the minimum, so recomputing it changes nothing. That holds for a
+        started entry appended last (``ts <= clock``, no ``force`` condition): the oldest
+        entry is the same, and a count read through marks steps from ``n`` to ``n + 1``
+        (``n`` None: an entry replaced, the count the same) without crossing one (the m-th
+        oldest entry then becomes the (m+1)-th; see ``windows.count_deadline``)."""
+        if not a.timed:
+            return
+        o, i = self.out, a.index
+        tests = list(force)
+        cross = self.deadline_crossings.get(i)
+        if n is not None and cross:
+            tests.append(f"{n} in {self.e.const(cross)}")
+        if not tests:
+            return
+        o(f"if {' or '.join(tests)}:")
+        with o.block():
+            o(f"f{i} = True")
+
+    def flag(self, a: AggDef) -> None:
+        """``f{i} = True``: the fold may move the window's next change anywhere."""
+        if a.timed:
+            self.out(f"f{a.index} = True")
 
     def gen_fold(self, a: AggDef, value: str) -> None:
         """Fold the accepted event (``value`` its ``of``, or None) into ``a``'s state slot."""
@@ -129,16 +160,19 @@ class EventsGen(TimeGen):
             with o.block():
                 o(f"{st} = ts if ts + {w} > clock else None")
                 self.emit_step(i, 0, "ts > clock")
+                self.flag(a)
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
                 # exact size (windows.tw_fold); _one is the module's one-entry scratch array
                 o("_one[0] = ts")
                 o(f"{st} = s + _one")
                 self.emit_step(i, "len(s)", "ts > clock")
+                self.emit_moved(a, "len(s)", "ts > clock")
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
                 o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
                 self.emit_step(i, 1, "ts > clock", "s > clock")
+                self.flag(a)
             o("else:")
             with o.block():
                 # tw_fold prunes, then inserts: an array's entries are all live after it
@@ -154,6 +188,7 @@ class EventsGen(TimeGen):
                     )
                 else:
                     o(f"{st} = _tw_fold(s, ts, {w}, clock)")
+                self.flag(a)
             return
         if kind == "distinct":
             keys = keys_slot(st)
@@ -163,9 +198,10 @@ class EventsGen(TimeGen):
                 with o.block():
                     o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
                 self.emit_step(i, None)
+                self.flag(a)
             o("else:")
             with o.block():
-                self.emit_distinct_fold(i, st, keys, value, w)
+                self.emit_distinct_fold(a, st, keys, value, w)
             return
         accept = f"_is_number({value})" if kind in ("sum", "avg", "min", "max") else f"{value} is not None"
         o.code(f"""
@@ -202,11 +238,11 @@ class EventsGen(TimeGen):
         else:
             o(f"d |= {step.skip}")
 
-    def emit_distinct_fold(self, i: int, st: str, keys: str, value: str, w: str) -> None:
+    def emit_distinct_fold(self, a: AggDef, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
         inline (a small window whose keys are each there once, nothing expiring, the new
         entry last: it replaces its key's one occurrence), ``_dw_fold`` otherwise."""
-        o = self.out
+        o, i = self.out, a.index
         o(f"k_ = _intern({value}) if type({value}) is str and len({value}) <= _SKM else _dkey({value})")
         o(f"s = {st}")
         o(f"q_ = {keys}")
@@ -229,9 +265,11 @@ class EventsGen(TimeGen):
                     o("del s[i_]")
                     o("s.append(ts)")
                     o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+                self.emit_moved(a, None)
             o("else:")
             with o.block():
                 self.emit_step(i, "len(q_)")
+                self.emit_moved(a, "len(q_)")
                 o("_one[0] = ts")
                 o(f"{st} = s + _one")
                 o(f"{keys} = q_ + (k_,)")
@@ -239,6 +277,7 @@ class EventsGen(TimeGen):
         with o.block():
             o(f"{st}, {keys} = _dw_fold(s, q_, ts, k_, {w}, clock)")
             self.emit_step(i, None)
+            self.flag(a)
 
     def gen_identify(self) -> None:
         """``_identify(u, seq, clock, data, out)``: merge traits, evaluate their readers."""
