@@ -67,6 +67,7 @@ class _Gen(EventsGen):
         o("_EVENTS = {" + ", ".join(f"{k}: {fn}" for fn, k in names.items()) + "}")
         o("")
         self.gen_apply()
+        self.gen_fold_rows()
         self.gen_new()
         self.gen_values()
         return o.text()

@@ -170,6 +170,9 @@ class Engine:
         self.user_class: type[CompiledUser] = cls
         g.names["_User"] = cls
         self._new = g["new"]
+        #: ``ShardCore``'s loop over rows and its timers' fire (``gen_events.gen_fold_rows``)
+        self.fold_rows = g["fold_rows"]
+        self.fire_due = g["fire_due"]
         self._kinds = [(a, a.kind.kind, a.kind.windowed) for a in m.aggs]
 
     # ------------------------------------------------------------------ the run-time
@@ -201,8 +204,14 @@ class Engine:
         return {
             "_U": _Unset(),
             "_array": array,
+            # scratch for exact-size appends (``s + _one``): set and read in two adjacent
+            # statements of one generated function, which a shard runs on one thread
+            "_one": array("d", (0.0,)),
             "_BIG": BIG,
             "_INF": _INF,
+            "_NINF": -_INF,
+            "_ulp": math.ulp,
+            "_nextafter": math.nextafter,
             "_EMPTY": _EMPTY,
             "_T": Transition,
             "_b2b12": blake2b(digest_size=12),  # copied per transition id

@@ -234,7 +234,9 @@ class Emitter:
         x = self.expr(args[0], s)
         if name == "exists":
             return f"({x} is not None)"
-        return f"_since({s.now}, {x}, {self.const(_SECONDS[name])})"
+        # a float inline (float arithmetic cannot overflow into an error), else the helper
+        t, unit = self.temp(), self.const(_SECONDS[name])
+        return f"(({s.now} - {t}) / {unit} if type({t} := {x}) is float else _since({s.now}, {t}, {unit}))"
 
     def binary(self, op: str, left: Node, right: Node, s: Scope) -> str:
         if op in ("and", "or"):

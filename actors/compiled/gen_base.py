@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.compiled.expr import Emitter, Scope
-from actors.compiled.steps import Step, step_plan
+from actors.compiled.steps import Step, crossings, step_plan
 from actors.compiled.timing import count_marks
 from actors.model import AggDef, Model
 
@@ -78,6 +78,9 @@ class GenBase:
         # aggregate index -> its Step (actors.compiled.steps), for counts whose folds may
         # skip the readers a step of one leaves unchanged
         self.steps: dict[int, Step] = {}
+        # aggregate index -> the counts whose step of one crosses one of its marks (its next
+        # change may come earlier), for the windows with marks
+        self.deadline_crossings: dict[int, frozenset[int]] = {}
         for a in model.aggs:
             step = step_plan(model, a)
             if step is not None:
@@ -90,6 +93,7 @@ class GenBase:
                     marks = count_marks(model, a)
                     if marks is not None:
                         self.marks[a.index] = self.e.const(marks)
+                        self.deadline_crossings[a.index] = crossings(marks)
 
     # ------------------------------------------------------------------ values
 

@@ -67,8 +67,8 @@ class EventsGen(TimeGen):
             if folded:
                 o(f"elif {' or '.join(flag for _, flag in folded)}:")
                 with o.block():
-                    o("ev = 0")
-                    self.gen_reschedule("clock", folded, full=False)
+                    # nothing evaluated: no time rule's next change moves
+                    self.gen_reschedule("clock", folded, full=False, evaluated=False)
         o("")
         if own:
             self.gen_evaluate(f"_evaluate{fn}", mask)
@@ -96,10 +96,41 @@ class EventsGen(TimeGen):
                 o(f"d |= {step.keep}")
         elif a.seg_mask:
             o(f"d |= {a.seg_mask}")
-        if a.timed:
+        if a.timed and (deferred or not self.folds_flag(a)):
             o(f"f{i} = True")
         if cfg.where is not None:
             o.depth -= 1
+
+    def folds_flag(self, a: AggDef) -> bool:
+        """Does ``gen_fold`` set ``a``'s flag ``f{i}`` itself (the window's next change to be
+        recomputed), leaving it unset where the fold cannot move the user's deadline?"""
+        return a.timed and a.kind.windowed and (a.kind.kind in TIME_KINDS or a.kind.kind == "distinct")
+
+    def emit_moved(self, a: AggDef, n: str | None, *force: str) -> None:
+        """``f{i} = True`` unless the fold appended an entry that leaves the window's next
+        change where it was or later: the user's deadline, never later than that next
+        change, then stays the minimum, so recomputing it changes nothing. That holds for a
+        started entry appended last (``ts <= clock``, no ``force`` condition): the oldest
+        entry is the same, and a count read through marks steps from ``n`` to ``n + 1``
+        (``n`` None: an entry replaced, the count the same) without crossing one (the m-th
+        oldest entry then becomes the (m+1)-th; see ``windows.count_deadline``)."""
+        if not a.timed:
+            return
+        o, i = self.out, a.index
+        tests = list(force)
+        cross = self.deadline_crossings.get(i)
+        if n is not None and cross:
+            tests.append(f"{n} in {self.e.const(cross)}")
+        if not tests:
+            return
+        o(f"if {' or '.join(tests)}:")
+        with o.block():
+            o(f"f{i} = True")
+
+    def flag(self, a: AggDef) -> None:
+        """``f{i} = True``: the fold may move the window's next change anywhere."""
+        if a.timed:
+            self.out(f"f{a.index} = True")
 
     def gen_fold(self, a: AggDef, value: str) -> None:
         """Fold the accepted event (``value`` its ``of``, or None) into ``a``'s state slot."""
@@ -129,14 +160,19 @@ class EventsGen(TimeGen):
             with o.block():
                 o(f"{st} = ts if ts + {w} > clock else None")
                 self.emit_step(i, 0, "ts > clock")
+                self.flag(a)
             o(f"elif type(s) is _array and ts >= s[-1] and s[0] + {w} > clock and len(s) < _BIG:")
             with o.block():
-                o(f"{st} = s + _array('d', (ts,))  # exact size (windows.tw_fold)")
+                # exact size (windows.tw_fold); _one is the module's one-entry scratch array
+                o("_one[0] = ts")
+                o(f"{st} = s + _one")
                 self.emit_step(i, "len(s)", "ts > clock")
+                self.emit_moved(a, "len(s)", "ts > clock")
             o(f"elif type(s) is float and s + {w} > clock and ts + {w} > clock:")
             with o.block():
                 o(f"{st} = _array('d', (s, ts) if ts >= s else (ts, s))")
                 self.emit_step(i, 1, "ts > clock", "s > clock")
+                self.flag(a)
             o("else:")
             with o.block():
                 # tw_fold prunes, then inserts: an array's entries are all live after it
@@ -152,6 +188,7 @@ class EventsGen(TimeGen):
                     )
                 else:
                     o(f"{st} = _tw_fold(s, ts, {w}, clock)")
+                self.flag(a)
             return
         if kind == "distinct":
             keys = keys_slot(st)
@@ -161,9 +198,10 @@ class EventsGen(TimeGen):
                 with o.block():
                     o(f"{st}, {keys} = _dw_prune({st}, {keys}, {w}, clock)")
                 self.emit_step(i, None)
+                self.flag(a)
             o("else:")
             with o.block():
-                self.emit_distinct_fold(i, st, keys, value, w)
+                self.emit_distinct_fold(a, st, keys, value, w)
             return
         accept = f"_is_number({value})" if kind in ("sum", "avg", "min", "max") else f"{value} is not None"
         o.code(f"""
@@ -200,11 +238,11 @@ class EventsGen(TimeGen):
         else:
             o(f"d |= {step.skip}")
 
-    def emit_distinct_fold(self, i: int, st: str, keys: str, value: str, w: str) -> None:
+    def emit_distinct_fold(self, a: AggDef, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
         inline (a small window whose keys are each there once, nothing expiring, the new
         entry last: it replaces its key's one occurrence), ``_dw_fold`` otherwise."""
-        o = self.out
+        o, i = self.out, a.index
         o(f"k_ = _intern({value}) if type({value}) is str and len({value}) <= _SKM else _dkey({value})")
         o(f"s = {st}")
         o(f"q_ = {keys}")
@@ -215,19 +253,31 @@ class EventsGen(TimeGen):
         with o.block():
             o("if k_ in q_:")
             with o.block():
-                # the key moves to ts: the count stays the same
+                # the key moves to ts: the count stays the same. In place, at the same size
+                # (a del then an append within an array's allocation reallocate nothing):
+                # the window's array is this user's own.
                 o("i_ = q_.index(k_)")
-                o(f"{st} = s[:i_] + s[i_ + 1 :] + _array('d', (ts,))")
-                o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+                o("if i_ == len(q_) - 1:")
+                with o.block():
+                    o("s[-1] = ts")
+                o("else:")
+                with o.block():
+                    o("del s[i_]")
+                    o("s.append(ts)")
+                    o(f"{keys} = q_[:i_] + q_[i_ + 1 :] + (k_,)")
+                self.emit_moved(a, None)
             o("else:")
             with o.block():
                 self.emit_step(i, "len(q_)")
-                o(f"{st} = s + _array('d', (ts,))")
+                self.emit_moved(a, "len(q_)")
+                o("_one[0] = ts")
+                o(f"{st} = s + _one")
                 o(f"{keys} = q_ + (k_,)")
         o("else:")
         with o.block():
             o(f"{st}, {keys} = _dw_fold(s, q_, ts, k_, {w}, clock)")
             self.emit_step(i, None)
+            self.flag(a)
 
     def gen_identify(self) -> None:
         """``_identify(u, seq, clock, data, out)``: merge traits, evaluate their readers."""
@@ -262,6 +312,58 @@ class EventsGen(TimeGen):
                 else:
                     _bad_type(type)
                 return out
+        """)
+        self.out("")
+
+    def gen_fold_rows(self) -> None:
+        """``fold_rows``: ``ShardCore.apply_batch``'s loop over log rows with ``apply`` inlined
+        (the same steps in the same order: decode, fire what is due, fold), calling the event
+        functions directly; and ``fire_due``, ``advance`` into a shared ``out``."""
+        self.out.code("""
+            def fold_rows(rows, users, push, unpack, contexts, note, out, applied, top):
+                for row in rows:
+                    seq = row.seq
+                    rclock = row.clock
+                    body = row.body
+                    u = users.get(row.user)
+                    if u is None:
+                        u = users[row.user] = new(row.user)
+                    before = u.deadline
+                    data = unpack(body) if body else None
+                    context = unpack(row.context) if contexts and row.context else None
+                    if note is not None:
+                        n0 = len(out)
+                    clock = float(rclock)
+                    if before is not None and before <= clock:
+                        while u.deadline is not None and u.deadline <= clock:
+                            _fire(u, u.deadline, out)
+                    if clock < u.now:
+                        clock = u.now
+                    rtype = row.type
+                    if rtype == 'track':
+                        event = row.event
+                        ts = row.ts
+                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                            _EMPTY if data is None else data, _EMPTY if context is None else context, out)
+                    elif rtype == 'identify':
+                        _identify(u, seq, clock, data, out)
+                    else:
+                        _bad_type(rtype)
+                    if note is not None and len(out) > n0:
+                        note(u, out[n0:], rclock)
+                    after = u.deadline
+                    if after is not None and after != before:
+                        push(after, u.user)
+                    if seq > applied:
+                        applied = seq
+                    if rclock > top:
+                        top = rclock
+                return applied, top
+
+            def fire_due(u, clock, out):
+                while u.deadline is not None and u.deadline <= clock:
+                    _fire(u, u.deadline, out)
+                return u.deadline
         """)
         self.out("")
 

@@ -54,9 +54,14 @@ class SegmentsGen(GenBase):
             for s in segs:
                 self.gen_segment(s, scope)
             # users share the int objects of their masks (few distinct ones, 28 bytes each)
-            o("u.members = _mask(members, members)")
+            # (an unchanged mask is that shared object already: no look-up)
+            o("if members != u.members:")
+            with o.block():
+                o("u.members = _mask(members, members)")
             if m.groups:
-                o("u.raw = _mask(raw, raw)")
+                o("if raw != u.raw:")
+                with o.block():
+                    o("u.raw = _mask(raw, raw)")
             o("return ev")
         o("")
 

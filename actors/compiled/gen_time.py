@@ -10,13 +10,25 @@ time rules due evaluated, the deadline recomputed.
 
 from __future__ import annotations
 
+import operator
+
 from actors.compiled.gen_base import TIME_KINDS, keys_slot
 from actors.compiled.gen_segments import SegmentsGen
-from actors.compiled.timing import nc_plan
+from actors.compiled.timing import Leaf, nc_plan
 from actors.model import AggDef, SegDef
 from segd.rules import parse
 
 __all__ = ["TimeGen"]
+
+# the comparison functions of ``segd.rules.linear.line_params``, as segd's own operators
+_SYMBOL = {
+    operator.lt: "<",
+    operator.le: "<=",
+    operator.gt: ">",
+    operator.ge: ">=",
+    operator.eq: "==",
+    operator.ne: "!=",
+}
 
 
 class TimeGen(SegmentsGen):
@@ -43,18 +55,62 @@ class TimeGen(SegmentsGen):
                     with o.block():
                         o("return None")
                 leaf = plan[1]
-                value = scope.agg(leaf.agg)
-                args = ", ".join(self.e.const(x) for x in (leaf.unit, leaf.k, leaf.params))
-                o(f"r_ = _lin({value}, now, {args})")
-                o("if r_ is not _FB:")
+                o(f"t_ = {scope.agg(leaf.agg)}")
+                o("if type(t_) is float and type(now) is float:")
                 with o.block():
-                    o("return r_")
+                    self.emit_lin(leaf)
+                o("else:")
+                with o.block():
+                    args = ", ".join(self.e.const(x) for x in (leaf.unit, leaf.k, leaf.params))
+                    o(f"r_ = _lin(t_, now, {args})")
+                    o("if r_ is not _FB:")
+                    with o.block():
+                        o("return r_")
             o(f"return {self.e.const(s.next_change)}(_nc_context(u, now))")
         o("")
 
-    def gen_reschedule(self, now: str, windows: list[tuple[AggDef, str]], full: bool) -> None:
+    def emit_lin(self, leaf: Leaf) -> None:
+        """``timing.lin_nc`` inline for float ``t_`` and ``now``, its parameters resolved
+        here: the same float operations in the same order; where ``lin_nc`` would answer
+        FALLBACK the code falls through to the reference closure. (Float arithmetic raises
+        no OverflowError, so ``lin_nc``'s guards against it are not needed for floats.)"""
+        o = self.out
+        d1, _by_sign, _last, v_first, before, value, flip = leaf.params
+        unit, k = self.e.const(leaf.unit), self.e.const(leaf.k)
+        w = f"(now - t_) / {unit}"
+        o(f"d0_ = {w} - {k}" if flip == 1 else f"d0_ = {k} - {w}")
+        o("if _NINF < d0_ < _INF:")
+        with o.block():
+            o(f"r_ = -d0_ / {self.e.const(d1)}")
+            o("if r_ < 0.0:")
+            with o.block():
+                o("if r_ <= -16 * _ulp(max(abs(now), 1.0)):")
+                with o.block():
+                    o("return None")
+                o("r_ = 0.0")
+            o("g_ = now + r_")
+            o("if not g_ < _INF:")
+            with o.block():
+                o("return None")
+            o("if g_ > now:")
+            with o.block():
+                test = f"(g_ - t_) / {unit} {_SYMBOL[value]} {k}"
+                o(f"if {test if v_first is False else f'not ({test})'}:")
+                with o.block():
+                    o("b_ = _nextafter(g_, _NINF)")
+                    o("if b_ <= now:")
+                    with o.block():
+                        o("return g_")
+                    o(f"if (b_ - t_) / {unit} {_SYMBOL[before]} {k}:")
+                    with o.block():
+                        o("return g_")
+
+    def gen_reschedule(
+        self, now: str, windows: list[tuple[AggDef, str]], full: bool, evaluated: bool = True
+    ) -> None:
         """The reference's ``_reschedule``: ``best`` starts as ``u.deadline``; ``windows`` are
-        (aggregate, flag local) pairs whose next change is recomputed when the flag is set."""
+        (aggregate, flag local) pairs whose next change is recomputed when the flag is set;
+        the time rules evaluated (``ev``, when ``evaluated``) get their next change again."""
         m, o = self.m, self.out
         o("best = u.deadline")
         for a, flag in windows:
@@ -64,7 +120,7 @@ class TimeGen(SegmentsGen):
                 o("if nc is not None and (best is None or nc < best):")
                 with o.block():
                     o("best = nc")
-        if m.timed_segs:
+        if m.timed_segs and evaluated:
             o(f"timed = ev & {m.timed_mask}")
             o("if timed:")
             with o.block():
@@ -138,6 +194,10 @@ class TimeGen(SegmentsGen):
         o("if s_ is None:")
         with o.block():
             o("nc = None")
+        # one entry: its start, else its expiry (tw_next, as both general functions answer)
+        o("elif type(s_) is float:")
+        with o.block():
+            o(f"nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)")
         if whole:
             o(f"elif type(s_) is _array{clean} and s_[-1] <= {now} and s_[0] + {w} > {now}:")
             times = "s_"
@@ -209,13 +269,24 @@ class TimeGen(SegmentsGen):
                 with o.block():
                     self.emit_prune(a, "s", "t")
             o("u.now = t")
-            o("ev = _evaluate(u, d, t, u.last_seq, 't', out) if d else 0")
+            # only the segments a deadline can mark and their dependants: an evaluate of
+            # their own, unless that is every segment
+            mask = 0
+            for s in m.timed_segs:
+                mask |= s.closed
+            for a in m.window_aggs:
+                mask |= a.seg_mask
+            own = 0 < self.reach(mask) != m.all_mask
+            fn = "_evaluate_fire" if own else "_evaluate"
+            o(f"ev = {fn}(u, d, t, u.last_seq, 't', out) if d else 0")
             o("u.deadline = best")
             self.gen_reschedule("t", due, full=True)
             o("if u.deadline is not None and u.deadline <= t:")
             with o.block():
                 o("_stuck(u, t)")
         o("")
+        if own:
+            self.gen_evaluate("_evaluate_fire", mask)
 
     def gen_advance(self) -> None:
         """``advance(u, clock)``: fire every deadline up to ``clock``."""

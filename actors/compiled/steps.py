@@ -22,7 +22,7 @@ from actors.compiled.timing import _reads
 from actors.model import AggDef, Model
 from segd.rules import parse
 
-__all__ = ["Step", "step_plan"]
+__all__ = ["Step", "crossings", "step_plan"]
 
 _OPS = {
     "==": operator.eq,
@@ -52,6 +52,14 @@ def _crossings(op: str, k: float) -> set[int]:
     cmp = _OPS[op]
     base = math.floor(k)
     return {n for n in range(max(0, base - 2), max(0, base + 3)) if cmp(n, k) != cmp(n + 1, k)}
+
+
+def crossings(marks: Any) -> frozenset[int]:
+    """The counts ``n`` whose step to ``n + 1`` changes some ``n op k`` of ``marks``."""
+    out: set[int] = set()
+    for op, k in marks:
+        out |= _crossings(op, k)
+    return frozenset(out)
 
 
 def step_plan(model: Model, agg: AggDef) -> Step | None:

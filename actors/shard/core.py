@@ -31,6 +31,13 @@ _decode = msgspec.msgpack.Decoder().decode
 PREVIEW_SAMPLE = 20  # user ids in a preview's sample
 
 
+def _advance_into(actor: Any, clock: float, out: list[Transition]) -> float | None:
+    """A reference actor's deadlines up to ``clock`` fired into ``out``; its next deadline."""
+    out += actor.advance(clock)
+    d: float | None = actor.deadline
+    return d
+
+
 class ShardCore:
     """Many users (compiled by ``actors.compiled``, or ``UserActor``s with ``reference=True``) and their deadlines.
 
@@ -49,12 +56,17 @@ class ShardCore:
         self.reference = reference
         self._new: Callable[[str], Any]
         self._load: Callable[[str, Any], Any]
+        # the compiled model's own loop over rows and fire (None: the reference's, below)
+        self._fold_rows: Callable[..., tuple[int, float]] | None = None
+        self._fire_due: Callable[[Any, float, list[Transition]], float | None]
         if reference:
             self._new = lambda user: UserActor(model, user)
             self._load = lambda user, state: UserActor.from_state(model, user, state)
+            self._fire_due = _advance_into
         else:
             engine = compiled(model)
             self._new, self._load = engine.new, engine.from_state
+            self._fold_rows, self._fire_due = engine.fold_rows, engine.fire_due
         self.applied_seq = 0
         self.clock = float("-inf")
         # user id -> its actor: a UserActor, or the compiled model's user (same interface)
@@ -73,10 +85,34 @@ class ShardCore:
         Users are created on first sight. Returns every transition, each user's in order.
         """
         out: list[Transition] = []
-        users, timers, model, new = self._users, self._timers, self.model, self._new
+        timers = self._timers
+        note = self._note if self.notify else None
+        # decode an event's context only if a rule reads it
+        args = (rows, self._users, timers.push, _decode, self.model.uses_context, note, out)
+        if self._fold_rows is not None:  # the loop below, generated with the model
+            applied, top = self._fold_rows(*args, self.applied_seq, self.clock)
+        else:
+            applied, top = self._fold_reference(*args)
+        self.applied_seq = applied
+        if timers.entries > 2 * len(self._users) + 1024:
+            self._compact()
+        out += self.advance(top)
+        return out
+
+    def _fold_reference(
+        self,
+        rows: Iterable[Row],
+        users: dict[str, Any],
+        push: Callable[[float, str], None],
+        unpack: Callable[[bytes], Any],
+        contexts: bool,
+        note: Callable[[Any, list[Transition], float], None] | None,
+        out: list[Transition],
+    ) -> tuple[int, float]:
+        """``apply_batch``'s loop over the rows for reference actors (the compiled model's
+        is ``actors.compiled`` ``fold_rows``): the largest seq and clock seen."""
+        new = self._new
         applied, top = self.applied_seq, self.clock
-        unpack = _decode
-        contexts = model.uses_context  # decode an event's context only if a rule reads it
         for row in rows:
             seq, clock, body = row.seq, row.clock, row.body
             actor = users.get(row.user)
@@ -94,39 +130,34 @@ class ShardCore:
             )
             if got:
                 out += got
-                if self.notify:
-                    self._note(actor, got, clock)
+                if note is not None:
+                    note(actor, got, clock)
             after = actor.deadline
             if after is not None and after != before:
-                timers.push(after, actor.user)  # the actor's id str: one per user
+                push(after, actor.user)  # the actor's id str: one per user
             if seq > applied:
                 applied = seq
             if clock > top:
                 top = clock
-        self.applied_seq = applied
-        if timers.entries > 2 * len(users) + 1024:
-            self._compact()
-        out += self.advance(top)
-        return out
+        return applied, top
 
     def advance(self, clock: float) -> list[Transition]:
         """Fire every user deadline <= ``clock`` in (deadline, user) order; return transitions."""
         if clock > self.clock:
             self.clock = float(clock)
         out: list[Transition] = []
-        users = self._users
+        fire = self._fire_due
+        if self.notify:
+            fire_due = fire
 
-        def fire(user: str, deadline: float) -> float | None:
-            actor = users[user]
-            got = actor.advance(deadline)
-            if got:
-                out.extend(got)
-                if self.notify:
-                    self._note(actor, got, deadline)
-            d: float | None = actor.deadline
-            return d
+            def fire(actor: Any, deadline: float, out: list[Transition]) -> float | None:
+                n = len(out)
+                d = fire_due(actor, deadline, out)
+                if len(out) > n:
+                    self._note(actor, out[n:], deadline)
+                return d
 
-        self._timers.due(clock, users, fire)
+        self._timers.due(clock, self._users, fire, out)
         return out
 
     def _note(self, actor: Any, transitions: list[Transition], now: float) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["Timers", "WIDTH"]
 
@@ -56,21 +56,28 @@ class Timers:
         lst.append(user)
 
     def due(
-        self, clock: float, users: Mapping[str, _HasDeadline], fire: Callable[[str, float], float | None]
+        self,
+        clock: float,
+        users: Mapping[str, _HasDeadline],
+        fire: Callable[[Any, float, list[Any]], float | None],
+        out: list[Any],
     ) -> None:
-        """Call ``fire(user, deadline)`` for every user whose current deadline is <= clock,
-        in (deadline, user) order; ``fire`` returns the user's new deadline (or None)."""
+        """Call ``fire(actor, deadline, out)`` for every user whose current deadline is <=
+        clock, in (deadline, user) order (``actor`` is ``users[user]``; ``out`` is passed
+        through); ``fire`` returns the user's new deadline (or None)."""
         keys, buckets = self._keys, self._buckets
+        heappop, push = heapq.heappop, self.push
         while keys and keys[0] * WIDTH <= clock:
             b = keys[0]
             if b == self._hot_bucket:
                 heap = self._hot
             else:
                 heap = []
+                get = users.get
                 for user in buckets[b]:
                     # a user filed twice under its current deadline is popped twice: the
                     # second pop is stale (firing moved the deadline) and skipped below
-                    actor = users.get(user)
+                    actor = get(user)
                     d = None if actor is None else actor.deadline
                     if d is not None and int(d // WIDTH) == b:
                         heap.append((d, user))
@@ -78,15 +85,17 @@ class Timers:
                 buckets[b] = []
                 heapq.heapify(heap)
                 self._hot, self._hot_bucket = heap, b
+            popped = 0
             while heap and heap[0][0] <= clock:
-                d, user = heapq.heappop(heap)
-                self.entries -= 1
+                d, user = heappop(heap)
+                popped += 1
                 actor = users.get(user)
                 if actor is None or actor.deadline != d:
                     continue
-                nd = fire(user, d)
+                nd = fire(actor, d, out)
                 if nd is not None:
-                    self.push(nd, user)  # into this heap when it falls in this bucket
+                    push(nd, user)  # into this heap when it falls in this bucket
+            self.entries -= popped
             if heap:  # the rest of this bucket is not due yet
                 return
             del buckets[b]

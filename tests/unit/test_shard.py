@@ -123,6 +123,28 @@ def test_advance_fires_in_deadline_then_user_order(m):
     assert shard.advance(T0 + 31 * DAY) == []
 
 
+@pytest.mark.parametrize("reference", [False, True])
+def test_notified_segments_keep_each_transitions_context_at_that_moment(m, reference):
+    shard = ShardCore(m, notify=frozenset({"active", "dormant"}), reference=reference)
+    out = shard.apply_batch([track(1, "a", "view", T0), identify(2, "a", T0 + 1, plan="vip")])
+    out += shard.apply_batch([track(3, "b", "open", T0 + 30 * DAY)])  # a's exits fire on b's clock
+    got = {t.id: (t.segment, t.kind, t.at) for t in out if t.user == "a"}
+    contexts = shard.take_contexts()
+    assert sorted(got.values()) == [
+        ("active", "enter", T0),
+        ("active", "exit", T0 + 7 * DAY),
+        ("dormant", "enter", T0 + 14 * DAY),
+        ("vip", "enter", T0 + 1),
+    ]
+    assert set(contexts) == {i for i, (seg, _, _) in got.items() if seg != "vip"}
+    by = {(got[i][0], got[i][1]): c for i, c in contexts.items()}
+    assert by["active", "enter"].traits == {} and by["active", "enter"].aggregates["views_7d"] == 1
+    assert by["active", "exit"].traits == {"plan": "vip"}
+    assert by["active", "exit"].aggregates["views_7d"] == 0
+    assert by["dormant", "enter"].aggregates["last_seen"] == T0
+    assert shard.take_contexts() == {}
+
+
 def test_clock_never_goes_backwards(m):
     shard = ShardCore(m)
     shard.advance(T0 + 10)
