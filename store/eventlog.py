@@ -14,6 +14,13 @@ on the writer thread as multi-row ``INSERT ... VALUES (...), (...)`` statements 
 decoding the next requests on the other core meanwhile. ``executemany`` on that thread would
 take and release the GIL once per row and queue behind the busy loop for each (measured:
 60 us a row instead of 10), which is why it is not used there.
+
+Deduplication by ``msg_id`` is checked in memory against the groups staged before, and
+against the log either by a lookup before staging (``look_up``) or, cheaper, by the log's
+unique ``msg_id`` index during the commit itself (``assume_new``): the INSERTs maintain that
+index anyway, so a group whose msg_ids are all new costs no lookup at all (measured: the
+lookup was 0.6 us of CPU an event, 1,000-event groups). One that is not commits nothing and
+raises ``SeenBefore``; the caller looks its msg_ids up and stages it again.
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ from actors.records import Ack, NewEvent, Row
 from segd.clock import Clock
 from segd.errors import StoreError
 from store import schema
+
+
+class SeenBefore(StoreError):
+    """The commit of a group staged with ``assume_new`` met a msg_id already in the log.
+    Nothing of the group is written (the transaction is rolled back, the group dropped):
+    stage it again after ``look_up``, and the groups staged on top of it too."""
 
 
 class Appended(NamedTuple):
@@ -84,6 +97,7 @@ class _Staged:
     seq: int
     clock: float
     ids: dict[str, int]
+    assumed: bool  # msg_ids taken for new without a lookup: the unique index checks them
 
 
 @dataclass(slots=True)
@@ -95,6 +109,7 @@ class Lookup:
     before: list[_Staged]
     known: dict[str, int]
     unseen: list[str]
+    assumed: bool = False  # ``assume_new``: the unseen ones are taken for new
 
 
 _SELECT = "SELECT seq, user, type, event, ts, clock, coalesce(props, traits), context FROM events"
@@ -154,6 +169,14 @@ class EventLog:
             lookup.known.update(self._known_msg_ids(lookup.unseen))
             lookup.unseen = []
 
+    def assume_new(self, lookup: Lookup) -> None:
+        """Take ``lookup``'s unseen msg_ids for new without looking them up: the group's
+        ``commit`` then checks them against the log's unique index, and raises SeenBefore
+        (writing nothing) if one is there."""
+        if lookup.unseen:
+            lookup.unseen = []
+            lookup.assumed = True
+
     def stage(self, events: Sequence[NewEvent], clock: Clock, lookup: Lookup | None = None) -> Appended:
         """Number and stamp ``events`` for a ``commit``; dedupe by ``msg_id``. A ``msg_id``
         seen before (in the log, in a group staged before, or earlier in this group) is not
@@ -161,9 +184,10 @@ class EventLog:
         is acknowledged-to-be until its ``commit`` returns, and ``last_seq`` moves only then.
         Raises StoreError if the ``msg_id`` lookup fails.
 
-        ``lookup`` is ``prepare(events)`` after ``look_up``, done by the caller (the lookup
-        may then run on another thread while the loop does other work; nothing may be
-        staged in between); without it, both run here.
+        ``lookup`` is ``prepare(events)`` after ``look_up`` or ``assume_new``, done by the
+        caller (the lookup may then run on another thread while the loop does other work;
+        nothing may be staged in between); without it, both ``prepare`` and ``look_up`` run
+        here.
 
         A group may be staged while the one before it is being committed (the writer thread
         commits one while the event loop stages the next); it continues that group's seqs and
@@ -172,7 +196,7 @@ class EventLog:
         if lookup is None:
             lookup = self.prepare(events)
             self.look_up(lookup)
-        assert not lookup.unseen, "stage() needs look_up() first"
+        assert not lookup.unseen, "stage() needs look_up() or assume_new() first"
         before, known = lookup.before, lookup.known
         seq = before[-1].seq if before else self.last_seq
         mine: dict[str, int] = {}
@@ -198,14 +222,15 @@ class EventLog:
                 row(Row(seq, user, kind, name, ts, at, body, context))
                 ack(Ack(seq, False))
         if rows:
-            self._staged.append(_Staged(params, len(rows), seq, rows[-1].clock, mine))
+            self._staged.append(_Staged(params, len(rows), seq, rows[-1].clock, mine, lookup.assumed))
         return Appended(acks, rows)
 
     def commit(self) -> None:
         """Write the oldest staged group in one transaction and make it durable (see
         ``stage``); no-op if nothing is staged. Runs on the writer thread, one at a time.
         Raises StoreError, after a rollback (nothing of the group is in the log), if a write
-        or the commit fails; the group is dropped either way."""
+        or the commit fails, and SeenBefore if a msg_id ``assume_new`` took for new is in the
+        log; the group is dropped either way."""
         if not self._staged:
             return
         staged = self._staged[0]
@@ -221,6 +246,8 @@ class EventLog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._staged.popleft()
+            if staged.assumed and isinstance(exc, sqlite3.IntegrityError) and "events.msg_id" in str(exc):
+                raise SeenBefore(f"a msg_id of the group is in the log already: {exc}") from exc
             raise StoreError(f"event log commit failed: {exc}") from exc
         # last_seq first: a stage that no longer sees this group must see it in last_seq.
         self.last_seq, self.last_clock = staged.seq, staged.clock

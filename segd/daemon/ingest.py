@@ -9,6 +9,13 @@ fsync instead of following them. A commit that fails answers ``internal`` to its
 and the group staged on top of it is staged again (it assumed the failed one's seqs).
 The number of events waiting is bounded: past ``max_pending`` a submit fails with
 ``overloaded`` and nothing of it is logged.
+
+Deduplication: msg_ids are checked in memory against the groups staged before; against the
+log, a group's msg_ids are taken for new and the commit checks them (the log's unique index,
+``EventLog.assume_new``), so a group of new events costs no lookup. A commit that meets a
+msg_id already logged writes nothing (``SeenBefore``): the group is looked up and staged
+again at once, the one staged on top of it too, and the next LOOK_UP_AFTER_SEEN groups look
+their msg_ids up before staging (clients retrying after a restart send runs of them).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import structlog
 from actors.records import Ack, NewEvent, Row
 from segd.clock import Clock
 from segd.errors import ProtocolError, StoreError
-from store.eventlog import Appended, EventLog
+from store.eventlog import Appended, EventLog, SeenBefore
 
 log = structlog.get_logger("segd.daemon.ingest")
 
@@ -37,6 +44,8 @@ SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another wait
 #: thread of its own (SQLite releases the GIL), so the event loop decodes the next requests
 #: meanwhile; a smaller group looks them up inline, cheaper than the thread hop.
 LOOKUP_OFF_LOOP = 256
+#: After a commit met a msg_id already in the log, this many groups look theirs up first.
+LOOK_UP_AFTER_SEEN = 64
 
 T = TypeVar("T")
 
@@ -93,6 +102,7 @@ class Committer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segd-commit")
         self._task: asyncio.Task[None] | None = None
         self._stamped: deque[float] = deque()  # first clock of each staged group, oldest first
+        self._look_ups = 0  # groups still to look their msg_ids up before staging
 
     def horizon(self) -> float:
         """The clock of the earliest row stamped but not yet handed to ``on_commit`` (+inf if
@@ -206,17 +216,24 @@ class Committer:
         n = sum(len(a.events) for a in group)
         return _Committing(group, appended, n, seconds, time.perf_counter(), done)
 
-    async def _stage(self, group: list[Append]) -> tuple[Appended, float] | None:
+    async def _stage(self, group: list[Append], *, look_up: bool = False) -> tuple[Appended, float] | None:
         """Number and stamp ``group`` (see ``EventLog.stage``); None, with its waiters answered
-        ``internal``, if that fails. A large msg_id lookup runs on another thread."""
+        ``internal``, if that fails. Its msg_ids are taken for new unless ``look_up`` or a
+        recent duplicate says to look them up; a large lookup runs on another thread."""
         started = time.perf_counter()
         events = [e for a in group for e in a.events]
         try:
             lookup = self.eventlog.prepare(events)
-            if len(lookup.unseen) >= LOOKUP_OFF_LOOP:
-                await asyncio.get_running_loop().run_in_executor(None, self.eventlog.look_up, lookup)
+            if not lookup.unseen:
+                pass
+            elif not look_up and self._look_ups == 0:
+                self.eventlog.assume_new(lookup)
             else:
-                self.eventlog.look_up(lookup)
+                self._look_ups = max(self._look_ups - 1, 0)
+                if len(lookup.unseen) >= LOOKUP_OFF_LOOP:
+                    await asyncio.get_running_loop().run_in_executor(None, self.eventlog.look_up, lookup)
+                else:
+                    self.eventlog.look_up(lookup)
             appended = self.eventlog.stage(events, self.clock, lookup)
         except StoreError as exc:
             self._failed(group, exc)
@@ -226,15 +243,34 @@ class Committer:
         return appended, time.perf_counter() - started
 
     async def _finish(self, c: _Committing) -> bool:
-        """Wait for ``c``'s commit; answer its waiters, hand its rows on. False if it failed."""
-        try:
-            await c.done
-        except StoreError as exc:
-            self._failed(c.group, exc)
-            return False
-        finally:
-            if c.appended.rows:
-                self._stamped.popleft()
+        """Wait for ``c``'s commit; answer its waiters, hand its rows on. False if what was
+        staged on top of it must be staged again: ``c`` failed, or met a msg_id already in
+        the log and was staged and committed again itself."""
+        again = False
+        while True:
+            try:
+                await c.done
+                break
+            except SeenBefore:
+                # Nothing of it is written. Stage it again after a lookup, and the group
+                # staged on top of it after that (which continued its seqs).
+                self._look_ups = LOOK_UP_AFTER_SEEN
+                self.eventlog.discard()
+                self._stamped.clear()
+                again = True
+                staged = await self._stage(c.group, look_up=True)
+                if staged is None:
+                    return False
+                c.appended, seconds = staged
+                c.staging += seconds
+                c.done = asyncio.get_running_loop().run_in_executor(self._executor, self.eventlog.commit)
+            except StoreError as exc:
+                if c.appended.rows:
+                    self._stamped.popleft()
+                self._failed(c.group, exc)
+                return False
+        if c.appended.rows:
+            self._stamped.popleft()
         elapsed = time.perf_counter() - c.started + c.staging
         self.pending -= c.events
         self.commits += 1
@@ -254,7 +290,7 @@ class Committer:
             i += len(a.events)
         if self.on_commit is not None and c.appended.rows:
             self.on_commit(c.appended.rows)
-        return True
+        return not again
 
     def _failed(self, group: list[Append], exc: StoreError) -> None:
         n = sum(len(a.events) for a in group)

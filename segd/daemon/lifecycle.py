@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import signal
 import threading
 import time
@@ -168,6 +169,12 @@ class Daemon:
             self.metrics = MetricsServer(cfg.metrics, self.ops.stats)
             self.metrics.start()
             stack.callback(self.metrics.close)
+        # What start-up left (modules, Ray's client, the recovered router) lives as long as
+        # the daemon: out of the collector's generations, a full collection no longer walks
+        # it. Measured at flat-out ingest: one full collection every ~300,000 events, 67 ms
+        # of the event loop each (0.22 us an event, and a 67 ms stall of every answer).
+        gc.collect()
+        gc.freeze()
         self._serving = True
         log.info(
             "daemon_started",

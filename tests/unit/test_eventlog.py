@@ -207,3 +207,44 @@ def test_a_group_prepared_before_the_last_one_commits_and_looked_up_after_dedupe
         (3, False),
     ]
     assert [m for (m,) in log.conn.execute("SELECT msg_id FROM events ORDER BY seq")] == ["old", "a", "new"]
+
+
+def test_a_group_assumed_new_commits_nothing_when_a_msg_id_is_in_the_log(tmp_path):
+    import pytest
+
+    from store.eventlog import SeenBefore
+
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    append(log, [ev(msg_id="old")], clock)
+    events = [ev(msg_id="new"), ev(msg_id="old"), ev()]
+    lookup = log.prepare(events)
+    log.assume_new(lookup)
+    assert [(a.seq, a.duplicate) for a in log.stage(events, clock, lookup).acks] == [
+        (2, False),
+        (3, False),
+        (4, False),
+    ]
+    with pytest.raises(SeenBefore):
+        log.commit()
+    assert (log.last_seq, log.staged) == (1, 0)
+    assert log.conn.execute("SELECT seq, msg_id FROM events").fetchall() == [(1, "old")]
+    assert append(log, events, clock).results == [(2, False), (1, True), (3, False)]
+
+
+def test_a_group_assumed_new_with_new_msg_ids_commits_without_a_lookup(tmp_path):
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    append(log, [ev(msg_id="a")], clock)
+    events = [ev(msg_id="b"), ev(msg_id="b"), ev(msg_id="c")]
+    lookup = log.prepare(events)
+    log.assume_new(lookup)
+    assert (lookup.unseen, lookup.assumed) == ([], True)
+    done = log.stage(events, clock, lookup)
+    log.commit()
+    assert [(a.seq, a.duplicate) for a in done.acks] == [(2, False), (2, True), (3, False)]
+    assert log.conn.execute("SELECT seq, msg_id FROM events ORDER BY seq").fetchall() == [
+        (1, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]

@@ -143,3 +143,49 @@ async def test_a_large_group_looks_its_msg_ids_up_off_the_loop_and_still_dedupes
     assert [(a.seq, a.duplicate) for a in again[: n // 2]] == [(i + 1, True) for i in range(n // 2, n)]
     assert [(a.seq, a.duplicate) for a in again[n // 2 :]] == [(n + 1 + i, False) for i in range(n // 2)]
     assert log.count == n + n // 2
+
+
+async def test_a_group_with_a_msg_id_already_logged_is_staged_again_and_so_is_the_group_on_top(tmp_path):
+    """Msg_ids are taken for new and checked by the log's unique index at commit: a group
+    whose commit meets one already logged writes nothing, is looked up and committed again
+    (the duplicate answered with its original seq), and the group staged on top of it, which
+    had continued its seqs, is staged again after it."""
+    import sqlite3
+
+    def tagged(key: str, i: int) -> NewEvent:
+        return NewEvent(
+            user=f"u{i}", type="track", event="v", ts=None, body=msgpack.packb({}), msg_id=key, wall=1.0
+        )
+
+    log = EventLog(tmp_path)
+    routed = []
+    c = Committer(log, Clock("wall"), max_pending=10_000, on_commit=routed.extend)
+    c.start()
+    assert [(a.seq, a.duplicate) for a in await c.submit([tagged("k", 0)])] == [(1, False)]
+    log.conn.execute("PRAGMA busy_timeout=20000")
+    blocker = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the next commit waits for the lock: the one after stages on top
+
+    async def staged(groups: int) -> None:
+        while log.staged < groups:
+            await asyncio.sleep(0)
+
+    retried = asyncio.ensure_future(c.submit([tagged("k", 1), tagged("n", 2), ev(3)]))
+    await asyncio.wait_for(staged(1), 10)
+    on_top = asyncio.ensure_future(c.submit([ev(4), tagged("n", 5)]))
+    await asyncio.wait_for(staged(2), 10)
+    blocker.execute("ROLLBACK")
+    assert [(a.seq, a.duplicate) for a in await asyncio.wait_for(retried, 30)] == [
+        (1, True),
+        (2, False),
+        (3, False),
+    ]
+    assert [(a.seq, a.duplicate) for a in await asyncio.wait_for(on_top, 30)] == [(4, False), (2, True)]
+    await c.close()
+    assert log.conn.execute("SELECT seq, user, msg_id FROM events ORDER BY seq").fetchall() == [
+        (1, "u0", "k"),
+        (2, "u2", "n"),
+        (3, "u3", None),
+        (4, "u4", None),
+    ]
+    assert [(r.seq, r.user) for r in routed] == [(1, "u0"), (2, "u2"), (3, "u3"), (4, "u4")]
