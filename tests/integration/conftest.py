@@ -21,7 +21,13 @@ def ray_session():
         include_dashboard=False,
         namespace="segd-tests",
         logging_level="WARNING",
-        runtime_env={"worker_process_setup_hook": "segd.logs.worker_setup"},
+        # The workers of the in-process daemons log at warning unless SEGD_LOG_LEVEL says
+        # otherwise: Ray forwards their lines to this process, and one that arrives between
+        # two tests (pytest's capture suspended) lands on the terminal as "(Dispatcher pid=…)".
+        runtime_env={
+            "worker_process_setup_hook": "segd.logs.worker_setup",
+            "env_vars": {"SEGD_LOG_LEVEL": os.environ.get("SEGD_LOG_LEVEL", "warning")},
+        },
     )
     os.environ["SEGD_TEST_RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield
