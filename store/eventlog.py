@@ -204,6 +204,12 @@ class EventLog:
         rows: list[Row] = []
         params: list[Any] = []
         add, row, ack = params.extend, rows.append, acks.append
+        # The events of one request share one ``wall`` object and most have no ``ts``: the
+        # stamp of (None, wall) right after a stamp of (None, wall) is that one again (it
+        # moved the clock to at least wall, or, in event mode, did not move it), so it is
+        # reused, and the clock is called once per request, not per event.
+        last_wall: object = None
+        ts = at = 0.0
         with clock.stamping() as stamp:
             for e in events:
                 msg_id = e.msg_id
@@ -213,7 +219,12 @@ class EventLog:
                         continue
                     known[msg_id] = mine[msg_id] = seq + 1
                 seq += 1
-                ts, at = stamp(e.ts, e.wall)
+                if e.ts is not None:
+                    ts, at = stamp(e.ts, e.wall)
+                    last_wall = None
+                elif e.wall is not last_wall:
+                    last_wall = e.wall
+                    ts, at = stamp(None, last_wall)
                 user, kind, name, body, context = e.user, e.type, e.event, e.body, e.context
                 if kind == "track":
                     add((seq, user, kind, name, ts, at, body, None, msg_id, context))
