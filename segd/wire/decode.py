@@ -135,13 +135,13 @@ class IdentifyItem(msgspec.Struct, tag_field="type", tag="identify", forbid_unkn
 
 def new_events(items: list[Any], wall: float) -> list[NewEvent]:
     """The events to log for a ``batch``'s ``items``, received at ``wall``: each item's
-    ``new_event(wall)``, but a ``TrackItem``'s built inline (nearly every item: one call
-    frame less per event), and a refused item (a ``ProtocolError`` from the dict path)
-    skipped."""
+    ``new_event(wall)``, built inline for the typed items (one call frame less per event),
+    and a refused item (a ``ProtocolError`` from the dict path) skipped."""
     out: list[NewEvent] = []
     add = out.append
     for it in items:
-        if type(it) is TrackItem:
+        kind = type(it)
+        if kind is TrackItem:
             data, context = it.data, it.context
             add(
                 NewEvent(
@@ -150,6 +150,20 @@ def new_events(items: list[Any], wall: float) -> list[NewEvent]:
                     it.event,
                     it.ts,
                     bytes(data) if data else _EMPTY_MAP,
+                    it.msg_id,
+                    wall,
+                    _context(context) if context else None,
+                )
+            )
+        elif kind is IdentifyItem:
+            context = it.context
+            add(
+                NewEvent(
+                    it.user,
+                    "identify",
+                    None,
+                    it.ts,
+                    bytes(it.data),
                     it.msg_id,
                     wall,
                     _context(context) if context else None,
