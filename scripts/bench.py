@@ -4,7 +4,13 @@ One run measures, side by side, on temporary data dirs with the bench config (th
 config.toml's 10 aggregates and its segments, topped up to 20 segments):
 
 - ingest: events/s from the socket to the durable ack (``--ingest-connections`` connections,
-  default 2, pipelined ``batch`` requests of ``--batch`` events, flat out), against a plain
+  default 2, pipelined ``batch`` requests of ``--batch`` events, flat out, ``--window`` in
+  flight per connection), by a client that costs the shared cores as little as a service's
+  would: its frames (the bytes ``AsyncClient.batch`` writes) are encoded before the clock
+  starts, and it reads the answers with a typed decoder, checking every item for an error and
+  counting acks exactly (``segd.wire.client.encode_batches``/``send_prepared``); its own CPU
+  per event is reported beside the daemon's. The scale-out runs use it too; the ingest
+  matrix, freshness and loadgen use the real ``AsyncClient``. Against a plain
   sqlite3 append of the same rows into a fresh log file with the same schema and durability
   (WAL, synchronous=FULL), ``--batch`` rows per transaction. Also ingest+apply: until
   ``sync``, and the daemon's CPU time per event (all its threads), which is robust to other
