@@ -56,3 +56,40 @@ def test_stage_stamps_as_one_stamp_per_event(tmp_path, mode):
     with reference.stamping() as stamp:
         want = [stamp(e.ts, e.wall) for e in events]
     assert [(r.ts, r.clock) for r in appended.rows] == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stage_acks_duplicates_in_event_order(tmp_path, seed):
+    """Duplicates within a group, of a group staged before and of the log, interleaved with
+    new events: every ack is the one a plain walk over the events gives."""
+    rng = random.Random(seed)
+    log = EventLog(tmp_path)
+    clock = Clock("wall")
+    seen: dict[str, int] = {}
+    seq = 0
+
+    def batch(n: int) -> list[NewEvent]:
+        pool = [f"m{rng.randrange(60)}" for _ in range(n)]
+        return [NewEvent("u", "track", "v", None, b"\x80", rng.choice([None, *pool]), 1.0) for _ in range(n)]
+
+    def expect(events: list[NewEvent]) -> list[tuple[int, bool]]:
+        nonlocal seq
+        out = []
+        for e in events:
+            if e.msg_id is not None and e.msg_id in seen:
+                out.append((seen[e.msg_id], True))
+                continue
+            seq += 1
+            if e.msg_id is not None:
+                seen[e.msg_id] = seq
+            out.append((seq, False))
+        return out
+
+    first = batch(40)
+    want = expect(first)
+    assert [(a.seq, a.duplicate) for a in log.stage(first, clock).acks] == want
+    log.commit()  # in the log now: the next groups look its msg_ids up
+    for _ in range(3):  # staged on top of one another, none committed
+        events = batch(rng.randrange(1, 50))
+        want = expect(events)
+        assert [(a.seq, a.duplicate) for a in log.stage(events, clock).acks] == want
