@@ -8,7 +8,7 @@ goal event as a ``GoalEvent``) to the dispatch core, which decides a ``Decision`
 hands a pending one back as a ``DueMessage``, and a goal event that follows an ``Exposure``
 becomes a ``Conversion``.
 
-Every record is a msgspec ``Struct`` encoded as a msgpack array (``array_like``): that is
+Every record but ``Ack`` is a msgspec ``Struct`` encoded as a msgpack array (``array_like``): that is
 the one form a record takes as bytes, at the Ray boundary (``encode``/``decoder``), and it
 decodes straight back into the same record. Measured here for a log row: building one costs
 ~60 ns (a NamedTuple ~350 ns), encoding ~35 ns (msgpack of a NamedTuple ~150 ns), decoding
@@ -73,11 +73,14 @@ class Row(msgspec.Struct, array_like=True, frozen=True, gc=False):
     context: bytes | None = None  # msgpack context map (SPEC section 2), or None
 
 
-class Ack(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """What the log answers for one submitted event."""
+class Ack(msgspec.Struct, omit_defaults=True, frozen=True, gc=False):
+    """What the log answers for one submitted event. The one record that is a map, not an
+    array: it never crosses Ray, and it encodes as the ``batch`` answer's item (SPEC section
+    2: ``{"seq": N}``, with ``"duplicate": true`` when so), so the socket answers a batch
+    with the log's acks as they are, no answer object built per event."""
 
     seq: int
-    duplicate: bool  # the msg_id was seen before: ``seq`` is the original's
+    duplicate: bool = False  # the msg_id was seen before: ``seq`` is the original's
 
 
 class Transition(msgspec.Struct, array_like=True, frozen=True, gc=False):

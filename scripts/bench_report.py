@@ -96,6 +96,13 @@ def print_table(r: dict) -> None:
         "",
     )
     t.add_row(
+        "  bench client CPU per event (its encoding: before the clock)",
+        f"{ing['client_cpu_us_per_event']:.1f} us",
+        f"encode {ing['encode_cpu_us_per_event']:.1f} us",
+        "",
+        "",
+    )
+    t.add_row(
         "  + apply (to sync)",
         _eps(r["ingest_applied_eps"]),
         "",

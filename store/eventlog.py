@@ -26,6 +26,7 @@ raises ``SeenBefore``; the caller looks its msg_ids up and stages it again.
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -198,29 +199,55 @@ class EventLog:
             self.look_up(lookup)
         assert not lookup.unseen, "stage() needs look_up() or assume_new() first"
         before, known = lookup.before, lookup.known
-        seq = before[-1].seq if before else self.last_seq
-        mine: dict[str, int] = {}
-        acks: list[Ack] = []
+        seq = first = before[-1].seq if before else self.last_seq
+        # ``mine``: the msg_ids this group logs first. ``known`` holds them too (a msg_id
+        # twice in the group is a duplicate the second time); when it starts empty (no msg_id
+        # of the group seen before: the usual case) the two are the same dict.
+        alone = not known
+        mine: dict[str, int] = known if alone else {}
+        # Acks of duplicates only; the others are made at the end, in one go when there are
+        # none (``map`` over the seqs, no Python frame per event).
+        dup_acks: list[tuple[int, Ack]] = []
         rows: list[Row] = []
         params: list[Any] = []
-        add, row, ack = params.extend, rows.append, acks.append
+        add, row = params.extend, rows.append
+        # The events of one request share one ``wall`` object and most have no ``ts``: the
+        # stamp of (None, wall) right after a stamp of (None, wall) is that one again (it
+        # moved the clock to at least wall, or, in event mode, did not move it), so it is
+        # reused, and the clock is called once per request, not per event.
+        last_wall: object = None
+        ts = at = 0.0
         with clock.stamping() as stamp:
             for e in events:
                 msg_id = e.msg_id
                 if msg_id is not None:
                     if msg_id in known:
-                        ack(Ack(known[msg_id], True))
+                        dup_acks.append((seq - first + len(dup_acks), Ack(known[msg_id], True)))
                         continue
-                    known[msg_id] = mine[msg_id] = seq + 1
+                    if alone:
+                        known[msg_id] = seq + 1
+                    else:
+                        known[msg_id] = mine[msg_id] = seq + 1
                 seq += 1
-                ts, at = stamp(e.ts, e.wall)
+                if e.ts is not None:
+                    ts, at = stamp(e.ts, e.wall)
+                    last_wall = None
+                elif e.wall is not last_wall:
+                    last_wall = e.wall
+                    ts, at = stamp(None, last_wall)
                 user, kind, name, body, context = e.user, e.type, e.event, e.body, e.context
                 if kind == "track":
                     add((seq, user, kind, name, ts, at, body, None, msg_id, context))
                 else:
                     add((seq, user, kind, name, ts, at, None, body, msg_id, context))
                 row(Row(seq, user, kind, name, ts, at, body, context))
-                ack(Ack(seq, False))
+        acks = list(map(Ack, range(first + 1, seq + 1)))
+        if dup_acks:  # merge, in event order: each index is the duplicate's in ``events``
+            new, acks = iter(acks), []
+            for i, dup in dup_acks:
+                acks.extend(itertools.islice(new, i - len(acks)))
+                acks.append(dup)
+            acks.extend(new)
         if rows:
             self._staged.append(_Staged(params, len(rows), seq, rows[-1].clock, mine, lookup.assumed))
         return Appended(acks, rows)

@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from actors.dispatch.report import summarize
-from actors.records import ShardStats
+from actors.records import Ack, ShardStats
 from actors.shard.core import PREVIEW_SAMPLE
 from segd import __version__
 from segd.clock import Clock
@@ -33,22 +33,13 @@ from segd.daemon.server import Connection, Streaming
 from segd.daemon.subscriptions import Hub
 from segd.errors import ProtocolError
 from segd.rules import WHEN, Names, RuleError, compile_expr
+from segd.wire.decode import new_events
 from segd.wire.protocol import Request
 from store.eventlog import EventLog
 
 log = structlog.get_logger("segd.daemon")
 
 STATS_BOUND = 2.0  # seconds ``stats`` waits for any actor before using its last known value
-
-
-class Logged(msgspec.Struct, omit_defaults=True, gc=False):
-    """One ``batch`` item's answer: encodes as ``{"seq": N}``, or with ``"duplicate": true``.
-    A struct the garbage collector does not track, not a dict: a thousand dicts per batch
-    answer, alive until the answer is written, cost the event loop more in collections than
-    building them (py-spy: 14% of the loop at 1,000-event batches)."""
-
-    seq: int
-    duplicate: bool = False
 
 
 class Ops:
@@ -126,19 +117,18 @@ class Ops:
         The events come typed from ``segd.wire.decode`` or, with refused items among them as
         ProtocolError values, from the dict schemas."""
         items = req.args["events"]
-        wall = time.time()
-        valid = [it.new_event(wall) for it in items if not isinstance(it, ProtocolError)]
+        valid = new_events(items, time.time())
         acks = await self.committer.submit(valid) if valid else []
         if len(acks) == len(items):  # the usual case: nothing refused
-            return {"results": [Logged(a.seq, a.duplicate) for a in acks]}
-        out: list[Logged | dict[str, Any]] = []
+            # An Ack encodes as the answer's item ({"seq": N}, with "duplicate": true).
+            return {"results": acks}
+        out: list[Ack | dict[str, Any]] = []
         answers = iter(acks)
         for it in items:
             if isinstance(it, ProtocolError):
                 out.append({"error": {"code": it.code, "message": it.message}})
             else:
-                ack = next(answers)
-                out.append(Logged(ack.seq, ack.duplicate))
+                out.append(next(answers))
         return {"results": out}
 
     async def op_sync(self, req: Request, conn: Connection) -> dict[str, Any]:

@@ -9,11 +9,15 @@ carrying the server's ``code``. ``send_events`` splits any number of events into
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from segd.config.values import parse_address
 from segd.errors import ConnectError, ProtocolError, RemoteError
@@ -357,3 +361,135 @@ def _address(tcp: str) -> tuple[str, int]:
         return parse_address(tcp)
     except ValueError as exc:
         raise ConnectError(f"cannot connect to segd at {tcp!r}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- prepared batches
+
+
+def encode_batches(events: list[dict[str, Any]], batch_size: int = 1000, first_id: int = 1) -> list[bytes]:
+    """``events`` as ``batch`` request frames of ``batch_size`` items, ids counting from
+    ``first_id``: the same bytes ``AsyncClient.batch`` writes for each chunk (``id``, ``op``,
+    ``events``, in that order), made ahead of time, as a service encodes on its own machine."""
+    return [
+        protocol.encode({"id": rid, "op": "batch", "events": chunk})
+        for rid, chunk in enumerate(_chunks(events, batch_size), first_id)
+    ]
+
+
+class _Error(msgspec.Struct, gc=False):
+    code: str = "internal"
+    message: str = "no message"
+
+
+class _Item(msgspec.Struct, gc=False):
+    """One item of a ``batch`` answer: ``{"seq": N}``, with ``duplicate``, or ``{"error"}``."""
+
+    seq: int | None = None
+    duplicate: bool = False
+    error: _Error | None = None
+
+
+class _BatchAnswer(msgspec.Struct, gc=False):
+    id: Any = None
+    ok: bool = False
+    results: list[_Item] = []
+    error: _Error | None = None
+
+
+_ANSWER = msgspec.msgpack.Decoder(_BatchAnswer)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What ``send_prepared`` got back: items acknowledged (logged or ``duplicate``), items
+    refused (the first one's ``code: message``), and batches whose answer was an error."""
+
+    acked: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    failed_batches: int = 0
+    first_error: str | None = None
+
+
+async def send_prepared(
+    frames: list[bytes],
+    socket_path: str | Path | None = None,
+    *,
+    window: int = 8,
+    tcp: str | None = None,
+    token: str | None = None,
+) -> Tally:
+    """Write ``batch`` frames from ``encode_batches`` on one connection, ``window`` in flight,
+    and read every answer with a typed decoder (msgspec): every item is checked for an error,
+    acks are counted exactly, each answer must carry its request's id (the server answers in
+    request order). No per-item dict is built on this side. Raises ConnectError if the
+    connection is lost, RemoteError if an answer is not a batch answer."""
+    client = await AsyncClient.connect(socket_path, tcp=tcp, token=token)
+    client._pump.cancel()  # this function reads the connection itself, once the pump is gone
+    await asyncio.wait((client._pump,))
+    reader, writer = client._reader, client._writer
+    ids = [_frame_id(f) for f in frames]
+    tally = Tally()
+    slots = asyncio.Semaphore(window)
+
+    async def write() -> None:
+        for frame in frames:
+            await slots.acquire()
+            writer.write(frame)
+            await writer.drain()
+
+    writing = asyncio.create_task(write())
+    splitter = protocol.FrameSplitter(DEFAULT_MAX_FRAME)
+    answered = 0
+    try:
+        while answered < len(frames):
+            data = await reader.read(1 << 18)
+            if not data:
+                raise ConnectError("segd closed the connection")
+            for body in splitter.feed(data):
+                _count(_ANSWER.decode(body), ids[answered], tally)
+                answered += 1
+                slots.release()
+        await writing
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise ConnectError(f"connection to segd failed: {exc}") from exc
+    finally:
+        writing.cancel()
+        writer.close()
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await writer.wait_closed()
+    return tally
+
+
+def _frame_id(frame: bytes) -> int:
+    rid = _FRAME_ID.decode(frame[4:]).id
+    if not isinstance(rid, int):
+        raise ValueError("a prepared frame needs an int id (see encode_batches)")
+    return rid
+
+
+class _Id(msgspec.Struct):
+    id: Any = None
+
+
+_FRAME_ID = msgspec.msgpack.Decoder(_Id)
+
+
+def _count(answer: _BatchAnswer, rid: int, tally: Tally) -> None:
+    if answer.id != rid:
+        raise RemoteError("internal", f"answer to request {answer.id!r} where {rid} was due")
+    if not answer.ok:
+        err = answer.error or _Error()
+        tally.failed_batches += 1
+        tally.first_error = tally.first_error or f"{err.code}: {err.message}"
+        return
+    for item in answer.results:
+        if item.error is not None:
+            tally.refused += 1
+            tally.first_error = tally.first_error or f"{item.error.code}: {item.error.message}"
+        elif item.seq is None:
+            raise RemoteError("internal", "a batch answer's item has neither seq nor error")
+        else:
+            tally.acked += 1
+            if item.duplicate:
+                tally.duplicates += 1

@@ -46,7 +46,7 @@ from segd.wire.protocol import (
     Request,
 )
 
-__all__ = ["IdentifyItem", "Refused", "TrackItem", "parse_frame"]
+__all__ = ["IdentifyItem", "Refused", "TrackItem", "new_events", "parse_frame"]
 
 _User = Annotated[str, Meta(min_length=1, max_length=MAX_USER)]
 _Event = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT)]
@@ -131,6 +131,47 @@ class IdentifyItem(msgspec.Struct, tag_field="type", tag="identify", forbid_unkn
             wall,
             _context(self.context) if self.context else None,
         )
+
+
+def new_events(items: list[Any], wall: float) -> list[NewEvent]:
+    """The events to log for a ``batch``'s ``items``, received at ``wall``: each item's
+    ``new_event(wall)``, built inline for the typed items (one call frame less per event),
+    and a refused item (a ``ProtocolError`` from the dict path) skipped."""
+    out: list[NewEvent] = []
+    add = out.append
+    for it in items:
+        kind = type(it)
+        if kind is TrackItem:
+            data, context = it.data, it.context
+            add(
+                NewEvent(
+                    it.user,
+                    "track",
+                    it.event,
+                    it.ts,
+                    bytes(data) if data else _EMPTY_MAP,
+                    it.msg_id,
+                    wall,
+                    _context(context) if context else None,
+                )
+            )
+        elif kind is IdentifyItem:
+            context = it.context
+            add(
+                NewEvent(
+                    it.user,
+                    "identify",
+                    None,
+                    it.ts,
+                    bytes(it.data),
+                    it.msg_id,
+                    wall,
+                    _context(context) if context else None,
+                )
+            )
+        elif not isinstance(it, ProtocolError):
+            add(it.new_event(wall))
+    return out
 
 
 class _Track(TrackItem, tag_field="op", tag="track"):
