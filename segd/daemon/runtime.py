@@ -13,7 +13,8 @@ no caller needs to know Ray's exceptions. Actor options:
 - ``SegmentManager`` x ``MANAGERS``: pinned to the daemon's node, where ``data_dir`` is; in a
   rebuild (``segd replay``) they run in the replay's own process (``segd.daemon.inprocess``).
 - ``Dispatcher`` x 1: an async actor pinned to the daemon's node (it owns ``outbox.db``),
-  one submitter (the router), so its triggers arrive in order.
+  one submitter (the router), so its triggers arrive in order; in a rebuild it runs in the
+  replay's own process, on an event loop of its own (``segd.daemon.inprocess``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ from actors.records import (
 from actors.shard.shell import UserShard
 from segd import logs
 from segd.config import Config
+from segd.daemon import inprocess
 from segd.daemon.health import ShardWatch
-from segd.daemon.inprocess import InProcess
+from segd.daemon.inprocess import AsyncInProcess, InProcess
 from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
@@ -234,6 +236,7 @@ class Runtime:
         ]
         self._dispatch = dispatch
         self._deliver = deliver
+        self._rebuild = rebuild
         self._pinned = pinned
         self.policy = CampaignPolicy(config.campaigns, enabled=dispatch)
         self.dispatcher: Any = None
@@ -392,9 +395,16 @@ class Runtime:
     # ------------------------------------------------------------------ dispatcher
 
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
-        self.dispatcher = _RemoteDispatcher.options(
-            scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
+        args = (config, fingerprints, clock, self._deliver, self._traits, self.owner)
+        if self._rebuild:
+            # ``segd replay`` (deliver=False): it only decides and records in outbox.db, on
+            # this node, so it runs here (segd.daemon.inprocess), not in a worker started on
+            # the cores the shards need; ``traits_of`` is read only by a delivery.
+            self.dispatcher = AsyncInProcess(functools.partial(Dispatcher, *args), "segd-dispatcher")
+        else:
+            self.dispatcher = _RemoteDispatcher.options(
+                scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
+            ).remote(*args)
         self.dispatcher.start.remote()
 
     async def skip_contexts(self, i: int, decided: frozenset[str]) -> bool:
@@ -451,7 +461,7 @@ class Runtime:
         """Kill every actor of this runtime (Ray itself stays up)."""
         extra = [self.dispatcher] if self.dispatcher is not None else []
         for actor in [*self.shards, *self.managers, *extra]:
-            if isinstance(actor, InProcess):
-                actor.close()
+            if isinstance(actor, (InProcess, AsyncInProcess)):
+                inprocess.close(actor)
             else:
                 ray.kill(actor, no_restart=True)
