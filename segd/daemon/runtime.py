@@ -51,12 +51,14 @@ from actors.records import (
     decoder,
     encode,
 )
-from actors.shard.shell import UserShard
 from segd import logs
 from segd.config import Config
 from segd.daemon import inprocess
 from segd.daemon.health import ShardWatch
 from segd.daemon.inprocess import AsyncInProcess, InProcess
+from segd.daemon.workers import dispatcher as dispatcher_worker
+from segd.daemon.workers import manager as manager_worker
+from segd.daemon.workers import shard as shard_worker
 from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
@@ -71,9 +73,10 @@ MANAGER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 DISPATCHER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 RETRY_TIMEOUT = 120.0  # seconds to wait for Ray to bring an actor back
 
-_RemoteShard = ray.remote(UserShard)
-_RemoteManager = ray.remote(SegmentManager)
-_RemoteDispatcher = ray.remote(Dispatcher)
+# The shells with segd's logging set up in their worker first (segd.daemon.workers).
+_RemoteShard = ray.remote(shard_worker.UserShard)
+_RemoteManager = ray.remote(manager_worker.SegmentManager)
+_RemoteDispatcher = ray.remote(dispatcher_worker.Dispatcher)
 _REPLY = decoder(ShardReply)
 _TRANSITIONS = decoder(list[Transition])
 _REFUSED = ShardReply(ok=False, applied_seq=-1)
@@ -137,7 +140,9 @@ def init_ray(config: Config) -> bool:
     A local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``): the daemon
     stops them itself once it has drained. The thread that calls this must outlive Ray (Ray
     ties its processes' lives to it); the daemon calls it on its default executor. Ray's
-    Python logging goes through structlog (``segd.logs.route_stdlib``).
+    Python logging goes through structlog (``segd.logs.route_stdlib``), in the workers too:
+    each actor sets it up as it starts (``segd.daemon.workers``), so the job has no
+    ``runtime_env`` and its actors start on the workers the raylet prestarted.
     """
     if ray.is_initialized():
         return False
@@ -147,7 +152,6 @@ def init_ray(config: Config) -> bool:
     address = config.ray.address or "local"
     kwargs: dict[str, Any] = {
         "namespace": "segd",
-        "runtime_env": {"worker_process_setup_hook": "segd.logs.worker_setup"},
         "logging_level": "WARNING",
         "log_to_driver": True,
     }
