@@ -133,12 +133,15 @@ def _shielded() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def init_ray(config: Config) -> bool:
+def init_ray(config: Config, *, shield: bool = True) -> bool:
     """Start a local Ray or join a cluster per ``[ray] address``; reuse one already running.
 
     Returns True if this call started or joined Ray (so ``shutdown_ray`` should leave it).
-    A local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``): the daemon
-    stops them itself once it has drained. The thread that calls this must outlive Ray (Ray
+    With ``shield``, a local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``):
+    the daemon stops them itself once it has drained. ``segd replay`` drains nothing on a
+    signal (it dies, and its Ray with it), so it starts them unshielded: ``ray.shutdown``
+    stops each with SIGTERM and waits up to a second for it before SIGKILL, and shielded
+    ones used that whole second each (5.4 s of the command, measured). The thread that calls this must outlive Ray (Ray
     ties its processes' lives to it); the daemon calls it on its default executor. Ray's
     Python logging goes through structlog (``segd.logs.route_stdlib``), in the workers too:
     each actor sets it up as it starts (``segd.daemon.workers``), so the job has no
@@ -159,7 +162,7 @@ def init_ray(config: Config) -> bool:
         kwargs["include_dashboard"] = False
         if config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
-    with _shielded():
+    with _shielded() if shield else contextlib.nullcontext():
         ray.init(address=address, **kwargs)
     log.info("ray_ready", address=address, nodes=len(_alive_nodes()))
     return True
