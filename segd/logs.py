@@ -1,7 +1,7 @@
 """structlog setup: JSON lines when stderr is not a terminal, a console renderer when it is.
 
-Call ``configure()`` once per process: the daemon at start-up, every Ray worker through
-``worker_process_setup_hook`` (see ``segd.daemon.runtime``).
+Call ``configure()`` once per process: the daemon at start-up, every Ray worker as its
+actor starts (``worker_setup``, see ``segd.daemon.workers``).
 
 Libraries that log through the standard ``logging`` module (Ray's Python side) are bridged
 with ``route_stdlib``: their records become structlog events (``library_log`` with
@@ -85,7 +85,8 @@ def route_stdlib(name: str) -> None:
 
 
 def worker_setup() -> None:
-    """Ray ``worker_process_setup_hook``: the same logging in every worker process, Ray's
-    own Python logging included."""
+    """The same logging in every Ray worker process, Ray's own Python logging included:
+    each actor calls it first as it starts (``segd.daemon.workers``). It also works as a
+    ``worker_process_setup_hook`` (the tests' Ray sessions use it so)."""
     configure()
     route_stdlib("ray")

@@ -20,6 +20,7 @@ end, snapshots use ``synchronous=NORMAL``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,9 @@ async def _replay(
         eventlog = EventLog(cfg.data_dir, synchronous=cfg.synchronous)
         snapshots = SnapshotStore(cfg.data_dir)
         snapshots.clear()
-        ray_started = await asyncio.to_thread(runtime.init_ray, config)
+        # Unshielded: a signal ends the replay anyway (nothing to drain), and shielded
+        # processes each take ray.shutdown's whole grace second (runtime.init_ray).
+        ray_started = await asyncio.to_thread(functools.partial(runtime.init_ray, config, shield=False))
         phases.mark("ray")
         upto = eventlog.last_seq if until is None else min(until, eventlog.last_seq)
         # Time stands at the log's last clock after a whole replay, at the last row's with --until.

@@ -13,7 +13,8 @@ no caller needs to know Ray's exceptions. Actor options:
 - ``SegmentManager`` x ``MANAGERS``: pinned to the daemon's node, where ``data_dir`` is; in a
   rebuild (``segd replay``) they run in the replay's own process (``segd.daemon.inprocess``).
 - ``Dispatcher`` x 1: an async actor pinned to the daemon's node (it owns ``outbox.db``),
-  one submitter (the router), so its triggers arrive in order.
+  one submitter (the router), so its triggers arrive in order; in a rebuild it runs in the
+  replay's own process, on an event loop of its own (``segd.daemon.inprocess``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ from actors.records import (
     decoder,
     encode,
 )
-from actors.shard.shell import UserShard
 from segd import logs
 from segd.config import Config
+from segd.daemon import inprocess
 from segd.daemon.health import ShardWatch
-from segd.daemon.inprocess import InProcess
+from segd.daemon.inprocess import AsyncInProcess, InProcess
+from segd.daemon.workers import dispatcher as dispatcher_worker
+from segd.daemon.workers import manager as manager_worker
+from segd.daemon.workers import shard as shard_worker
 from segd.errors import Unavailable
 from store.schema import OUTBOX_FILE
 
@@ -69,9 +73,10 @@ MANAGER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 DISPATCHER_OPTIONS = {"max_restarts": -1, "max_task_retries": 0, "num_cpus": 0}
 RETRY_TIMEOUT = 120.0  # seconds to wait for Ray to bring an actor back
 
-_RemoteShard = ray.remote(UserShard)
-_RemoteManager = ray.remote(SegmentManager)
-_RemoteDispatcher = ray.remote(Dispatcher)
+# The shells with segd's logging set up in their worker first (segd.daemon.workers).
+_RemoteShard = ray.remote(shard_worker.UserShard)
+_RemoteManager = ray.remote(manager_worker.SegmentManager)
+_RemoteDispatcher = ray.remote(dispatcher_worker.Dispatcher)
 _REPLY = decoder(ShardReply)
 _TRANSITIONS = decoder(list[Transition])
 _REFUSED = ShardReply(ok=False, applied_seq=-1)
@@ -128,14 +133,19 @@ def _shielded() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def init_ray(config: Config) -> bool:
+def init_ray(config: Config, *, shield: bool = True) -> bool:
     """Start a local Ray or join a cluster per ``[ray] address``; reuse one already running.
 
     Returns True if this call started or joined Ray (so ``shutdown_ray`` should leave it).
-    A local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``): the daemon
-    stops them itself once it has drained. The thread that calls this must outlive Ray (Ray
+    With ``shield``, a local Ray's processes ignore SIGTERM and SIGHUP (``SHIELDED_SIGNALS``):
+    the daemon stops them itself once it has drained. ``segd replay`` drains nothing on a
+    signal (it dies, and its Ray with it), so it starts them unshielded: ``ray.shutdown``
+    stops each with SIGTERM and waits up to a second for it before SIGKILL, and shielded
+    ones used that whole second each (5.4 s of the command, measured). The thread that calls this must outlive Ray (Ray
     ties its processes' lives to it); the daemon calls it on its default executor. Ray's
-    Python logging goes through structlog (``segd.logs.route_stdlib``).
+    Python logging goes through structlog (``segd.logs.route_stdlib``), in the workers too:
+    each actor sets it up as it starts (``segd.daemon.workers``), so the job has no
+    ``runtime_env`` and its actors start on the workers the raylet prestarted.
     """
     if ray.is_initialized():
         return False
@@ -145,7 +155,6 @@ def init_ray(config: Config) -> bool:
     address = config.ray.address or "local"
     kwargs: dict[str, Any] = {
         "namespace": "segd",
-        "runtime_env": {"worker_process_setup_hook": "segd.logs.worker_setup"},
         "logging_level": "WARNING",
         "log_to_driver": True,
     }
@@ -153,7 +162,7 @@ def init_ray(config: Config) -> bool:
         kwargs["include_dashboard"] = False
         if config.ray.num_cpus:
             kwargs["num_cpus"] = config.ray.num_cpus
-    with _shielded():
+    with _shielded() if shield else contextlib.nullcontext():
         ray.init(address=address, **kwargs)
     log.info("ray_ready", address=address, nodes=len(_alive_nodes()))
     return True
@@ -234,6 +243,7 @@ class Runtime:
         ]
         self._dispatch = dispatch
         self._deliver = deliver
+        self._rebuild = rebuild
         self._pinned = pinned
         self.policy = CampaignPolicy(config.campaigns, enabled=dispatch)
         self.dispatcher: Any = None
@@ -392,9 +402,16 @@ class Runtime:
     # ------------------------------------------------------------------ dispatcher
 
     def _make_dispatcher(self, config: Config, fingerprints: dict[str, str], clock: float) -> None:
-        self.dispatcher = _RemoteDispatcher.options(
-            scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
-        ).remote(config, fingerprints, clock, self._deliver, self._traits, self.owner)
+        args = (config, fingerprints, clock, self._deliver, self._traits, self.owner)
+        if self._rebuild:
+            # ``segd replay`` (deliver=False): it only decides and records in outbox.db, on
+            # this node, so it runs here (segd.daemon.inprocess), not in a worker started on
+            # the cores the shards need; ``traits_of`` is read only by a delivery.
+            self.dispatcher = AsyncInProcess(functools.partial(Dispatcher, *args), "segd-dispatcher")
+        else:
+            self.dispatcher = _RemoteDispatcher.options(
+                scheduling_strategy=self._pinned, **DISPATCHER_OPTIONS
+            ).remote(*args)
         self.dispatcher.start.remote()
 
     async def skip_contexts(self, i: int, decided: frozenset[str]) -> bool:
@@ -451,7 +468,7 @@ class Runtime:
         """Kill every actor of this runtime (Ray itself stays up)."""
         extra = [self.dispatcher] if self.dispatcher is not None else []
         for actor in [*self.shards, *self.managers, *extra]:
-            if isinstance(actor, InProcess):
-                actor.close()
+            if isinstance(actor, (InProcess, AsyncInProcess)):
+                inprocess.close(actor)
             else:
                 ray.kill(actor, no_restart=True)
