@@ -20,13 +20,32 @@ __all__ = ["EventsGen"]
 class EventsGen(TimeGen):
     """Writes the entry points and the event functions."""
 
+    always = False  # an event function's folds mark some segment unconditionally
+    top = 0  # the depth of an event function's body
+
     def gen_event(self, fn: str, aggs: tuple[AggDef, ...]) -> None:
         """``fn(u, seq, event, ts, clock, props, ctx, out)``: fold ``aggs`` (those listening to
-        the event name), evaluate what they mark, recompute the deadline."""
+        the event name), evaluate what they mark, recompute the deadline.
+
+        The segments the folds may mark (and their dependants), unless that is every segment,
+        are evaluated inline in flag mode (``SegmentsGen.inline_evaluation``); a user's
+        first event marks every segment: the whole ``_evaluate``."""
         m, o = self.m, self.out
+        # the segments this event's folds may mark
+        mask = 0
+        for a in aggs:
+            mask |= a.seg_mask
+        own = 0 < self.reach(mask) != m.all_mask
+        self.flagged = own
+        self.always = False
         o(f"def {fn}(u, seq, event, ts, clock, props, ctx, out):")
         with o.block():
-            o(f"d = {m.all_mask} if u.last_seq is None else 0")
+            self.top = o.depth
+            if own:
+                o("fresh = u.last_seq is None")
+                o(self.flag_init(mask))
+            else:
+                o(f"d = {m.all_mask} if u.last_seq is None else 0")
             folded: list[tuple[AggDef, str]] = []
             if aggs:
                 o("traits = u.traits")
@@ -51,27 +70,36 @@ class EventsGen(TimeGen):
                             self.gen_fold(a, f"x{a.index}" if a.config.of is not None else "None")
             o("u.last_seq = seq")
             o("u.now = clock")
-            # the segments this event's folds may mark: evaluated by a function of their own
-            # (the first event of a user marks every segment: the whole _evaluate)
-            mask = 0
-            for a in aggs:
-                mask |= a.seg_mask
-            own = 0 < self.reach(mask) != m.all_mask
-            o("if d:")
-            with o.block():
-                if own:
-                    o(f"ev = (_evaluate if d & {~mask} else _evaluate{fn})(u, d, clock, seq, 'e', out)")
-                else:
+            if own:
+                self.flagged = False
+                o("if fresh:")
+                with o.block():
+                    o(f"ev = _evaluate(u, {m.all_mask}, clock, seq, 'e', out)")
+                    self.gen_reschedule("clock", folded, full=False)
+                self.flagged = True
+                o("else:" if self.always else "elif mk_:")
+                with o.block():
+                    self.inline_evaluation(mask, "clock", "seq", "e")
+                    self.gen_reschedule("clock", folded, full=False, flags=mask)
+                self.flagged = False
+            else:
+                o("if d:")
+                with o.block():
                     o("ev = _evaluate(u, d, clock, seq, 'e', out)")
-                self.gen_reschedule("clock", folded, full=False)
-            if folded:
+                    self.gen_reschedule("clock", folded, full=False)
+            if folded and not (own and self.always):
                 o(f"elif {' or '.join(flag for _, flag in folded)}:")
                 with o.block():
                     # nothing evaluated: no time rule's next change moves
                     self.gen_reschedule("clock", folded, full=False, evaluated=False)
         o("")
-        if own:
-            self.gen_evaluate(f"_evaluate{fn}", mask)
+
+    def mark(self, mask: int) -> str:
+        """``SegmentsGen.mark``, noting a mark made at an event function's top level (not
+        under any condition): then some segment is always marked."""
+        if self.flagged and self.out.depth == self.top:
+            self.always = True
+        return super().mark(mask)
 
     def gen_match(self, a: AggDef, scope: Scope, deferred: bool) -> None:
         """``where`` then ``of`` of one aggregate; fold at once unless ``deferred``."""
@@ -93,9 +121,9 @@ class EventsGen(TimeGen):
         step = self.steps.get(i)
         if step is not None:
             if step.keep:
-                o(f"d |= {step.keep}")
+                o(self.mark(step.keep))
         elif a.seg_mask:
-            o(f"d |= {a.seg_mask}")
+            o(self.mark(a.seg_mask))
         if a.timed and (deferred or not self.folds_flag(a)):
             o(f"f{i} = True")
         if cfg.where is not None:
@@ -234,9 +262,9 @@ class EventsGen(TimeGen):
         if tests:
             o(f"if {' or '.join(tests)}:")
             with o.block():
-                o(f"d |= {step.skip}")
+                o(self.mark(step.skip))
         else:
-            o(f"d |= {step.skip}")
+            o(self.mark(step.skip))
 
     def emit_distinct_fold(self, a: AggDef, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
