@@ -41,12 +41,15 @@ class EventsGen(TimeGen):
         o(f"def {fn}(u, seq, event, ts, clock, props, ctx, out):")
         with o.block():
             self.top = o.depth
+            # the windows whose next change the folds may move
+            folded = [(a, f"f{a.index}") for a in aggs if a.timed]
             if own:
                 o("fresh = u.last_seq is None")
-                o(self.flag_init(mask))
+                o(self.flag_init(mask, [flag for _, flag in folded]))
             else:
                 o(f"d = {m.all_mask} if u.last_seq is None else 0")
-            folded: list[tuple[AggDef, str]] = []
+                if folded:
+                    o(" = ".join(flag for _, flag in folded) + " = False")
             if aggs:
                 o("traits = u.traits")
                 read = sorted({self.agg_index[n] for a in aggs for n in _where_aggs(a)})
@@ -56,11 +59,6 @@ class EventsGen(TimeGen):
                     self.lazy("p", "clock"), now="clock", props="props", context="ctx", event="event"
                 )
                 deferred = m.where_reads_aggs
-                for a in aggs:
-                    if a.timed:
-                        flag = f"f{a.index}"
-                        folded.append((a, flag))
-                        o(f"{flag} = False")
                 for a in aggs:
                     self.gen_match(a, scope, deferred)
                 if deferred:
@@ -94,12 +92,12 @@ class EventsGen(TimeGen):
                     self.gen_reschedule("clock", folded, full=False, evaluated=False)
         o("")
 
-    def mark(self, mask: int) -> str:
+    def mark(self, mask: int, more: str = "") -> str:
         """``SegmentsGen.mark``, noting a mark made at an event function's top level (not
         under any condition): then some segment is always marked."""
         if self.flagged and self.out.depth == self.top:
             self.always = True
-        return super().mark(mask)
+        return super().mark(mask, more)
 
     def gen_match(self, a: AggDef, scope: Scope, deferred: bool) -> None:
         """``where`` then ``of`` of one aggregate; fold at once unless ``deferred``."""
@@ -346,9 +344,13 @@ class EventsGen(TimeGen):
     def gen_fold_rows(self) -> None:
         """``fold_rows``: ``ShardCore.apply_batch``'s loop over log rows with ``apply`` inlined
         (the same steps in the same order: decode, fire what is due, fold), calling the event
-        functions directly; and ``fire_due``, ``advance`` into a shared ``out``."""
+        functions directly (``_fold_plain`` when no rule reads a context and no transition is
+        noted: the same loop without those steps); and ``fire_due``, ``advance`` into a
+        shared ``out``."""
         self.out.code("""
             def fold_rows(rows, users, push, unpack, contexts, note, out, applied, top):
+                if note is None and not contexts:
+                    return _fold_plain(rows, users, push, unpack, out, applied, top)
                 for row in rows:
                     seq = row.seq
                     rclock = row.clock
@@ -379,6 +381,42 @@ class EventsGen(TimeGen):
                         _bad_type(rtype)
                     if note is not None and len(out) > n0:
                         note(u, out[n0:], rclock)
+                    after = u.deadline
+                    if after is not None and after != before:
+                        push(after, u.user)
+                    if seq > applied:
+                        applied = seq
+                    if rclock > top:
+                        top = rclock
+                return applied, top
+
+            def _fold_plain(rows, users, push, unpack, out, applied, top):
+                # fold_rows without contexts or note: the same steps
+                for row in rows:
+                    seq = row.seq
+                    rclock = row.clock
+                    body = row.body
+                    u = users.get(row.user)
+                    if u is None:
+                        u = users[row.user] = new(row.user)
+                    before = u.deadline
+                    data = unpack(body) if body else None
+                    clock = float(rclock)
+                    if before is not None and before <= clock:
+                        while u.deadline is not None and u.deadline <= clock:
+                            _fire(u, u.deadline, out)
+                    if clock < u.now:
+                        clock = u.now
+                    rtype = row.type
+                    if rtype == 'track':
+                        event = row.event
+                        ts = row.ts
+                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                            _EMPTY if data is None else data, _EMPTY, out)
+                    elif rtype == 'identify':
+                        _identify(u, seq, clock, data, out)
+                    else:
+                        _bad_type(rtype)
                     after = u.deadline
                     if after is not None and after != before:
                         push(after, u.user)

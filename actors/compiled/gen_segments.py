@@ -44,12 +44,14 @@ class SegmentsGen(GenBase):
     # in the evaluation order), so at the end a flag says "evaluated", as ``ev``'s bit did.
     flagged = False
 
-    def mark(self, mask: int) -> str:
-        """The statement that marks the segments of ``mask`` for evaluation."""
+    def mark(self, mask: int, more: str = "") -> str:
+        """The statement that marks the segments of ``mask`` for evaluation (in flag mode,
+        setting the local ``more`` True too)."""
         if not self.flagged:
             return f"d |= {mask}"
         # ``mk_``: some segment marked (one test instead of one per flag)
-        return " = ".join(["mk_"] + [flag(s) for s in self.m.segs if mask & s.bit]) + " = True"
+        names = ["mk_"] + [flag(s) for s in self.m.segs if mask & s.bit] + ([more] if more else [])
+        return " = ".join(names) + " = True"
 
     def gen_evaluate(self, fn: str = "_evaluate", mask: int | None = None) -> None:
         """``fn(u, d, now, seq, cause, out)``: evaluate the segments of ``d`` (and their
@@ -81,9 +83,10 @@ class SegmentsGen(GenBase):
         o(f"cause = {cause!r}")
         self.emit_evaluation(self.reached(mask))
 
-    def flag_init(self, mask: int) -> str:
-        """Every flag of ``reach(mask)`` set False (the top of a flag-mode function)."""
-        return " = ".join(["mk_"] + [flag(s) for s in self.reached(mask)]) + " = False"
+    def flag_init(self, mask: int, more: list[str] | None = None) -> str:
+        """Every flag of ``reach(mask)`` (and the locals ``more``) set False: the top of a
+        flag-mode function."""
+        return " = ".join(["mk_"] + [flag(s) for s in self.reached(mask)] + (more or [])) + " = False"
 
     def emit_evaluation(self, segs: list[SegDef]) -> None:
         """Evaluate ``segs`` (those marked) in order; store the masks that changed."""

@@ -189,24 +189,33 @@ class TimeGen(SegmentsGen):
                     o("best = nc")
         o("u.deadline = best")
 
-    def emit_next(self, a: AggDef, state: str, now: str) -> None:
+    def emit_next(self, a: AggDef, state: str | None, now: str) -> None:
         """``nc = `` the window's next change after ``now``. Inline for the usual state, where
         every entry has started and none has expired (then it is the oldest entry's expiry,
-        as ``_time_next`` finds); the general function otherwise."""
+        as ``_time_next`` finds); the general function otherwise. ``state`` None: the state
+        is in ``s_`` already, and not None."""
         o, w = self.out, self.w[a.index]
-        o(f"s_ = {state}")
+        if state is not None:
+            o(f"s_ = {state}")
+            o("if s_ is None:")
+            with o.block():
+                o("nc = None")
+        kw = "if" if state is None else "elif"
         marks = self.marks.get(a.index)
         if marks is not None:
-            self.emit_count_deadline(a, marks, now)
+            self.emit_count_deadline(a, marks, now, kw)
             return
         if a.kind.kind == "distinct":
-            o(f"nc = _dw_next(s_, {w}, {now})")
+            if state is None:
+                o(f"nc = _dw_next(s_, {w}, {now})")
+            else:
+                o("else:")
+                with o.block():
+                    o(f"nc = _dw_next(s_, {w}, {now})")
             return
         if a.kind.kind in TIME_KINDS:
             o.code(f"""
-                if s_ is None:
-                    nc = None
-                elif type(s_) is float:
+                {kw} type(s_) is float:
                     nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)
                 elif type(s_) is _array and s_[-1] <= {now} and (e_ := s_[0] + {w}) > {now}:
                     nc = e_
@@ -215,18 +224,17 @@ class TimeGen(SegmentsGen):
             """)
             return
         o.code(f"""
-            if s_ is None:
-                nc = None
-            elif type(t_ := s_.times) is _array and t_ and t_[-1] <= {now} and (e_ := t_[0] + {w}) > {now}:
+            {kw} type(t_ := s_.times) is _array and t_ and t_[-1] <= {now} and (e_ := t_[0] + {w}) > {now}:
                 nc = e_
             else:
                 nc = s_.next_change({now})
         """)
 
-    def emit_count_deadline(self, a: AggDef, marks: str, now: str) -> None:
+    def emit_count_deadline(self, a: AggDef, marks: str, now: str, kw: str) -> None:
         """``nc = count_deadline(...)`` of the window in ``s_``, inline when every entry is
         live and the marks are whole numbers: the expiry of the m-th oldest entry, m the
-        fewest expiries that cross a mark (or empty the window)."""
+        fewest expiries that cross a mark (or empty the window). ``kw``: the first test's
+        keyword (``elif`` after ``emit_next``'s test for None)."""
         o, w = self.out, self.w[a.index]
         values = self.e.consts[marks]
         whole = all(k == int(k) for _, k in values)
@@ -237,11 +245,8 @@ class TimeGen(SegmentsGen):
             clean = f" and type({keys}) is tuple"  # each key once: an expiry is one value less
         else:
             general = f"_count_deadline(s_, {w}, {now}, {marks})"
-        o("if s_ is None:")
-        with o.block():
-            o("nc = None")
         # one entry: its start, else its expiry (tw_next, as both general functions answer)
-        o("elif type(s_) is float:")
+        o(f"{kw} type(s_) is float:")
         with o.block():
             o(f"nc = s_ if s_ > {now} else (e_ if (e_ := s_ + {w}) > {now} else None)")
         if whole:
@@ -302,22 +307,28 @@ class TimeGen(SegmentsGen):
                     o(self.mark(s.closed))
             o("best = None")
             o("prev = u.now")
-            due = []
-            for a in m.window_aggs:
-                flag = f"due{a.index}"
-                due.append((a, flag))
-                o(f"{flag} = False")
-                self.emit_next(a, f"u.a{a.index}", "prev")
-                o("if nc is not None:")
+            due = [(a, f"due{a.index}") for a in m.window_aggs]
+            if due:
+                o(" = ".join(flag for _, flag in due) + " = False")
+            for a, flag in due:
+                # an empty window has no next change
+                o(f"s_ = u.a{a.index}")
+                o("if s_ is not None:")
                 with o.block():
-                    o("if nc <= t:")
+                    self.emit_next(a, None, "prev")
+                    o("if nc is not None:")
                     with o.block():
-                        o(self.mark(a.seg_mask))
-                        o(f"{flag} = True")
-                        self.emit_prune(a, "s_", "t")
-                    o("elif best is None or nc < best:")
-                    with o.block():
-                        o("best = nc")
+                        o("if nc <= t:")
+                        with o.block():
+                            if self.flagged:
+                                o(self.mark(a.seg_mask, flag))
+                            else:
+                                o(self.mark(a.seg_mask))
+                                o(f"{flag} = True")
+                            self.emit_prune(a, "s_", "t")
+                        o("elif best is None or nc < best:")
+                        with o.block():
+                            o("best = nc")
             for a in m.idle_windows:
                 o(f"s = u.a{a.index}")
                 o("if s is not None:")
