@@ -3,7 +3,9 @@
 Each segment of the evaluation order is re-evaluated when its bit is in ``d``; a change of
 membership appends the transition (id, record: ``actors.user._transition`` inlined) and marks
 the dependants; an exclusive group is resolved at its last member, its order fixed at compile
-time.
+time. The event functions and ``_fire`` hold the same evaluation inline, for the segments
+their folds or deadlines can mark, with one boolean local per segment in place of ``d``'s
+bits (``inline_evaluation``).
 """
 
 from __future__ import annotations
