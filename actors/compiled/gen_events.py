@@ -20,14 +20,36 @@ __all__ = ["EventsGen"]
 class EventsGen(TimeGen):
     """Writes the entry points and the event functions."""
 
+    always = False  # an event function's folds mark some segment unconditionally
+    top = 0  # the depth of an event function's body
+
     def gen_event(self, fn: str, aggs: tuple[AggDef, ...]) -> None:
         """``fn(u, seq, event, ts, clock, props, ctx, out)``: fold ``aggs`` (those listening to
-        the event name), evaluate what they mark, recompute the deadline."""
+        the event name), evaluate what they mark, recompute the deadline.
+
+        The segments the folds may mark (and their dependants), unless that is every segment,
+        are evaluated inline in flag mode (``SegmentsGen.inline_evaluation``); a user's
+        first event marks every segment: the whole ``_evaluate``."""
         m, o = self.m, self.out
+        # the segments this event's folds may mark
+        mask = 0
+        for a in aggs:
+            mask |= a.seg_mask
+        own = 0 < self.reach(mask) != m.all_mask
+        self.flagged = own
+        self.always = False
         o(f"def {fn}(u, seq, event, ts, clock, props, ctx, out):")
         with o.block():
-            o(f"d = {m.all_mask} if u.last_seq is None else 0")
-            folded: list[tuple[AggDef, str]] = []
+            self.top = o.depth
+            # the windows whose next change the folds may move
+            folded = [(a, f"f{a.index}") for a in aggs if a.timed]
+            if own:
+                o("fresh = u.last_seq is None")
+                o(self.flag_init(mask, [flag for _, flag in folded]))
+            else:
+                o(f"d = {m.all_mask} if u.last_seq is None else 0")
+                if folded:
+                    o(" = ".join(flag for _, flag in folded) + " = False")
             if aggs:
                 o("traits = u.traits")
                 read = sorted({self.agg_index[n] for a in aggs for n in _where_aggs(a)})
@@ -38,11 +60,6 @@ class EventsGen(TimeGen):
                 )
                 deferred = m.where_reads_aggs
                 for a in aggs:
-                    if a.timed:
-                        flag = f"f{a.index}"
-                        folded.append((a, flag))
-                        o(f"{flag} = False")
-                for a in aggs:
                     self.gen_match(a, scope, deferred)
                 if deferred:
                     for a in aggs:
@@ -51,27 +68,36 @@ class EventsGen(TimeGen):
                             self.gen_fold(a, f"x{a.index}" if a.config.of is not None else "None")
             o("u.last_seq = seq")
             o("u.now = clock")
-            # the segments this event's folds may mark: evaluated by a function of their own
-            # (the first event of a user marks every segment: the whole _evaluate)
-            mask = 0
-            for a in aggs:
-                mask |= a.seg_mask
-            own = 0 < self.reach(mask) != m.all_mask
-            o("if d:")
-            with o.block():
-                if own:
-                    o(f"ev = (_evaluate if d & {~mask} else _evaluate{fn})(u, d, clock, seq, 'e', out)")
-                else:
+            if own:
+                self.flagged = False
+                o("if fresh:")
+                with o.block():
+                    o(f"ev = _evaluate(u, {m.all_mask}, clock, seq, 'e', out)")
+                    self.gen_reschedule("clock", folded, full=False)
+                self.flagged = True
+                o("else:" if self.always else "elif mk_:")
+                with o.block():
+                    self.inline_evaluation(mask, "clock", "seq", "e")
+                    self.gen_reschedule("clock", folded, full=False, flags=mask)
+                self.flagged = False
+            else:
+                o("if d:")
+                with o.block():
                     o("ev = _evaluate(u, d, clock, seq, 'e', out)")
-                self.gen_reschedule("clock", folded, full=False)
-            if folded:
+                    self.gen_reschedule("clock", folded, full=False)
+            if folded and not (own and self.always):
                 o(f"elif {' or '.join(flag for _, flag in folded)}:")
                 with o.block():
                     # nothing evaluated: no time rule's next change moves
                     self.gen_reschedule("clock", folded, full=False, evaluated=False)
         o("")
-        if own:
-            self.gen_evaluate(f"_evaluate{fn}", mask)
+
+    def mark(self, mask: int, more: str = "") -> str:
+        """``SegmentsGen.mark``, noting a mark made at an event function's top level (not
+        under any condition): then some segment is always marked."""
+        if self.flagged and self.out.depth == self.top:
+            self.always = True
+        return super().mark(mask, more)
 
     def gen_match(self, a: AggDef, scope: Scope, deferred: bool) -> None:
         """``where`` then ``of`` of one aggregate; fold at once unless ``deferred``."""
@@ -93,9 +119,9 @@ class EventsGen(TimeGen):
         step = self.steps.get(i)
         if step is not None:
             if step.keep:
-                o(f"d |= {step.keep}")
+                o(self.mark(step.keep))
         elif a.seg_mask:
-            o(f"d |= {a.seg_mask}")
+            o(self.mark(a.seg_mask))
         if a.timed and (deferred or not self.folds_flag(a)):
             o(f"f{i} = True")
         if cfg.where is not None:
@@ -234,9 +260,9 @@ class EventsGen(TimeGen):
         if tests:
             o(f"if {' or '.join(tests)}:")
             with o.block():
-                o(f"d |= {step.skip}")
+                o(self.mark(step.skip))
         else:
-            o(f"d |= {step.skip}")
+            o(self.mark(step.skip))
 
     def emit_distinct_fold(self, a: AggDef, st: str, keys: str, value: str, w: str) -> None:
         """Fold an accepted value into a distinct window: ``dw_fold``'s clean fast path
@@ -318,9 +344,13 @@ class EventsGen(TimeGen):
     def gen_fold_rows(self) -> None:
         """``fold_rows``: ``ShardCore.apply_batch``'s loop over log rows with ``apply`` inlined
         (the same steps in the same order: decode, fire what is due, fold), calling the event
-        functions directly; and ``fire_due``, ``advance`` into a shared ``out``."""
+        functions directly (``_fold_plain`` when no rule reads a context and no transition is
+        noted: the same loop without those steps); and ``fire_due``, ``advance`` into a
+        shared ``out``."""
         self.out.code("""
             def fold_rows(rows, users, push, unpack, contexts, note, out, applied, top):
+                if note is None and not contexts:
+                    return _fold_plain(rows, users, push, unpack, out, applied, top)
                 for row in rows:
                     seq = row.seq
                     rclock = row.clock
@@ -351,6 +381,42 @@ class EventsGen(TimeGen):
                         _bad_type(rtype)
                     if note is not None and len(out) > n0:
                         note(u, out[n0:], rclock)
+                    after = u.deadline
+                    if after is not None and after != before:
+                        push(after, u.user)
+                    if seq > applied:
+                        applied = seq
+                    if rclock > top:
+                        top = rclock
+                return applied, top
+
+            def _fold_plain(rows, users, push, unpack, out, applied, top):
+                # fold_rows without contexts or note: the same steps
+                for row in rows:
+                    seq = row.seq
+                    rclock = row.clock
+                    body = row.body
+                    u = users.get(row.user)
+                    if u is None:
+                        u = users[row.user] = new(row.user)
+                    before = u.deadline
+                    data = unpack(body) if body else None
+                    clock = float(rclock)
+                    if before is not None and before <= clock:
+                        while u.deadline is not None and u.deadline <= clock:
+                            _fire(u, u.deadline, out)
+                    if clock < u.now:
+                        clock = u.now
+                    rtype = row.type
+                    if rtype == 'track':
+                        event = row.event
+                        ts = row.ts
+                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+                            _EMPTY if data is None else data, _EMPTY, out)
+                    elif rtype == 'identify':
+                        _identify(u, seq, clock, data, out)
+                    else:
+                        _bad_type(rtype)
                     after = u.deadline
                     if after is not None and after != before:
                         push(after, u.user)
