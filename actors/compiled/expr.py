@@ -15,13 +15,13 @@ would be longer than a call; each mirrors the reference closure of the same cons
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
 from actors.compiled.traits import trait
 from segd.rules import Aggregate, Binary, Call, EventName, ListExpr, Literal, Node, Path, Unary
 from segd.rules.compiler import _eq, _in, _not_in
+from segd.rules.ops import ARITH, MIRROR, ORDER
 
 __all__ = ["HELPERS", "Emitter", "Scope"]
 
@@ -30,8 +30,6 @@ _SEQS = (list, tuple)
 _SCALARS = (str, int, float)
 _STRS = (str,)
 _SECONDS = {"days_since": 86400.0, "hours_since": 3600.0}
-_MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 # ---------------------------------------------------------------------- run-time helpers
@@ -61,7 +59,7 @@ def _neg(v: Any) -> Any:
 
 
 def _arith(op: str) -> Callable[[Any, Any], Any]:
-    fop = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[op]
+    fop = ARITH[op]
 
     def arith(a: Any, b: Any) -> Any:  # _arith_fn
         ta, tb = type(a), type(b)
@@ -85,7 +83,7 @@ def _ne(a: Any, b: Any) -> bool:
 
 
 def _ordered(op: str) -> Callable[[Any, Any], bool]:
-    cmp = _ORDER[op]
+    cmp = ORDER[op]
 
     def order(a: Any, b: Any) -> bool:
         ta, tb = type(a), type(b)
@@ -249,7 +247,7 @@ class Emitter:
         if _fast(kr):
             return self.compare_const(op, self.expr(left, s), kr)
         if _fast(kl):
-            return self.compare_const(_MIRROR[op], self.expr(right, s), kl)
+            return self.compare_const(MIRROR[op], self.expr(right, s), kl)
         return f"{_GENERIC[op]}({self.expr(left, s)}, {self.expr(right, s)})"
 
     def compare_const(self, op: str, x: str, k: Any) -> str:

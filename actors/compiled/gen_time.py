@@ -10,26 +10,15 @@ time rules due evaluated, the deadline recomputed.
 
 from __future__ import annotations
 
-import operator
-
 from actors.compiled.gen_base import TIME_KINDS, keys_slot
 from actors.compiled.gen_segments import SegmentsGen
 from actors.compiled.gen_segments import flag as flag_of
 from actors.compiled.timing import Leaf, nc_plan
 from actors.model import AggDef, SegDef
 from segd.rules import parse
+from segd.rules.ops import SYMBOL
 
 __all__ = ["TimeGen"]
-
-# the comparison functions of ``segd.rules.linear.line_params``, as segd's own operators
-_SYMBOL = {
-    operator.lt: "<",
-    operator.le: "<=",
-    operator.gt: ">",
-    operator.ge: ">=",
-    operator.eq: "==",
-    operator.ne: "!=",
-}
 
 
 class TimeGen(SegmentsGen):
@@ -122,14 +111,14 @@ class TimeGen(SegmentsGen):
                 self.ret("None")
             o("if g_ > now:")
             with o.block():
-                test = f"(g_ - t_) / {unit} {_SYMBOL[value]} {k}"
+                test = f"(g_ - t_) / {unit} {SYMBOL[value]} {k}"
                 o(f"if {test if v_first is False else f'not ({test})'}:")
                 with o.block():
                     o("b_ = _nextafter(g_, _NINF)")
                     o("if b_ <= now:")
                     with o.block():
                         self.ret("g_")
-                    o(f"if (b_ - t_) / {unit} {_SYMBOL[before]} {k}:")
+                    o(f"if (b_ - t_) / {unit} {SYMBOL[before]} {k}:")
                     with o.block():
                         self.ret("g_")
 

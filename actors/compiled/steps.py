@@ -15,23 +15,14 @@ is recomputed after each evaluation), with their groups' resolving members.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 from actors.compiled.timing import _reads
 from actors.model import AggDef, Model
 from segd.rules import parse
+from segd.rules.ops import COMPARE
 
 __all__ = ["Step", "crossings", "step_plan"]
-
-_OPS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 
 
 class Step:
@@ -49,7 +40,7 @@ class Step:
 
 def _crossings(op: str, k: float) -> set[int]:
     """The counts ``n >= 0`` where ``n op k`` differs from ``n + 1 op k``."""
-    cmp = _OPS[op]
+    cmp = COMPARE[op]
     base = math.floor(k)
     return {n for n in range(max(0, base - 2), max(0, base + 3)) if cmp(n, k) != cmp(n + 1, k)}
 

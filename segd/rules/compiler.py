@@ -22,7 +22,6 @@ Semantics, exactly (the unit tests hold a reference interpreter to them):
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -31,6 +30,7 @@ from typing import Any
 from segd.rules import linear as rl
 from segd.rules import timing as rt
 from segd.rules.forms import Fn, FormFn, NextChange
+from segd.rules.ops import ARITH, COMPARE, MIRROR, ORDER
 from segd.rules.syntax import (
     FUNCTIONS,
     Aggregate,
@@ -161,9 +161,6 @@ def _not_in(x: Any, seq: Any) -> bool:
     return not _in(x, seq)
 
 
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
-_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
 _NOCONST = object()
 
 
@@ -175,19 +172,19 @@ def _compare_fn(
     if type(k) in _NUMS or type(k) is str:  # the common `count >= 3`, `traits.plan == 'pro'`
         kt = _NUMS if type(k) in _NUMS else (str,)
         if agg is not None and op != "!=":  # read the aggregate inline: one call less
-            cmp = _ORDER.get(op, operator.eq)
+            cmp = ORDER.get(op, COMPARE["=="])
             return lambda c: type(v := c.aggs[agg]) in kt and cmp(v, k)
         if op == "==":
             return lambda c: type(v := fa(c)) in kt and v == k
         if op == "!=":
             return lambda c: (v := fa(c)) is not None and not (type(v) in kt and v == k)
-        cmp = _ORDER[op]
+        cmp = ORDER[op]
         return lambda c: type(v := fa(c)) in kt and cmp(v, k)
     if op == "==":
         return lambda c: _eq(fa(c), fb(c))
     if op == "!=":
         return lambda c: (a := fa(c)) is not None and (b := fb(c)) is not None and not _eq(a, b)
-    cmp = _ORDER[op]
+    cmp = ORDER[op]
 
     def order(c: Context) -> bool:
         a, b = fa(c), fb(c)
@@ -198,7 +195,7 @@ def _compare_fn(
 
 
 def _arith_fn(op: str, fa: Fn, fb: Fn) -> Fn:
-    fop = _ARITH[op]
+    fop = ARITH[op]
 
     def arith(c: Context) -> Any:
         a, b = fa(c), fb(c)
@@ -425,9 +422,9 @@ class _Compiler:
             else:
                 fn = lambda c: True if fa(c) or fb(c) else False  # noqa: E731, SIM210
             return self.fold(fn, a, b, "bool", lambda: rt.bool_nc(fn, op, a, b))
-        if op in _MIRROR:
+        if op in MIRROR:
             if a.const and not b.const:  # put the constant on the right for the fast paths
-                fn = _compare_fn(_MIRROR[op], fb, fa, a.value, b.agg)
+                fn = _compare_fn(MIRROR[op], fb, fa, a.value, b.agg)
             else:
                 fn = _compare_fn(op, fa, fb, b.value if b.const else _NOCONST, a.agg)
             return self.fold(fn, a, b, "bool", lambda: rl.compare_nc(op, a, b, rt.compare_nc(fn, a, b)))

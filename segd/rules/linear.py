@@ -16,6 +16,7 @@ import operator
 from typing import TYPE_CHECKING, Any
 
 from segd.rules.forms import MAX_WALK, NUMS, UNKNOWN, NextChange, combine
+from segd.rules.ops import COMPARE, MIRROR
 from segd.rules.timing import Part
 
 if TYPE_CHECKING:  # for annotations only: segd.rules.compiler imports this module
@@ -67,15 +68,6 @@ _BY_SIGN = {
     "==": (False, True, False),
     "!=": (True, False, True),
 }
-_OPS = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-_MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _BIG = math.nextafter(_INF, 0.0)
 _WALK = range(MAX_WALK)
 
@@ -96,7 +88,7 @@ def line_params(
     last = 1 if slope > 0 else -1
     # with the sign at -last: the value then, the test for it, and the value at any time
     v_first, before = by_sign[1 - last], operator.lt if last == 1 else operator.gt
-    value = _OPS[op if flip == 1 else _MIRROR[op]]
+    value = COMPARE[op if flip == 1 else MIRROR[op]]
     return d1, by_sign, last, v_first, before, value
 
 
