@@ -17,6 +17,61 @@ from segd.rules import Aggregate, Binary, Call, ListExpr, Node, Unary, parse
 __all__ = ["EventsGen"]
 
 
+#: ``fold_rows``' loop over log rows; the lines marked ``# full`` decode the row's context
+#: and note its transitions, and ``_fold_plain`` is the same loop without them.
+_ROW_LOOP = """
+for row in rows:
+    seq = row.seq
+    rclock = row.clock
+    body = row.body
+    u = users.get(row.user)
+    if u is None:
+        u = users[row.user] = new(row.user)
+    before = u.deadline
+    data = unpack(body) if body else None
+    context = unpack(row.context) if contexts and row.context else None  # full
+    if note is not None:  # full
+        n0 = len(out)  # full
+    clock = float(rclock)
+    if before is not None and before <= clock:
+        while u.deadline is not None and u.deadline <= clock:
+            _fire(u, u.deadline, out)
+    if clock < u.now:
+        clock = u.now
+    rtype = row.type
+    if rtype == 'track':
+        event = row.event
+        ts = row.ts
+        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
+            _EMPTY if data is None else data, {context}, out)
+    elif rtype == 'identify':
+        _identify(u, seq, clock, data, out)
+    else:
+        _bad_type(rtype)
+    if note is not None and len(out) > n0:  # full
+        note(u, out[n0:], rclock)  # full
+    after = u.deadline
+    if after is not None and after != before:
+        push(after, u.user)
+    if seq > applied:
+        applied = seq
+    if rclock > top:
+        top = rclock
+return applied, top
+"""
+
+
+def _row_loop(*, full: bool) -> str:
+    """``_ROW_LOOP`` for ``fold_rows`` (``full``) or ``_fold_plain``."""
+    lines = [
+        line.removesuffix("  # full")
+        for line in _ROW_LOOP.split("\n")
+        if full or not line.endswith("  # full")
+    ]
+    context = "_EMPTY if context is None else context" if full else "_EMPTY"
+    return "\n".join(lines).replace("{context}", context)
+
+
 class EventsGen(TimeGen):
     """Writes the entry points and the event functions."""
 
@@ -351,81 +406,18 @@ class EventsGen(TimeGen):
             def fold_rows(rows, users, push, unpack, contexts, note, out, applied, top):
                 if note is None and not contexts:
                     return _fold_plain(rows, users, push, unpack, out, applied, top)
-                for row in rows:
-                    seq = row.seq
-                    rclock = row.clock
-                    body = row.body
-                    u = users.get(row.user)
-                    if u is None:
-                        u = users[row.user] = new(row.user)
-                    before = u.deadline
-                    data = unpack(body) if body else None
-                    context = unpack(row.context) if contexts and row.context else None
-                    if note is not None:
-                        n0 = len(out)
-                    clock = float(rclock)
-                    if before is not None and before <= clock:
-                        while u.deadline is not None and u.deadline <= clock:
-                            _fire(u, u.deadline, out)
-                    if clock < u.now:
-                        clock = u.now
-                    rtype = row.type
-                    if rtype == 'track':
-                        event = row.event
-                        ts = row.ts
-                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
-                            _EMPTY if data is None else data, _EMPTY if context is None else context, out)
-                    elif rtype == 'identify':
-                        _identify(u, seq, clock, data, out)
-                    else:
-                        _bad_type(rtype)
-                    if note is not None and len(out) > n0:
-                        note(u, out[n0:], rclock)
-                    after = u.deadline
-                    if after is not None and after != before:
-                        push(after, u.user)
-                    if seq > applied:
-                        applied = seq
-                    if rclock > top:
-                        top = rclock
-                return applied, top
-
+        """)
+        with self.out.block():
+            self.out.code(_row_loop(full=True))
+        self.out("")
+        self.out.code("""
             def _fold_plain(rows, users, push, unpack, out, applied, top):
                 # fold_rows without contexts or note: the same steps
-                for row in rows:
-                    seq = row.seq
-                    rclock = row.clock
-                    body = row.body
-                    u = users.get(row.user)
-                    if u is None:
-                        u = users[row.user] = new(row.user)
-                    before = u.deadline
-                    data = unpack(body) if body else None
-                    clock = float(rclock)
-                    if before is not None and before <= clock:
-                        while u.deadline is not None and u.deadline <= clock:
-                            _fire(u, u.deadline, out)
-                    if clock < u.now:
-                        clock = u.now
-                    rtype = row.type
-                    if rtype == 'track':
-                        event = row.event
-                        ts = row.ts
-                        _EVENTS.get(event, _ev_other)(u, seq, event, clock if ts is None else float(ts), clock,
-                            _EMPTY if data is None else data, _EMPTY, out)
-                    elif rtype == 'identify':
-                        _identify(u, seq, clock, data, out)
-                    else:
-                        _bad_type(rtype)
-                    after = u.deadline
-                    if after is not None and after != before:
-                        push(after, u.user)
-                    if seq > applied:
-                        applied = seq
-                    if rclock > top:
-                        top = rclock
-                return applied, top
-
+        """)
+        with self.out.block():
+            self.out.code(_row_loop(full=False))
+        self.out("")
+        self.out.code("""
             def fire_due(u, clock, out):
                 while u.deadline is not None and u.deadline <= clock:
                     _fire(u, u.deadline, out)
