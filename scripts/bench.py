@@ -73,7 +73,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -82,13 +81,14 @@ for _p in (HERE.parent, HERE):
         sys.path.insert(0, str(_p))
 
 import bench_http  # noqa: E402
+import bench_ingest  # noqa: E402
 import bench_queries  # noqa: E402
 import benchlib  # noqa: E402
 from bench_report import HOPS, print_table  # noqa: E402
 
 from segd.demo.workload import stream, workload  # noqa: E402
 from segd.errors import ConnectError  # noqa: E402
-from segd.wire.client import AsyncClient, Client, encode_batches, send_prepared  # noqa: E402
+from segd.wire.client import AsyncClient, Client  # noqa: E402
 
 #: Sizes per mode. Full mode takes several minutes on 2 cores; quick stays under 2.
 #: ``cell_events``: events per cell of the ingest matrix, by batch size.
@@ -134,99 +134,6 @@ def say(msg: str) -> None:
 # ---------------------------------------------------------------------- phases
 
 
-async def _send_and_sync(
-    sock: Path, items: list[dict], args: argparse.Namespace, connections: int | None = None
-) -> dict:
-    """Flat-out ingest by prepared frames (``_prepared_ingest``); returns ack and ack+apply
-    (until sync) rates, the client's own CPU per event and the daemon's stats."""
-    started = time.perf_counter()
-    sent = await _prepared_ingest(sock, items, connections or args.connections, args.batch, args.window)
-    async with await AsyncClient.connect(sock) as c:
-        await c.sync()
-        applied = time.perf_counter() - started - sent["encode_seconds"]
-        stats = await c.stats()
-    return {
-        **sent,
-        "applied_seconds": applied,
-        "applied_eps": sent["events"] / applied,
-        "commits": stats["commits"],
-        "commit_ms_avg": stats["commit_ms_avg"],
-        "events_per_commit": sent["events"] / max(stats["commits"], 1),
-        "users": stats["users"],
-        "segments": stats["segments"],
-    }
-
-
-async def _prepared_ingest(sock: Path, items: list[dict], connections: int, batch: int, window: int) -> dict:
-    """The headline client: what ``stream`` sends flat out (a user's items on one connection,
-    ``batch`` items per request, ``window`` in flight, the same frames byte for byte), but
-    encoded before the clock starts (``encode_batches``, as a service encodes on its own
-    machine) and answered through a typed decoder (``send_prepared``: every item checked for
-    an error, acks counted exactly). ``client_cpu_us_per_event``: this thread's CPU (user +
-    system: the asyncio loop is the whole client) from the first send to the last answer."""
-    parts: list[list[dict]] = [[] for _ in range(connections)]
-    for it in items:
-        parts[zlib.crc32(it["user"].encode()) % connections if connections > 1 else 0].append(it)
-    t0, c0 = time.perf_counter(), time.thread_time()
-    frames = [encode_batches(part, batch) for part in parts]
-    encode_seconds, encode_cpu = time.perf_counter() - t0, time.thread_time() - c0
-    c0, t0 = time.thread_time(), time.perf_counter()
-    tallies = await asyncio.gather(*(send_prepared(f, sock, window=window) for f in frames))
-    seconds, client_cpu = time.perf_counter() - t0, time.thread_time() - c0
-    acked = sum(t.acked for t in tallies)
-    refused = sum(t.refused for t in tallies) + sum(t.failed_batches for t in tallies)
-    if refused or acked != len(items):
-        first = next((t.first_error for t in tallies if t.first_error), None)
-        raise RuntimeError(f"ingest: {acked} of {len(items)} acknowledged, {refused} refused: {first}")
-    return {
-        "events": acked,
-        "ack_seconds": seconds,
-        "ack_eps": acked / seconds,
-        "duplicates": sum(t.duplicates for t in tallies),
-        "encode_seconds": encode_seconds,
-        "encode_cpu_us_per_event": encode_cpu / acked * 1e6,
-        "client_cpu_us_per_event": client_cpu / acked * 1e6,
-    }
-
-
-async def _flat_out(
-    sock: Path, items: list[dict], connections: int, batch: int, window: int
-) -> tuple[int, float]:
-    """Send ``items`` flat out over ``connections`` connections (a user's events always on
-    the same one), each keeping ``window`` requests in flight: ``batch`` requests of
-    ``batch`` items or, with ``batch`` 1, one ``track``/``identify`` request per event.
-    Returns (events acknowledged, seconds from the first send to the last answer)."""
-    parts: list[list[dict]] = [[] for _ in range(connections)]
-    for it in items:
-        parts[zlib.crc32(it["user"].encode()) % connections].append(it)
-    clients = [await AsyncClient.connect(sock) for _ in range(connections)]
-
-    async def one(client: AsyncClient, part: list[dict]) -> int:
-        slots = asyncio.Semaphore(window)  # FIFO: requests go out in order
-
-        async def request(chunk: list[dict]) -> int:
-            async with slots:
-                if batch == 1:
-                    it = chunk[0]
-                    await client.call(it["type"], **{k: v for k, v in it.items() if k != "type"})
-                    return 1
-                results = (await client.batch(chunk))["results"]
-                if any("error" in r for r in results):
-                    raise RuntimeError(f"ingest refused items: {[r for r in results if 'error' in r][:3]}")
-                return len(results)
-
-        return sum(await asyncio.gather(*(request(part[i : i + batch]) for i in range(0, len(part), batch))))
-
-    started = time.perf_counter()
-    try:
-        acked = sum(await asyncio.gather(*(one(c, p) for c, p in zip(clients, parts, strict=True))))
-    finally:
-        seconds = time.perf_counter() - started
-        for c in clients:
-            await c.close()
-    return acked, seconds
-
-
 def ingest_matrix(tmp: Path, address: str, plan: dict, args: argparse.Namespace) -> dict:
     """Ingest to the durable ack for 1, 2, 8 connections x batches of 1, 100, 1,000, on a
     daemon of its own; each cell is applied (``sync``) before the next one starts."""
@@ -239,7 +146,9 @@ def ingest_matrix(tmp: Path, address: str, plan: dict, args: argparse.Namespace)
                 items = list(workload(20, plan["users"], n, None, user_prefix=f"x{connections}b{batch}-"))
                 say(f"ingest matrix: {connections} connection(s), batches of {batch}, {n} events")
                 cpu, loop = daemon.cpu_seconds()
-                acked, seconds = asyncio.run(_flat_out(sock, items, connections, batch, args.window))
+                acked, seconds = asyncio.run(
+                    bench_ingest.flat_out(sock, items, connections, batch, args.window)
+                )
                 cpu_after, loop_after = daemon.cpu_seconds()
                 with Client(sock, timeout=600) as c:
                     c.sync()
@@ -393,7 +302,7 @@ def main_daemon(
         conns = args.ingest_connections
         say(f"ingest: {len(items)} events, {conns} connections, batches of {args.batch}")
         cpu, loop = daemon.cpu_seconds()
-        ingest = asyncio.run(_send_and_sync(sock, items, args, connections=conns))
+        ingest = asyncio.run(bench_ingest.send_and_sync(sock, items, args, connections=conns))
         ingest["connections"], ingest["batch"] = conns, args.batch
         cpu_after, loop_after = daemon.cpu_seconds()
         ingest["daemon_cpu_us_per_event"] = (cpu_after - cpu) / ingest["events"] * 1e6
@@ -443,7 +352,7 @@ def scale_run(
     """Ingest + apply events/s (first send to ``sync``) of a fresh daemon with ``shards``."""
     config, sock = benchlib.write_config(tmp / name, shards=shards, address=address)
     with benchlib.DaemonProcess(config, sock, tmp / name / "daemon.log"):
-        return asyncio.run(_send_and_sync(sock, items, args))["applied_eps"]
+        return asyncio.run(bench_ingest.send_and_sync(sock, items, args))["applied_eps"]
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict:
