@@ -1,15 +1,24 @@
-"""bench.py's socket clients: the headline prepared-frame ingest and the ``AsyncClient``
-flat-out sender of the ingest matrix and the scale-out runs."""
+"""bench.py's socket clients: the headline prepared-frame ingest (also the scale-out runs')
+and the ``AsyncClient`` flat-out sender of the ingest matrix."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import time
-import zlib
 from pathlib import Path
 
+from actors.placement import shard_of
 from segd.wire.client import AsyncClient, encode_batches, send_prepared
+
+
+def by_user(items: list[dict], connections: int) -> list[list[dict]]:
+    """``items`` split over ``connections``, a user's always on the same one, in order
+    (``shard_of``'s hash, as a fleet of producers keyed by user would split them)."""
+    parts: list[list[dict]] = [[] for _ in range(connections)]
+    for it in items:
+        parts[shard_of(it["user"], connections)].append(it)
+    return parts
 
 
 async def send_and_sync(
@@ -42,9 +51,7 @@ async def prepared_ingest(sock: Path, items: list[dict], connections: int, batch
     machine) and answered through a typed decoder (``send_prepared``: every item checked for
     an error, acks counted exactly). ``client_cpu_us_per_event``: this thread's CPU (user +
     system: the asyncio loop is the whole client) from the first send to the last answer."""
-    parts: list[list[dict]] = [[] for _ in range(connections)]
-    for it in items:
-        parts[zlib.crc32(it["user"].encode()) % connections if connections > 1 else 0].append(it)
+    parts = by_user(items, connections)
     t0, c0 = time.perf_counter(), time.thread_time()
     frames = [encode_batches(part, batch) for part in parts]
     encode_seconds, encode_cpu = time.perf_counter() - t0, time.thread_time() - c0
@@ -74,9 +81,7 @@ async def flat_out(
     the same one), each keeping ``window`` requests in flight: ``batch`` requests of
     ``batch`` items or, with ``batch`` 1, one ``track``/``identify`` request per event.
     Returns (events acknowledged, seconds from the first send to the last answer)."""
-    parts: list[list[dict]] = [[] for _ in range(connections)]
-    for it in items:
-        parts[zlib.crc32(it["user"].encode()) % connections].append(it)
+    parts = by_user(items, connections)
     clients = [await AsyncClient.connect(sock) for _ in range(connections)]
 
     async def one(client: AsyncClient, part: list[dict]) -> int:
